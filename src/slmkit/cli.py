@@ -1,0 +1,294 @@
+"""The ``slmkit`` command line: a thin layer over the Python API, one command per verb."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from slmkit.config import AskConfig, IndexConfig, load_yaml, parse_config
+from slmkit.errors import SlmkitError
+
+app = typer.Typer(
+    help="Small language models that answer from your documents, with citations, on a CPU.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+index_app = typer.Typer(help="Build, extend and inspect a knowledge base.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+KbOption = Annotated[Path, typer.Option("--kb", help="Knowledge base folder.")]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML recipe (CLI flags override it).")
+]
+
+DEMO_QUESTIONS = (
+    "Which NFL team represented the AFC at Super Bowl 50?",
+    "What is the recommended tire pressure for a Toyota Corolla?",
+)
+
+
+def bundled_squad() -> Path:
+    """The SQuAD v1.1 dev set shipped with slmkit (CC BY-SA 4.0, see assets/LICENSE-squad.md)."""
+    return Path(str(files("slmkit") / "assets" / "squad-v1.1-dev.json"))
+
+
+def _recipe_section(config: Path | None, section: str) -> dict[str, Any]:
+    if config is None:
+        return {}
+    data = load_yaml(config)
+    value = data.get(section, {})
+    return value if isinstance(value, dict) else {}
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    if value is None:
+        return
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        data = data.setdefault(key, {})
+    data[leaf] = value
+
+
+def _index_config(config: Path | None, **flags: Any) -> IndexConfig:
+    data = _recipe_section(config, "index")
+    for dotted, value in flags.items():
+        _set(data, dotted.replace("__", "."), value)
+    return parse_config(IndexConfig, data, f"{config or 'options'} [index]")
+
+
+def _ask_config(config: Path | None, **flags: Any) -> AskConfig:
+    data = _recipe_section(config, "ask")
+    for dotted, value in flags.items():
+        _set(data, dotted.replace("__", "."), value)
+    return parse_config(AskConfig, data, f"{config or 'options'} [ask]")
+
+
+@index_app.command("build")
+def index_build(
+    sources: Annotated[list[str], typer.Argument(help="Files, folders or hf://NAME?split=S&text_field=F.")],
+    kb: KbOption,
+    config: ConfigOption = None,
+    embedder: Annotated[str | None, typer.Option(help="Embedder name, folder or hub id.")] = None,
+    chunk_tokens: Annotated[int | None, typer.Option(help="Max tokens per chunk.")] = None,
+    overlap_tokens: Annotated[int | None, typer.Option(help="Tokens shared by neighbouring chunks.")] = None,
+    text_field: Annotated[str | None, typer.Option(help="JSON/JSONL field with the text.")] = None,
+    title_field: Annotated[str | None, typer.Option(help="JSON/JSONL field with the title.")] = None,
+) -> None:
+    """Create (or atomically replace) a knowledge base from SOURCES."""
+    from slmkit.rag.knowledge_base import KnowledgeBase
+
+    cfg = _index_config(
+        config,
+        embedder=embedder,
+        chunking__chunk_tokens=chunk_tokens,
+        chunking__overlap_tokens=overlap_tokens,
+        ingest__text_field=text_field,
+        ingest__title_field=title_field,
+    )
+    _, report = KnowledgeBase.build(kb, sources, cfg)
+    typer.echo(
+        f"built {kb}: {report.documents} documents → {report.chunks_added} chunks "
+        f"({report.duplicates_skipped} duplicates skipped) in {report.seconds:.1f}s "
+        f"({report.chunks_per_second:.0f} chunks/s)"
+    )
+
+
+@index_app.command("add")
+def index_add(
+    sources: Annotated[list[str], typer.Argument(help="Files, folders or hf:// datasets to append.")],
+    kb: KbOption,
+) -> None:
+    """Append SOURCES to a knowledge base, skipping content it already holds."""
+    from slmkit.rag.knowledge_base import KnowledgeBase
+
+    _, report = KnowledgeBase.open(kb).add(sources)
+    typer.echo(
+        f"added to {kb}: {report.chunks_added} chunks from {report.documents} documents "
+        f"({report.duplicates_skipped} duplicates skipped)"
+    )
+
+
+@index_app.command("info")
+def index_info(
+    kb: KbOption, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+) -> None:
+    """Print counts, embedder and sizes of a knowledge base."""
+    from slmkit.rag.knowledge_base import KnowledgeBase
+
+    info = KnowledgeBase.open(kb).info()
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        if key == "bytes":
+            value = ", ".join(f"{name} {size / 1e6:.2f} MB" for name, size in value.items())
+        elif key == "total_bytes":
+            value = f"{value / 1e6:.2f} MB"
+        typer.echo(f"{key:>15}: {value}")
+
+
+def _answerer(kb: Path | None, no_rag: bool, cfg: AskConfig) -> Any:
+    from slmkit.rag.answer import Answerer
+
+    return Answerer.load(None if no_rag else kb, cfg)
+
+
+AskFlags = dict[str, Any]
+
+
+def _ask_flags(model, dtype, retrieval, top_k, max_new_tokens, min_relevance, min_support) -> AskFlags:
+    return {
+        "model": model,
+        "dtype": dtype,
+        "retrieval__mode": retrieval,
+        "retrieval__top_k": top_k,
+        "generation__max_new_tokens": max_new_tokens,
+        "abstention__min_relevance": min_relevance,
+        "abstention__min_support": min_support,
+    }
+
+
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", help="Packaged name, folder, .gguf or hub id.")
+]
+DtypeOpt = Annotated[str | None, typer.Option(help="float32 or bfloat16.")]
+ModeOpt = Annotated[str | None, typer.Option("--retrieval", help="dense, bm25 or hybrid.")]
+TopKOpt = Annotated[int | None, typer.Option(help="Passages given to the model.")]
+MaxTokOpt = Annotated[int | None, typer.Option(help="Max generated tokens.")]
+RelOpt = Annotated[float | None, typer.Option(help="Abstain below this best cosine similarity.")]
+SupOpt = Annotated[float | None, typer.Option(help="Abstain below this answer support share.")]
+NoRagOpt = Annotated[bool, typer.Option("--no-rag", help="Answer closed-book, without the knowledge base.")]
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    kb: Annotated[Path | None, typer.Option("--kb", help="Knowledge base folder.")] = None,
+    no_rag: NoRagOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    config: ConfigOption = None,
+    model: ModelOpt = None,
+    dtype: DtypeOpt = None,
+    retrieval: ModeOpt = None,
+    top_k: TopKOpt = None,
+    max_new_tokens: MaxTokOpt = None,
+    min_relevance: RelOpt = None,
+    min_support: SupOpt = None,
+) -> None:
+    """Answer QUESTION from the knowledge base, citing sources, or abstain."""
+    if kb is None and not no_rag:
+        raise SlmkitError("give a knowledge base with --kb DIR, or --no-rag to answer closed-book")
+    cfg = _ask_config(
+        config, **_ask_flags(model, dtype, retrieval, top_k, max_new_tokens, min_relevance, min_support)
+    )
+    answerer = _answerer(kb, no_rag, cfg)
+    answer = answerer.ask(question)
+    if as_json:
+        typer.echo(json.dumps(answer.to_dict(), indent=2))
+        return
+    _print_answer(answer)
+
+
+def _print_answer(answer: Any) -> None:
+    from slmkit.serve.chat import format_citations
+
+    typer.echo(answer.text)
+    if answer.abstained:
+        typer.echo(f"  (abstained: {answer.reason})")
+    for line in format_citations(answer):
+        typer.echo(line)
+    t = answer.timings
+    typer.echo(
+        f"  ({t['total']:.2f}s: retrieval {t['retrieval']:.2f}s, generation {t['generation']:.2f}s, "
+        f"{answer.completion_tokens} tokens at {answer.tokens_per_second:.1f} tok/s)"
+    )
+
+
+@app.command()
+def chat(
+    kb: Annotated[Path | None, typer.Option("--kb", help="Knowledge base folder.")] = None,
+    no_rag: NoRagOpt = False,
+    config: ConfigOption = None,
+    model: ModelOpt = None,
+    dtype: DtypeOpt = None,
+    retrieval: ModeOpt = None,
+    top_k: TopKOpt = None,
+    max_new_tokens: MaxTokOpt = None,
+    min_relevance: RelOpt = None,
+    min_support: SupOpt = None,
+) -> None:
+    """Chat in the terminal: answers stream, history is kept, /sources shows the passages."""
+    from slmkit.serve.chat import run_chat
+
+    if kb is None and not no_rag:
+        raise SlmkitError("give a knowledge base with --kb DIR, or --no-rag to chat closed-book")
+    cfg = _ask_config(
+        config, **_ask_flags(model, dtype, retrieval, top_k, max_new_tokens, min_relevance, min_support)
+    )
+    run_chat(_answerer(kb, no_rag, cfg), use_retrieval=not no_rag)
+
+
+@app.command()
+def models() -> None:
+    """List the packaged models and where their weights are."""
+    from slmkit.models.registry import PACKAGED_MODELS
+
+    for spec in PACKAGED_MODELS.values():
+        typer.echo(f"{spec.name:<24} {spec.kind:<10} {spec.description}\n{'':<35}package: {spec.package}")
+
+
+@app.command()
+def demo(
+    kb: Annotated[Path, typer.Option("--kb", help="Where to build the demo knowledge base.")] = Path(
+        ".slmkit/demo-kb"
+    ),
+    rebuild: Annotated[bool, typer.Option(help="Rebuild even if the knowledge base exists.")] = False,
+) -> None:
+    """Build a knowledge base from the bundled SQuAD v1.1 dev paragraphs and answer two questions."""
+    from slmkit.rag.answer import Answerer
+    from slmkit.rag.knowledge_base import KnowledgeBase
+
+    if rebuild or not (kb / "CURRENT").exists():
+        typer.echo(f"building {kb} from the bundled SQuAD v1.1 dev set (2,067 paragraphs)…")
+        _, report = KnowledgeBase.build(kb, [str(bundled_squad())])
+        typer.echo(f"  {report.chunks_added} chunks in {report.seconds:.1f}s")
+    answerer = Answerer.load(kb)
+    for question in DEMO_QUESTIONS:
+        typer.echo(f"\nQ: {question}")
+        _print_answer(answerer.ask(question))
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not verbose:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+
+
+def main() -> None:
+    """Console entry point: user errors print one clear line and exit with status 2."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app()
+    except SlmkitError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

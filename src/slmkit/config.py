@@ -1,0 +1,131 @@
+"""Typed configuration shared by the Python API, the CLI and YAML recipes.
+
+Every field carries its help text, so a recipe file, ``--help`` and the docs say the same thing.
+Unknown keys are rejected with the list of valid ones, so a typo in a recipe never silently does nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from slmkit.errors import ConfigError
+
+
+class StrictModel(BaseModel):
+    """Base for configs: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ChunkingConfig(StrictModel):
+    chunk_tokens: int = Field(
+        200, ge=16, description="Maximum chunk length in embedder tokens (MiniLM reads at most 256)."
+    )
+    overlap_tokens: int = Field(
+        40, ge=0, description="Tokens repeated between neighbouring chunks so no sentence loses its context."
+    )
+
+
+class IngestConfig(StrictModel):
+    text_field: str = Field("text", description="JSON/JSONL/HF field holding the document text.")
+    title_field: str = Field("title", description="JSON/JSONL/HF field holding the title (optional).")
+
+
+class RetrievalConfig(StrictModel):
+    mode: Literal["dense", "bm25", "hybrid"] = Field(
+        "hybrid", description="dense (embeddings), bm25 (keywords) or hybrid (reciprocal-rank fusion)."
+    )
+    top_k: int = Field(3, ge=1, le=50, description="Chunks handed to the generator.")
+    candidates: int = Field(20, ge=1, description="Hits taken from each retriever before fusion.")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant (Cormack et al. use 60).")
+
+
+class AbstentionConfig(StrictModel):
+    min_relevance: float = Field(
+        0.35,
+        description="Abstain without generating when the best retrieved chunk's cosine similarity to the "
+        "question is below this. Calibrated on SQuAD: see docs/abstention.md.",
+    )
+    min_support: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Abstain when less than this share of the answer's content words occur in the "
+        "retrieved text (the answer is not supported by the knowledge base).",
+    )
+
+
+class GenerationConfig(StrictModel):
+    max_new_tokens: int = Field(64, ge=1, description="Upper bound on generated tokens per answer.")
+    temperature: float = Field(0.0, ge=0.0, description="0 means greedy decoding (reproducible).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass when temperature > 0.")
+    repetition_penalty: float = Field(1.0, ge=1.0, description="1.0 disables the penalty.")
+    max_prompt_tokens: int = Field(
+        2048,
+        ge=64,
+        description="Prompt budget; retrieved context beyond it (or beyond the model window) is trimmed "
+        "with a warning. Long prompts are the main CPU cost.",
+    )
+
+
+class AskConfig(StrictModel):
+    """Everything ``slmkit ask`` / ``chat`` need; a recipe's ``ask:`` section."""
+
+    model: str = Field(
+        "smollm2-135m-instruct", description="Packaged name, local folder, GGUF file or hub id."
+    )
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weights and compute precision.")
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    abstention: AbstentionConfig = Field(default_factory=AbstentionConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+
+
+class IndexConfig(StrictModel):
+    """Everything ``slmkit index build`` needs; a recipe's ``index:`` section."""
+
+    embedder: str = Field("all-minilm-l6-v2", description="Packaged embedder, local folder or hub id.")
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    batch_size: int = Field(64, ge=1, description="Chunks embedded per forward pass.")
+
+
+def _format_validation_error(err: ValidationError, where: str) -> str:
+    lines = []
+    for problem in err.errors():
+        field = ".".join(str(p) for p in problem["loc"])
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{field}'")
+        else:
+            lines.append(f"'{field}': {problem['msg']}")
+    return f"{where}: " + "; ".join(lines)
+
+
+def parse_config(model: type[BaseModel], data: dict[str, Any], where: str = "config") -> Any:
+    """Validate ``data`` against ``model``; errors name each bad key and list the valid ones."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        message = _format_validation_error(err, where)
+        if any(p["type"] == "extra_forbidden" for p in err.errors()):
+            message += f". Valid keys: {', '.join(model.model_fields)}"
+        raise ConfigError(message) from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML recipe into a dict, naming the file on any error."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: recipe file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of keys to values")
+    return data

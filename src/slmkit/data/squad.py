@@ -1,0 +1,174 @@
+"""Read SQuAD v1.1-format files: the knowledge base's sample corpus and the QA training/eval data.
+
+A SQuAD file looks like ``{"data": [{"title", "paragraphs": [{"context", "qas": [...]}]}]}``.
+:func:`load_squad` validates every element and names the JSON path of the first bad one, so a
+hand-made or converted file can be fixed without guessing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from slmkit.errors import ConfigError, InputError
+
+Split = Literal["train", "eval"]
+
+# Every 5th article (0, 5, 10, ...) is held out. Splitting by article rather than by question keeps
+# eval contexts unseen in training, so eval measures reading, not memorised paragraphs.
+_EVAL_EVERY = 5
+
+
+@dataclass(frozen=True)
+class SquadQuestion:
+    """One question with its gold answers (``answers[k]`` starts at ``answer_starts[k]`` in the context)."""
+
+    id: str
+    question: str
+    answers: list[str]
+    answer_starts: list[int]
+
+
+@dataclass(frozen=True)
+class SquadParagraph:
+    """A context paragraph; ``index`` is its 0-based position within its article."""
+
+    context: str
+    qas: list[SquadQuestion]
+    index: int
+
+
+@dataclass(frozen=True)
+class SquadArticle:
+    """A titled article; ``index`` is its 0-based position in the file (used by :func:`split_articles`)."""
+
+    title: str
+    paragraphs: list[SquadParagraph]
+    index: int
+
+
+def is_squad(data: object) -> bool:
+    """Whether parsed JSON has the SQuAD shape ``{"data": [{"title", "paragraphs": [...]}, ...]}``.
+
+    Only the outer levels are inspected, so a file that is SQuAD-shaped but broken deeper down is still
+    recognised and :func:`parse_squad` can name the broken element.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list) or not data["data"]:
+        return False
+    first = data["data"][0]
+    return isinstance(first, dict) and "title" in first and isinstance(first.get("paragraphs"), list)
+
+
+def load_squad(path: str | Path) -> list[SquadArticle]:
+    """Read and validate a SQuAD v1.1-format JSON file.
+
+    Raises:
+        InputError: the file is missing or unreadable, is not valid JSON (message names line and
+            column), or an element is malformed (message names its JSON path, e.g.
+            ``dev.json: data[3].paragraphs[7]: missing field 'context'``).
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: SQuAD file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: cannot read SQuAD file: {err}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}") from None
+    return parse_squad(data, str(path))
+
+
+def parse_squad(data: object, where: str) -> list[SquadArticle]:
+    """Validate already-parsed SQuAD JSON; ``where`` (usually the file name) prefixes error messages.
+
+    Raises:
+        InputError: naming the JSON path of the first malformed element.
+    """
+    if not isinstance(data, dict):
+        raise InputError(f'{where}: expected a SQuAD object {{"data": [...]}}, got {_kind(data)}')
+    articles = _field(data, "data", list, where, "")
+    return [_parse_article(article, i, where) for i, article in enumerate(articles)]
+
+
+def split_articles(articles: list[SquadArticle], split: Split) -> list[SquadArticle]:
+    """The project's fixed split by article: ``eval`` keeps articles whose index is a multiple of 5.
+
+    Uses each article's ``index`` (its position in the file), so splitting an already filtered list
+    gives the same assignment as splitting the whole file.
+
+    Raises:
+        ConfigError: ``split`` is neither ``"train"`` nor ``"eval"``.
+    """
+    if split not in ("train", "eval"):
+        raise ConfigError(f"unknown SQuAD split '{split}'; use 'train' or 'eval'")
+    want_eval = split == "eval"
+    return [a for a in articles if (a.index % _EVAL_EVERY == 0) == want_eval]
+
+
+def _parse_article(raw: object, index: int, where: str) -> SquadArticle:
+    path = f"data[{index}]"
+    article = _object(raw, where, path)
+    title = _field(article, "title", str, where, path)
+    paragraphs = _field(article, "paragraphs", list, where, path)
+    parsed = [_parse_paragraph(p, j, where, f"{path}.paragraphs[{j}]") for j, p in enumerate(paragraphs)]
+    return SquadArticle(title=title, paragraphs=parsed, index=index)
+
+
+def _parse_paragraph(raw: object, index: int, where: str, path: str) -> SquadParagraph:
+    paragraph = _object(raw, where, path)
+    context = _field(paragraph, "context", str, where, path)
+    qas = _field(paragraph, "qas", list, where, path)
+    return SquadParagraph(
+        context=context,
+        qas=[_parse_question(q, where, f"{path}.qas[{k}]") for k, q in enumerate(qas)],
+        index=index,
+    )
+
+
+def _parse_question(raw: object, where: str, path: str) -> SquadQuestion:
+    qa = _object(raw, where, path)
+    answers = _field(qa, "answers", list, where, path)
+    parsed = [_parse_answer(a, where, f"{path}.answers[{m}]") for m, a in enumerate(answers)]
+    return SquadQuestion(
+        id=_field(qa, "id", str, where, path),
+        question=_field(qa, "question", str, where, path),
+        answers=[text for text, _ in parsed],
+        answer_starts=[start for _, start in parsed],
+    )
+
+
+def _parse_answer(raw: object, where: str, path: str) -> tuple[str, int]:
+    answer = _object(raw, where, path)
+    return _field(answer, "text", str, where, path), _field(answer, "answer_start", int, where, path)
+
+
+def _object(raw: object, where: str, path: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise InputError(f"{where}: {path}: expected an object, got {_kind(raw)}")
+    return raw
+
+
+def _field(obj: dict[str, Any], key: str, kind: type, where: str, path: str) -> Any:
+    location = f"{where}: {path}: " if path else f"{where}: "
+    if key not in obj:
+        raise InputError(f"{location}missing field '{key}'")
+    value = obj[key]
+    # bool is a subclass of int, but `"answer_start": true` is a broken file, not an offset.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InputError(f"{location}field '{key}' should be {_KIND_NAMES[kind]}, got {_kind(value)}")
+    return value
+
+
+_KIND_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
+
+
+def _kind(value: object) -> str:
+    """JSON-flavoured type name for error messages (a user wrote JSON, not Python)."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), type(value).__name__)

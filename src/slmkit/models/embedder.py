@@ -1,0 +1,48 @@
+"""Sentence embedders for the knowledge base (sentence-transformers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sentence_transformers import SentenceTransformer
+
+from slmkit.errors import ModelNotFoundError
+from slmkit.models.cache import cache_dir
+from slmkit.models.loading import hub_offline, is_hub_id
+from slmkit.models.registry import PACKAGED_MODELS, packaged_names
+
+
+def resolve_embedder_path(name: str) -> str:
+    """Map an embedder name to a local folder (or, online, a hub id).
+
+    Raises:
+        ModelNotFoundError: unknown name (lists packaged embedders) or a hub id while offline.
+    """
+    known = ", ".join(packaged_names("embedder"))
+    if name in PACKAGED_MODELS:
+        spec = PACKAGED_MODELS[name]
+        if spec.kind != "embedder":
+            raise ModelNotFoundError(f"'{name}' is a generator, not an embedder; embedders: {known}")
+        return str(spec.locate(cache_dir()))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path)
+    if is_hub_id(name):
+        if hub_offline():
+            raise ModelNotFoundError(
+                f"embedder '{name}' looks like a hub id, but the hub is offline (HF_HUB_OFFLINE=1). "
+                "Download it where you have a network and pass its folder, or use a packaged embedder: "
+                f"{known}"
+            )
+        return name
+    raise ModelNotFoundError(
+        f"unknown embedder '{name}'. Known packaged embedders: {known}; or a local folder."
+    )
+
+
+def load_embedder(name: str) -> SentenceTransformer:
+    """Load a sentence-transformers embedder on the CPU."""
+    try:
+        return SentenceTransformer(resolve_embedder_path(name), device="cpu")
+    except OSError as err:
+        raise ModelNotFoundError(f"could not load embedder '{name}': {err}") from None

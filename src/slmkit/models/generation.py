@@ -1,0 +1,140 @@
+"""Generator backends: one interface for local transformers models and (later) llama.cpp or remote
+OpenAI-compatible servers, so answering and serving never depend on which one runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from transformers.generation.streamers import BaseStreamer
+
+from slmkit.config import GenerationConfig
+from slmkit.data.prompts import plain_prompt
+from slmkit.models.loading import LoadedModel
+
+Messages = Sequence[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One completion with what it cost.
+
+    Attributes:
+        text: The generated text, special tokens removed and whitespace stripped.
+        prompt_tokens: Tokens the model read.
+        completion_tokens: Tokens it generated.
+        seconds: Wall time of the whole call.
+        first_token_seconds: Time until the first generated token (prompt processing).
+    """
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    first_token_seconds: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        decode = self.seconds - self.first_token_seconds
+        return (self.completion_tokens - 1) / decode if self.completion_tokens > 1 and decode > 0 else 0.0
+
+
+class Generator(Protocol):
+    """What answering needs from a model backend."""
+
+    name: str
+    context_window: int
+
+    def count_tokens(self, messages: Messages) -> int:
+        """Tokens the rendered prompt for ``messages`` takes."""
+        ...
+
+    def generate(
+        self, messages: Messages, config: GenerationConfig, on_text: Callable[[str], None] | None = None
+    ) -> Generation:
+        """Complete ``messages``; stream decoded text pieces to ``on_text`` as they are produced."""
+        ...
+
+
+class _CallbackStreamer(BaseStreamer):
+    """Decodes tokens incrementally and hands each new piece of text to a callback.
+
+    Runs in the generating thread (no queue, no extra thread): the first ``put`` carries the prompt,
+    which is skipped; later ones are single new tokens.
+    """
+
+    def __init__(self, tokenizer: Any, on_text: Callable[[str], None] | None) -> None:
+        self.tokenizer, self.on_text = tokenizer, on_text
+        self.ids: list[int] = []
+        self.emitted = 0
+        self.prompt_seen = False
+        self.first_token_at: float | None = None
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        self.ids.extend(value.reshape(-1).tolist())
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        # Hold back a trailing replacement char: it is half of a multi-byte character.
+        if self.on_text and not text.endswith("\ufffd") and len(text) > self.emitted:
+            self.on_text(text[self.emitted :])
+            self.emitted = len(text)
+
+    def end(self) -> None:
+        pass
+
+
+class TransformersGenerator:
+    """Generates with a transformers model on the local CPU (or GPU, if the model is there)."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self.name = loaded.name
+        self.context_window = loaded.context_window
+
+    def _encode(self, messages: Messages) -> dict[str, torch.Tensor]:
+        tokenizer = self.loaded.tokenizer
+        if self.loaded.has_chat_template:
+            return tokenizer.apply_chat_template(
+                list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
+        # Base models (e.g. Gemma-3-270M) have no template; their tokenizer adds the BOS they need.
+        return tokenizer(plain_prompt(messages), return_tensors="pt")
+
+    def count_tokens(self, messages: Messages) -> int:
+        return int(self._encode(messages)["input_ids"].shape[1])
+
+    def generate(
+        self, messages: Messages, config: GenerationConfig, on_text: Callable[[str], None] | None = None
+    ) -> Generation:
+        inputs = self._encode(messages)
+        model, tokenizer = self.loaded.model, self.loaded.tokenizer
+        inputs = {k: v.to(model.device) for k, v in inputs.items()}
+        streamer = _CallbackStreamer(tokenizer, on_text)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": config.max_new_tokens,
+            "do_sample": config.temperature > 0,
+            "repetition_penalty": config.repetition_penalty,
+            "pad_token_id": tokenizer.pad_token_id,
+            "streamer": streamer,
+        }
+        if config.temperature > 0:
+            kwargs.update(temperature=config.temperature, top_p=config.top_p)
+        if not self.loaded.has_chat_template:
+            # A base model has no end-of-turn token; one answer line is one turn.
+            kwargs.update(stop_strings=["\n"], tokenizer=tokenizer)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            output = model.generate(**inputs, **kwargs)
+        seconds = time.perf_counter() - start
+        prompt_len = inputs["input_ids"].shape[1]
+        new_ids = output[0, prompt_len:]
+        text = tokenizer.decode(new_ids, skip_special_tokens=True).strip()
+        first = (streamer.first_token_at or time.perf_counter()) - start
+        return Generation(text, int(prompt_len), int(new_ids.numel()), seconds, first)

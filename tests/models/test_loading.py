@@ -1,0 +1,112 @@
+"""Model layer: name resolution, offline behaviour, and the GGUF → cache → reload round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from slmkit.errors import ModelNotFoundError
+from slmkit.models import loading
+from slmkit.models.embedder import resolve_embedder_path
+from slmkit.models.loading import is_hub_id, load_causal_lm, resolve_model_path
+from slmkit.models.registry import PACKAGED_MODELS
+
+
+def test_unknown_model_lists_known_names(tmp_path):
+    with pytest.raises(ModelNotFoundError) as err:
+        resolve_model_path("gpt-17-ultra", cache=tmp_path)
+    message = str(err.value)
+    assert "gpt-17-ultra" in message
+    assert "smollm2-135m-instruct" in message and "gemma3-270m" in message
+
+
+def test_hub_id_fails_fast_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError) as err:
+        resolve_model_path("HuggingFaceTB/SmolLM2-360M-Instruct", cache=tmp_path)
+    message = str(err.value)
+    assert "HuggingFaceTB/SmolLM2-360M-Instruct" in message
+    assert "HF_HUB_OFFLINE" in message and "--model DIR" in message
+
+
+def test_hub_id_passes_through_online(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    assert resolve_model_path("org/model", cache=tmp_path) == "org/model"
+
+
+def test_folder_without_config_is_rejected(tmp_path):
+    with pytest.raises(ModelNotFoundError, match=r"no config\.json"):
+        resolve_model_path(str(tmp_path), cache=tmp_path)
+
+
+def test_embedder_name_errors(monkeypatch):
+    with pytest.raises(ModelNotFoundError, match="all-minilm-l6-v2"):
+        resolve_embedder_path("no-such-embedder")
+    with pytest.raises(ModelNotFoundError, match=r"not an embedder|generator"):
+        resolve_embedder_path("smollm2-135m-instruct")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match="offline"):
+        resolve_embedder_path("sentence-transformers/all-mpnet-base-v2")
+
+
+def test_generator_name_for_embedder_is_rejected(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="embedder"):
+        resolve_model_path("all-minilm-l6-v2", cache=tmp_path)
+
+
+def test_hub_id_shape(tmp_path):
+    assert is_hub_id("org/name")
+    assert not is_hub_id("smollm2-135m-instruct")
+    assert not is_hub_id(str(tmp_path))  # an existing path is never a hub id
+
+
+def test_packaged_files_are_found():
+    for spec in PACKAGED_MODELS.values():
+        if spec.name != "gemma3-270m":  # gemma assembles a 240 MB file; covered by the slow test
+            assert spec.locate(loading.cache_dir()).exists()
+
+
+@pytest.mark.slow
+def test_gguf_cache_round_trip(tmp_path, monkeypatch):
+    first = load_causal_lm("smollm2-135m-instruct", cache=tmp_path)
+    folder = first.path
+    assert folder is not None and folder.parent == tmp_path / "models"
+    assert json.loads((folder / "slmkit-model.json").read_text())["source_gguf"].endswith(".gguf")
+    # The cached model is a plain model: the GGUF mark that blocks saving and training is gone.
+    assert getattr(first.model, "hf_quantizer", None) is None
+    assert "quantization_config" not in first.model.config.to_dict()
+    assert first.num_parameters == pytest.approx(134.5e6, rel=0.01)
+    assert first.has_chat_template and first.tokenizer.eos_token == "<|im_end|>"
+
+    def no_dequantize(*args, **kwargs):
+        raise AssertionError("second load must come from the cache, not the GGUF")
+
+    monkeypatch.setattr(loading.AutoModelForCausalLM, "from_pretrained", _guard(no_dequantize))
+    second = load_causal_lm("smollm2-135m-instruct", cache=tmp_path)
+    assert second.path == folder
+    ids = first.tokenizer("The capital of France is", return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(first.model(**ids).logits, second.model(**ids).logits)
+
+
+def _guard(reject):
+    original = loading.AutoModelForCausalLM.from_pretrained
+
+    def from_pretrained(source, *args, **kwargs):
+        if "gguf_file" in kwargs:
+            reject()
+        return original(source, *args, **kwargs)
+
+    return from_pretrained
+
+
+@pytest.mark.slow
+def test_gemma_base_model_gets_bos_and_no_template(model_cache):
+    gemma = load_causal_lm("gemma3-270m", cache=model_cache)
+    assert not gemma.has_chat_template
+    ids = gemma.tokenizer("Question: Who won?")["input_ids"]
+    assert ids[0] == gemma.tokenizer.bos_token_id
+    assert gemma.num_parameters == pytest.approx(268e6, rel=0.01)

@@ -1,0 +1,57 @@
+"""The two abstention gates and the support measure behind them."""
+
+from __future__ import annotations
+
+from slmkit.config import AbstentionConfig
+from slmkit.data.prompts import ABSTAIN_ANSWER
+from slmkit.rag.abstention import check_relevance, check_support, content_words, is_refusal, support_score
+
+CONTEXT = (
+    "The American Football Conference (AFC) champion Denver Broncos defeated the National Football "
+    "Conference (NFC) champion Carolina Panthers 24–10 to earn their third Super Bowl title."
+)
+
+
+def test_content_words_drop_function_words_punctuation_and_markers():
+    assert content_words("The Denver Broncos, of course! [2]") == ["denver", "broncos", "course"]
+
+
+def test_supported_answer_scores_one():
+    assert support_score("Denver Broncos [1]", [CONTEXT]) == 1.0
+
+
+def test_invented_answer_scores_low():
+    assert support_score("The New England Patriots", [CONTEXT]) < 0.5
+
+
+def test_partially_supported_answer_scores_its_share():
+    assert support_score("Denver Broncos in Miami", [CONTEXT]) == 2 / 3
+
+
+def test_empty_answer_is_unsupported():
+    assert support_score("", [CONTEXT]) == 0.0
+    assert support_score("the of and", [CONTEXT]) == 0.0
+
+
+def test_relevance_gate_threshold_is_inclusive_above():
+    config = AbstentionConfig(min_relevance=0.35)
+    assert check_relevance(0.34, config).abstain
+    assert not check_relevance(0.35, config).abstain
+    assert check_relevance(None, config).abstain
+    assert "0.34" in check_relevance(0.34, config).reason
+
+
+def test_support_gate():
+    config = AbstentionConfig(min_support=0.5)
+    assert not check_support("Denver Broncos", [CONTEXT], config).abstain
+    decision = check_support("Paris is the capital of France", [CONTEXT], config)
+    assert decision.abstain and "not supported" in decision.reason
+
+
+def test_model_refusal_is_an_abstention():
+    config = AbstentionConfig()
+    assert is_refusal(ABSTAIN_ANSWER)
+    assert is_refusal("I don't know.")
+    assert not is_refusal("Denver Broncos")
+    decision = check_support("Sorry, the context does not contain the answer.", [CONTEXT], config)
+    assert decision.abstain and "no answer" in decision.reason

@@ -1,0 +1,304 @@
+"""Ingest: each source format on tiny fixtures, and an actionable InputError for each kind of bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from slmkit.config import IngestConfig
+from slmkit.errors import InputError
+from slmkit.rag.ingest import (
+    read_hf_dataset,
+    read_json,
+    read_jsonl,
+    read_markdown,
+    read_pdf,
+    read_sources,
+    read_txt,
+)
+
+ASSETS = Path(__file__).parent.parent / "assets"
+
+
+def make_pdf(pages: list[str], title: str | None = None) -> bytes:
+    """A minimal valid PDF: one Helvetica text line per page ("" gives a page with no text layer)."""
+    kids = " ".join(f"{4 + 2 * i} 0 R" for i in range(len(pages)))
+    objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        f"<< /Type /Pages /Kids [{kids}] /Count {len(pages)} >>",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    for i, text in enumerate(pages):
+        escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+        stream = f"BT /F1 12 Tf 72 720 Td ({escaped}) Tj ET" if text else ""
+        objects.append(
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+            f"/Resources << /Font << /F1 3 0 R >> >> /Contents {5 + 2 * i} 0 R >>"
+        )
+        objects.append(f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream")
+    if title:
+        objects.append(f"<< /Title ({title}) >>")
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(out.tell())
+        out.write(f"{number} 0 obj\n{body}\nendobj\n".encode("latin-1"))
+    xref = out.tell()
+    out.write(f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode())
+    out.write("".join(f"{offset:010d} 00000 n \n" for offset in offsets).encode())
+    info = f" /Info {len(objects)} 0 R" if title else ""
+    out.write(f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R{info} >>\n".encode())
+    out.write(f"startxref\n{xref}\n%%EOF\n".encode())
+    return out.getvalue()
+
+
+def _write(path: Path, content: str | bytes) -> Path:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+# ---- formats ----------------------------------------------------------------------------------
+
+
+def test_txt_is_one_document_titled_by_stem() -> None:
+    [document] = read_txt(ASSETS / "sample.txt")
+    assert document.title == "sample"
+    assert document.source == str(ASSETS / "sample.txt")
+    assert document.text.startswith("Small language models")
+
+
+def test_markdown_splits_at_h1_and_h2(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        documents = list(read_markdown(ASSETS / "sample.md"))
+    assert [(d.position, d.title) for d in documents] == [
+        (0, "sample"),
+        (1, "sample › Installing"),
+        (2, "sample › Building an index"),
+        (4, "sample › Asking"),
+    ]
+    assert "# this comment is code" in documents[1].text
+    assert "### Supported formats" in documents[2].text
+    assert "section 3" in caplog.text and "empty" in caplog.text
+
+
+def test_squad_json_is_one_document_per_paragraph() -> None:
+    documents = list(read_json(ASSETS / "squad_tiny.json"))
+    assert [(d.title, d.position) for d in documents] == [
+        ("Super Bowl 50", 0),
+        ("Super Bowl 50", 1),
+        ("Warsaw", 0),
+    ]
+    assert documents[1].metadata == {"article": "Super_Bowl_50", "paragraph": 1, "squad_ids": ["q3"]}
+    assert documents[0].text.startswith("Super Bowl 50 was")
+
+
+def test_json_records_use_text_and_title_fields(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        documents = list(read_json(ASSETS / "records.json"))
+    assert [(d.title, d.position) for d in documents] == [("Photosynthesis", 0), ("records", 1)]
+    assert documents[0].metadata == {"id": "r1"}
+    assert "records.json: [2]: empty" in caplog.text
+
+
+def test_json_records_with_custom_fields(tmp_path: Path) -> None:
+    path = _write(tmp_path / "notes.json", json.dumps([{"body": "Hello there.", "name": "Greeting"}]))
+    [document] = read_json(path, IngestConfig(text_field="body", title_field="name"))
+    assert (document.text, document.title) == ("Hello there.", "Greeting")
+
+
+def test_jsonl_position_is_line_number() -> None:
+    documents = list(read_jsonl(ASSETS / "records.jsonl"))
+    assert [(d.title, d.position) for d in documents] == [("Oxygen", 1), ("Carbon", 3)]
+    assert documents[1].metadata == {"source_url": "https://example.org/carbon"}
+
+
+def test_pdf_fixture_has_text_layer() -> None:
+    documents = list(read_pdf(ASSETS / "sample.pdf"))
+    assert [(d.position, d.text) for d in documents] == [
+        (1, "Retrieval finds the passages that answer a question."),
+        (2, "The generator cites the passages it used."),
+    ]
+    assert documents[0].title == "Sample Handbook"
+
+
+def test_pdf_without_title_uses_stem_and_skips_empty_page(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _write(tmp_path / "manual.pdf", make_pdf(["First page.", "", "Third (last) page."]))
+    with caplog.at_level(logging.WARNING):
+        documents = list(read_pdf(path))
+    assert [(d.title, d.position, d.text) for d in documents] == [
+        ("manual", 1, "First page."),
+        ("manual", 3, "Third (last) page."),
+    ]
+    assert "page 2: empty" in caplog.text
+
+
+def test_folder_is_read_recursively_in_sorted_order(tmp_path: Path) -> None:
+    folder = tmp_path / "kb"
+    (folder / "sub").mkdir(parents=True)
+    (folder / ".git").mkdir()
+    _write(folder / "b.txt", "Bee text.")
+    _write(folder / "sub" / "a.md", "# Heading\nNested text.")
+    _write(folder / "a.txt", "Ay text.")
+    _write(folder / "ignored.docx", "not supported, skipped in folders")
+    _write(folder / ".git" / "notes.txt", "hidden")
+    documents = list(read_sources([str(folder)]))
+    assert [d.source for d in documents] == [
+        str(folder / "a.txt"),
+        str(folder / "b.txt"),
+        str(folder / "sub" / "a.md"),
+    ]
+
+
+def test_source_is_path_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copy(ASSETS / "sample.txt", tmp_path / "sample.txt")
+    monkeypatch.chdir(tmp_path)
+    [document] = read_sources(["sample.txt"])
+    assert document.source == "sample.txt"
+
+
+def test_read_sources_combines_formats() -> None:
+    sources = [ASSETS / name for name in ("sample.txt", "sample.md", "records.jsonl", "squad_tiny.json")]
+    documents = list(read_sources(sources))
+    assert len(documents) == 1 + 4 + 2 + 3
+
+
+def test_non_utf8_text_is_replaced_with_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = _write(tmp_path / "latin1.txt", "café au lait".encode("latin-1"))
+    with caplog.at_level(logging.WARNING):
+        [document] = read_txt(path)
+    assert document.text == "caf\ufffd au lait"
+    assert "latin1.txt" in caplog.text and "UTF-8" in caplog.text
+
+
+# ---- bad input --------------------------------------------------------------------------------
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"nowhere\.txt: no such file or folder"):
+        list(read_sources([str(tmp_path / "nowhere.txt")]))
+
+
+def test_unsupported_extension_lists_supported(tmp_path: Path) -> None:
+    path = _write(tmp_path / "report.docx", "x")
+    with pytest.raises(InputError, match=r"report\.docx: unsupported file type '\.docx'.*\.txt, \.md.*\.pdf"):
+        list(read_sources([path]))
+
+
+def test_malformed_jsonl_line_names_line(tmp_path: Path) -> None:
+    path = _write(tmp_path / "bad.jsonl", '{"text": "ok"}\n{"text": oops}\n')
+    with pytest.raises(InputError, match=r"bad\.jsonl:2: not valid JSON"):
+        list(read_jsonl(path))
+
+
+def test_jsonl_record_missing_text_field_lists_fields(tmp_path: Path) -> None:
+    path = _write(tmp_path / "bad.jsonl", '{"text": "ok"}\n\n{"body": "x", "title": "T"}\n')
+    with pytest.raises(InputError) as err:
+        list(read_jsonl(path))
+    message = str(err.value)
+    assert "bad.jsonl:3: missing text field 'text'" in message
+    assert "'body', 'title'" in message and "text_field" in message
+
+
+def test_json_record_with_non_string_text(tmp_path: Path) -> None:
+    path = _write(tmp_path / "bad.json", json.dumps([{"text": "ok"}, {"text": 42, "id": 7}]))
+    with pytest.raises(
+        InputError, match=r"bad\.json: \[1\]: text field 'text' should be a string, got int.*'id'"
+    ):
+        list(read_json(path))
+
+
+def test_json_record_missing_text_field(tmp_path: Path) -> None:
+    path = _write(tmp_path / "bad.json", json.dumps([{"content": "x"}]))
+    with pytest.raises(InputError, match=r"bad\.json: \[0\]: missing text field 'text'.*'content'"):
+        list(read_json(path))
+
+
+def test_invalid_json_names_line_and_column(tmp_path: Path) -> None:
+    path = _write(tmp_path / "bad.json", '[\n  {"text": "x"}\n  {"text": "y"}\n]')
+    with pytest.raises(InputError, match=r"bad\.json:3:3: not valid JSON"):
+        list(read_json(path))
+
+
+def test_json_of_unknown_shape(tmp_path: Path) -> None:
+    path = _write(tmp_path / "odd.json", json.dumps({"items": ["a"]}))
+    with pytest.raises(InputError, match=r"odd\.json: expected SQuAD format .* or a list of records"):
+        list(read_json(path))
+
+
+def test_broken_squad_names_json_path(tmp_path: Path) -> None:
+    data = {"data": [{"title": "A", "paragraphs": [{"context": "ok", "qas": []}, {"qas": []}]}]}
+    path = _write(tmp_path / "squad.json", json.dumps(data))
+    with pytest.raises(InputError, match=r"squad\.json: data\[0\]\.paragraphs\[1\]: missing field 'context'"):
+        list(read_json(path))
+
+
+def test_corrupt_pdf(tmp_path: Path) -> None:
+    path = _write(tmp_path / "broken.pdf", b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog")
+    with pytest.raises(InputError, match=r"broken\.pdf: not a readable PDF"):
+        list(read_pdf(path))
+
+
+def test_encrypted_pdf(tmp_path: Path) -> None:
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    writer.append(PdfReader(io.BytesIO(make_pdf(["Secret page."]))))
+    writer.encrypt(user_password="secret", algorithm="RC4-128")
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    path = _write(tmp_path / "locked.pdf", buffer.getvalue())
+    with pytest.raises(InputError, match=r"locked\.pdf: PDF is encrypted.*decrypt"):
+        list(read_pdf(path))
+
+
+def test_pdf_without_text_suggests_ocr(tmp_path: Path) -> None:
+    path = _write(tmp_path / "scan.pdf", make_pdf(["", ""]))
+    with pytest.raises(InputError, match=r"scan\.pdf: no extractable text.*scanned image.*OCR"):
+        list(read_pdf(path))
+
+
+def test_all_sources_empty(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    empty = _write(tmp_path / "empty.txt", "  \n\n")
+    blank = _write(tmp_path / "blank.md", "# Title\n\n")
+    with caplog.at_level(logging.WARNING), pytest.raises(InputError, match=r"no text found in: .*empty\.txt"):
+        list(read_sources([empty, blank]))
+    assert "empty.txt: empty, skipped" in caplog.text
+
+
+@pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"])
+def test_hf_offline_fails_fast(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv(variable, "1")
+    # If the offline check came after the import, a None module would raise ImportError instead.
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(InputError) as err:
+        list(read_sources(["hf://rajpurkar/squad?split=validation&text_field=context"]))
+    message = str(err.value)
+    assert "hf://rajpurkar/squad" in message and "'rajpurkar/squad'" in message
+    assert variable in message and "local" in message
+
+
+def test_hf_without_datasets_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(InputError, match=r"pip install 'slmkit\[hf\]'"):
+        list(read_hf_dataset("hf://squad"))
+
+
+def test_hf_unknown_option() -> None:
+    with pytest.raises(InputError, match=r"unknown option\(s\) splt; valid options: config, split"):
+        list(read_hf_dataset("hf://squad?splt=train"))
