@@ -93,26 +93,39 @@ class IndexConfig(StrictModel):
     batch_size: int = Field(64, ge=1, description="Chunks embedded per forward pass.")
 
 
-def _format_validation_error(err: ValidationError, where: str) -> str:
-    lines = []
+def _valid_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed where ``loc`` points, following nested config models."""
+    for key in loc[:-1]:
+        field = model.model_fields.get(str(key))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return list(model.model_fields)
+
+
+def _describe(model: type[BaseModel], err: ValidationError) -> list[str]:
+    problems = []
     for problem in err.errors():
-        field = ".".join(str(p) for p in problem["loc"])
+        key = ".".join(str(p) for p in problem["loc"])
         if problem["type"] == "extra_forbidden":
-            lines.append(f"unknown key '{field}'")
+            valid = ", ".join(_valid_keys(model, problem["loc"]))
+            problems.append(f"unknown key '{key}' (valid keys here: {valid})")
         else:
-            lines.append(f"'{field}': {problem['msg']}")
-    return f"{where}: " + "; ".join(lines)
+            problems.append(f"'{key}': {problem['msg']}")
+    return problems
 
 
 def parse_config(model: type[BaseModel], data: dict[str, Any], where: str = "config") -> Any:
-    """Validate ``data`` against ``model``; errors name each bad key and list the valid ones."""
+    """Validate ``data`` against ``model``.
+
+    Raises:
+        ConfigError: naming ``where``, each bad key, and for unknown keys the valid ones.
+    """
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        message = _format_validation_error(err, where)
-        if any(p["type"] == "extra_forbidden" for p in err.errors()):
-            message += f". Valid keys: {', '.join(model.model_fields)}"
-        raise ConfigError(message) from None
+        raise ConfigError(f"{where}: " + "; ".join(_describe(model, err))) from None
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

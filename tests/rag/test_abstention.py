@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from slmkit.config import AbstentionConfig
 from slmkit.data.prompts import ABSTAIN_ANSWER
-from slmkit.rag.abstention import check_relevance, check_support, content_words, is_refusal, support_score
+from slmkit.rag.abstention import (
+    check_relevance,
+    check_support,
+    claim_words,
+    content_words,
+    is_refusal,
+    support_score,
+)
 
 CONTEXT = (
     "The American Football Conference (AFC) champion Denver Broncos defeated the National Football "
@@ -55,3 +62,14 @@ def test_model_refusal_is_an_abstention():
     assert not is_refusal("Denver Broncos")
     decision = check_support("Sorry, the context does not contain the answer.", [CONTEXT], config)
     assert decision.abstain and "no answer" in decision.reason
+
+
+def test_words_repeated_from_the_question_do_not_count_as_support():
+    question = "Which NFL team represented the AFC at Super Bowl 50?"
+    # Every word of this wrong answer is in the context, but its claim ("Patriots") is not.
+    assert support_score("The Patriots represented the AFC at Super Bowl 50", [CONTEXT], question) == 0.0
+    assert support_score("The Broncos represented the AFC at Super Bowl 50", [CONTEXT], question) == 1.0
+
+
+def test_claim_words_fall_back_to_all_words_when_the_answer_only_restates():
+    assert claim_words("Super Bowl 50", "What was Super Bowl 50?") == ["super", "bowl", "50"]

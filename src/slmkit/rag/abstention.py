@@ -5,10 +5,12 @@ Two gates, both cheap and deterministic (see docs/abstention.md for the threshol
 1. **Relevance** (before generating): if no retrieved chunk is similar enough to the question
    (best cosine similarity below ``min_relevance``), the knowledge base has nothing on the topic,
    so the model is not asked at all.
-2. **Support** (after generating): the answer's content words must occur in the retrieved text.
-   If less than ``min_support`` of them do, the model produced something the context does not
-   say, and the reply abstains. An answer in which the model itself declines also counts as
-   an abstention.
+2. **Support** (after generating): the answer's *new* content words (those not already in the
+   question) must occur in the retrieved text. If less than ``min_support`` of them do, the model
+   produced something the context does not say, and the reply abstains. Words the answer merely
+   repeats from the question prove nothing, so they are left out: for "Which team represented
+   the AFC?", in "The Panthers represented the AFC" only "panthers" is the claim to check. An
+   answer in which the model itself declines also counts as an abstention.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ _REFUSALS = (
     "no information",
     "not mentioned in the context",
     "not provided in the context",
+    "not available in the context",
+    "not in the context",
+    "context does not mention",
+    "context does not say",
     "cannot answer",
     "can't answer",
     "unable to answer",
@@ -55,13 +61,24 @@ def content_words(text: str) -> list[str]:
     return [w for w in text.split() if w not in _STOPWORDS]
 
 
-def support_score(answer: str, contexts: Sequence[str]) -> float:
-    """Share of the answer's content words that occur in ``contexts`` (0.0-1.0).
+def claim_words(answer: str, question: str = "") -> list[str]:
+    """The answer's content words that are not in the question: what the answer claims.
+
+    When the answer only restates the question, all its content words are the claim.
+    """
+    words = content_words(answer)
+    asked = set(content_words(question))
+    novel = [w for w in words if w not in asked]
+    return novel or words
+
+
+def support_score(answer: str, contexts: Sequence[str], question: str = "") -> float:
+    """Share of the answer's claim words (see :func:`claim_words`) found in ``contexts`` (0.0-1.0).
 
     An answer with no content words (empty, or only function words) has nothing to support it
     and scores 0.0.
     """
-    words = content_words(answer)
+    words = claim_words(answer, question)
     if not words:
         return 0.0
     vocabulary = {w for context in contexts for w in content_words(context)}
@@ -95,11 +112,13 @@ def check_relevance(best_similarity: float | None, config: AbstentionConfig) -> 
     return Decision(False)
 
 
-def check_support(answer: str, contexts: Sequence[str], config: AbstentionConfig) -> Decision:
+def check_support(
+    answer: str, contexts: Sequence[str], config: AbstentionConfig, question: str = ""
+) -> Decision:
     """Gate 2: abstain when the model declined, or its answer is not supported by ``contexts``."""
     if is_refusal(answer):
         return Decision(True, "the model found no answer in the retrieved passages")
-    support = support_score(answer, contexts)
+    support = support_score(answer, contexts, question)
     if support < config.min_support:
         return Decision(
             True,

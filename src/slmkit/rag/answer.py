@@ -159,12 +159,12 @@ class Answerer:
         messages, used = self._fit_context(question, hits, history)
         generation = self._generate(messages, on_text)
         contexts = [h.chunk.text for h in used]
-        decision = check_support(generation.text, contexts, self.config.abstention)
+        decision = check_support(generation.text, contexts, self.config.abstention, question)
         if decision.abstain:
             return self._finish(
                 question, ABSTAIN_ANSWER, True, decision.reason, used, [], generation, start, retrieval_s
             )
-        citations = cite(generation.text, used, self.config.abstention.min_support)
+        citations = cite(generation.text, used, self.config.abstention.min_support, question)
         text = _strip_markers(generation.text) + " " + "".join(f"[{c.index}]" for c in citations)
         return self._finish(
             question, text.strip(), False, None, used, citations, generation, start, retrieval_s
@@ -258,10 +258,10 @@ class Answerer:
         )
 
 
-def cite(answer: str, used: Sequence[Hit], min_support: float) -> list[Citation]:
-    """The passages that support ``answer``: every passage at least ``min_support``-supportive,
+def cite(answer: str, used: Sequence[Hit], min_support: float, question: str = "") -> list[Citation]:
+    """The passages that support ``answer``'s claim: every passage at least ``min_support``-supportive,
     and always the most supportive one. Markers follow prompt order, so ``[n]`` is passage n."""
-    scored = [(support_score(answer, [h.chunk.text]), h) for h in used]
+    scored = [(support_score(answer, [h.chunk.text], question), h) for h in used]
     best = max((s for s, _ in scored), default=0.0)
     return [
         Citation(i, h.chunk.id, h.chunk.title, h.chunk.source, h.chunk.position, h.score, support)

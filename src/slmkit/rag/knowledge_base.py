@@ -183,7 +183,7 @@ class KnowledgeBase:
         vectors = self.embed([c.text for c in fresh], progress=progress) if fresh else None
 
         chunks = self.chunks + fresh
-        dense = FaissIndex.empty(self.embedder.get_sentence_embedding_dimension())
+        dense = FaissIndex.empty(self.embedder.get_embedding_dimension())
         if self.chunks:
             dense.add(self.dense.vectors(np.arange(len(self.chunks))))
         if vectors is not None:

@@ -1,0 +1,117 @@
+"""Knowledge base build / add / open / info, dedupe, and crash safety (real MiniLM embedder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slmkit.errors import InputError, KnowledgeBaseError
+from slmkit.rag.knowledge_base import KnowledgeBase
+from slmkit.rag.retrieval import Retriever
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+@pytest.fixture
+def small_kb(tmp_path, embedder):
+    kb, report = KnowledgeBase.build(
+        tmp_path / "kb", [ASSETS / "squad_tiny.json"], embedder=embedder, progress=False
+    )
+    return kb, report
+
+
+def test_build_writes_chunks_with_provenance(small_kb):
+    kb, report = small_kb
+    assert report.chunks_added == len(kb.chunks) > 0
+    assert [c.id for c in kb.chunks] == list(range(len(kb.chunks)))
+    first = kb.chunks[0]
+    assert first.source.endswith("squad_tiny.json") and first.title and len(first.hash) == 64
+    assert len(kb.dense) == len(kb.chunks)
+
+
+def test_open_round_trips_and_retrieval_scores_are_cosines(small_kb, embedder):
+    built, _ = small_kb
+    kb = KnowledgeBase.open(built.path, embedder=embedder)
+    assert [c.to_dict() for c in kb.chunks] == [c.to_dict() for c in built.chunks]
+    question = built.chunks[0].text.split(".")[0]
+    for mode in ("dense", "bm25", "hybrid"):
+        hits = Retriever(kb).search(question, top_k=2, mode=mode)
+        assert hits[0].chunk.id == 0, mode
+        assert -1.0 <= hits[0].dense_score <= 1.0 and hits[0].rank == 1
+    bm25_hit = Retriever(kb).search(question, top_k=1, mode="bm25")[0]
+    assert bm25_hit.bm25_score is not None and bm25_hit.bm25_score > 0
+    vector = kb.embed([question])[0]
+    assert bm25_hit.dense_score == pytest.approx(float(vector @ kb.dense.vectors(np.array([0]))[0]), abs=1e-5)
+
+
+def test_add_appends_and_skips_duplicates(small_kb, embedder, tmp_path):
+    kb, _ = small_kb
+    before = len(kb.chunks)
+    extra = tmp_path / "extra.txt"
+    extra.write_text("Ctenophores are marine invertebrates that swim with combs of cilia.", encoding="utf-8")
+    kb2, report = kb.add([ASSETS / "squad_tiny.json", extra], progress=False)
+    assert report.chunks_added == 1
+    assert report.duplicates_skipped == before
+    assert len(kb2.chunks) == before + 1 and kb2.chunks[-1].id == before
+    reopened = KnowledgeBase.open(kb.path, embedder=embedder)
+    assert len(reopened.chunks) == before + 1 and len(reopened.dense) == before + 1
+    assert Retriever(reopened).search("comb jellies cilia", top_k=1)[0].chunk.source == str(extra)
+
+
+def test_info_reports_counts_model_and_sizes(small_kb):
+    kb, _ = small_kb
+    info = kb.info()
+    assert info["chunks"] == len(kb.chunks)
+    assert info["embedder"] == "all-minilm-l6-v2" and info["embedding_dim"] == 384
+    assert info["bytes"]["dense.faiss"] > 0 and info["total_bytes"] > info["bytes"]["dense.faiss"]
+
+
+def test_interrupted_add_leaves_previous_version_intact(small_kb, embedder, monkeypatch, tmp_path):
+    kb, _ = small_kb
+    before = [c.to_dict() for c in kb.chunks]
+    extra = tmp_path / "extra.txt"
+    extra.write_text("Some new text about a different topic entirely.", encoding="utf-8")
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C while the index was being written
+
+    monkeypatch.setattr("slmkit.rag.vector_index.FaissIndex.save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        kb.add([extra], progress=False)
+    monkeypatch.undo()
+    reopened = KnowledgeBase.open(kb.path, embedder=embedder)
+    assert [c.to_dict() for c in reopened.chunks] == before
+    assert not [p for p in kb.path.iterdir() if p.name.startswith(".staging-")]
+
+
+def test_missing_knowledge_base_is_a_clear_error(tmp_path):
+    with pytest.raises(KnowledgeBaseError, match="no such knowledge base"):
+        KnowledgeBase.open(tmp_path / "nope")
+
+
+def test_build_refuses_to_overwrite_a_folder_that_is_not_a_kb(tmp_path, embedder):
+    target = tmp_path / "my-documents"
+    target.mkdir()
+    (target / "thesis.docx").write_text("precious", encoding="utf-8")
+    with pytest.raises(KnowledgeBaseError, match="not a knowledge base"):
+        KnowledgeBase.build(target, [ASSETS / "sample.txt"], embedder=embedder, progress=False)
+    assert (target / "thesis.docx").read_text(encoding="utf-8") == "precious"
+
+
+def test_build_from_only_empty_sources_fails_and_writes_nothing(tmp_path, embedder):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("   \n", encoding="utf-8")
+    with pytest.raises(InputError, match="no text"):
+        KnowledgeBase.build(tmp_path / "kb", [empty], embedder=embedder, progress=False)
+    assert not (tmp_path / "kb" / "CURRENT").exists()
+
+
+def test_manifest_records_how_the_kb_was_made(small_kb):
+    kb, _ = small_kb
+    manifest = json.loads((kb.path / (kb.path / "CURRENT").read_text() / "manifest.json").read_text())
+    assert manifest["config"]["embedder"] == "all-minilm-l6-v2"
+    assert manifest["config"]["chunking"]["chunk_tokens"] == 200
+    assert sum(manifest["sources"].values()) == len(kb.chunks)

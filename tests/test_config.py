@@ -1,0 +1,36 @@
+"""Typed configs: defaults, validation, and error messages that name the bad key."""
+
+from __future__ import annotations
+
+import pytest
+
+from slmkit.config import AskConfig, IndexConfig, load_yaml, parse_config
+from slmkit.errors import ConfigError
+
+
+def test_defaults_are_the_documented_ones():
+    ask = AskConfig()
+    assert ask.model == "smollm2-135m-instruct" and ask.retrieval.mode == "hybrid"
+    assert IndexConfig().embedder == "all-minilm-l6-v2"
+
+
+def test_unknown_nested_key_lists_valid_keys_at_that_level():
+    with pytest.raises(ConfigError) as err:
+        parse_config(AskConfig, {"retrieval": {"topk": 3}}, "recipe.yaml [ask]")
+    message = str(err.value)
+    assert message.startswith("recipe.yaml [ask]:")
+    assert "'retrieval.topk'" in message and "top_k" in message and "rrf_k" in message
+
+
+def test_bad_value_names_the_field():
+    with pytest.raises(ConfigError, match=r"'retrieval\.mode'"):
+        parse_config(AskConfig, {"retrieval": {"mode": "telepathy"}})
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ask: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad\.yaml"):
+        load_yaml(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_yaml(tmp_path / "missing.yaml")
