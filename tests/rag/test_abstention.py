@@ -73,3 +73,8 @@ def test_words_repeated_from_the_question_do_not_count_as_support():
 
 def test_claim_words_fall_back_to_all_words_when_the_answer_only_restates():
     assert claim_words("Super Bowl 50", "What was Super Bowl 50?") == ["super", "bowl", "50"]
+
+
+def test_answer_framing_is_not_a_claim():
+    assert claim_words("The answer is: Denver Broncos", "Who won?") == ["denver", "broncos"]
+    assert support_score("According to the context, the answer is Denver Broncos", [CONTEXT]) == 1.0

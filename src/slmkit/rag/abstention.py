@@ -25,12 +25,18 @@ from slmkit.data.prompts import ABSTAIN_ANSWER
 
 # Function words carry no claim; requiring them to occur in the context would only add noise.
 _STOPWORDS = frozenset(
-    (  # noqa: SIM905 - a word list reads better as text than as 90 quoted items
+    (
         "a an the and or but of in on at to for from by with as is are was were be been being it its "
         "this that these those there their they he she his her him them we you your i me my our which "
         "who whom whose what when where why how not no do does did has have had can could would should "
         "will shall may might must than then so such also into over under about after before during between"
     ).split()
+)
+# How small models frame an answer ("The answer is: ...", "According to the context, ..."):
+# framing, not a claim, so it needs no support.
+_FRAMING = frozenset(
+    "answer answers question questions context contexts passage passages provided given according "
+    "mentioned text based following states stated knowledge base".split()
 )
 _CITATION = re.compile(r"\[\d+\]")
 _PUNCT = str.maketrans(dict.fromkeys(string.punctuation, " "))
@@ -66,7 +72,7 @@ def claim_words(answer: str, question: str = "") -> list[str]:
 
     When the answer only restates the question, all its content words are the claim.
     """
-    words = content_words(answer)
+    words = [w for w in content_words(answer) if w not in _FRAMING]
     asked = set(content_words(question))
     novel = [w for w in words if w not in asked]
     return novel or words
