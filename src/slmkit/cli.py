@@ -273,6 +273,7 @@ def _main(
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("bm25s").setLevel(logging.INFO if verbose else logging.WARNING)
     if not verbose:
         import transformers
 

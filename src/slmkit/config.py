@@ -50,6 +50,14 @@ class AbstentionConfig(StrictModel):
         description="Abstain without generating when the best retrieved chunk's cosine similarity to the "
         "question is below this. Calibrated on SQuAD: see docs/abstention.md.",
     )
+    min_coverage: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Abstain without generating when less than this share of the names in the question "
+        "(capitalised words, numbers) occur in the retrieved passages: the knowledge base does not "
+        "cover what the question is about. 0 disables the check.",
+    )
     min_support: float = Field(
         0.5,
         ge=0.0,

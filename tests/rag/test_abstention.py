@@ -5,11 +5,14 @@ from __future__ import annotations
 from slmkit.config import AbstentionConfig
 from slmkit.data.prompts import ABSTAIN_ANSWER
 from slmkit.rag.abstention import (
+    check_coverage,
     check_relevance,
     check_support,
     claim_words,
     content_words,
+    coverage_score,
     is_refusal,
+    question_names,
     support_score,
 )
 
@@ -78,3 +81,26 @@ def test_claim_words_fall_back_to_all_words_when_the_answer_only_restates():
 def test_answer_framing_is_not_a_claim():
     assert claim_words("The answer is: Denver Broncos", "Who won?") == ["denver", "broncos"]
     assert support_score("According to the context, the answer is Denver Broncos", [CONTEXT]) == 1.0
+
+
+def test_question_names_skip_the_first_word_and_function_words():
+    assert question_names("Which NFL team represented the AFC at Super Bowl 50?") == [
+        "nfl",
+        "afc",
+        "super",
+        "bowl",
+        "50",
+    ]
+    assert question_names("Who wrote the novel Moby-Dick?") == ["moby", "dick"]
+    assert question_names("what is a curriculum?") == []
+
+
+def test_coverage_gate_blocks_questions_about_unmentioned_names():
+    config = AbstentionConfig(min_coverage=0.5)
+    assert not check_coverage(
+        "Which NFL team represented the AFC at Super Bowl 50?", [CONTEXT], config
+    ).abstain
+    decision = check_coverage("Who wrote the novel Moby-Dick?", [CONTEXT], config)
+    assert decision.abstain and "moby, dick" in decision.reason
+    assert coverage_score("what is a curriculum?", [CONTEXT]) == 1.0  # names nothing: nothing to check
+    assert not check_coverage("Who wrote Moby-Dick?", [CONTEXT], AbstentionConfig(min_coverage=0.0)).abstain

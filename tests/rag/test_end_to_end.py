@@ -15,9 +15,13 @@ from slmkit.eval.squad_metrics import normalize_answer
 pytestmark = pytest.mark.slow
 
 ANSWERABLE = [
-    # (question, gold answers) — from the SQuAD v1.1 dev paragraphs in the test knowledge base.
-    ("Which NFL team represented the AFC at Super Bowl 50?", ["Denver Broncos"]),
-    ("Where did Super Bowl 50 take place?", ["Santa Clara, California", "Levi's Stadium"]),
+    # (question, gold answers, article) — SQuAD v1.1 dev questions about paragraphs in the test
+    # knowledge base. The default model is not fine-tuned and answers many questions wrongly; these
+    # are ones it answers right under greedy decoding, so a regression in retrieval, prompting,
+    # generation or the gates breaks them. Aggregate quality is measured by benchmarks/ask_latency.py.
+    ("Who was the NFL Commissioner in early 2012?", ["Roger Goodell"], "Super Bowl 50"),
+    ("What is another name to describe the science of teaching?", ["pedagogy"], "Teacher"),
+    ("What is another name for teaching within the family?", ["homeschooling"], "Teacher"),
 ]
 
 ABSENT = [
@@ -27,14 +31,14 @@ ABSENT = [
 ]
 
 
-@pytest.mark.parametrize(("question", "golds"), ANSWERABLE)
-def test_answerable_question_gets_the_gold_answer_with_a_citation(squad_answerer, question, golds):
+@pytest.mark.parametrize(("question", "golds", "article"), ANSWERABLE)
+def test_answerable_question_gets_the_gold_answer_with_a_citation(squad_answerer, question, golds, article):
     answer = squad_answerer.ask(question)
     assert not answer.abstained, answer.reason
     assert any(normalize_answer(g) in normalize_answer(answer.text) for g in golds), answer.text
     assert answer.citations, "a grounded answer must cite its passage"
-    cited_titles = {c.title for c in answer.citations}
-    assert any("Super Bowl" in t for t in cited_titles)
+    assert all(c.title == article for c in answer.citations)
+    assert f"[{answer.citations[0].index}]" in answer.text
 
 
 @pytest.mark.parametrize("question", ABSENT)
@@ -50,3 +54,15 @@ def test_streamed_text_equals_the_raw_answer(squad_answerer):
     answer = squad_answerer.ask(ANSWERABLE[0][0], on_text=pieces.append)
     assert "".join(pieces).strip() == answer.raw_text
     assert answer.completion_tokens > 0 and answer.tokens_per_second > 0
+
+
+def test_context_longer_than_the_budget_is_trimmed_with_a_warning(squad_answerer):
+    from slmkit.config import AskConfig, GenerationConfig
+    from slmkit.rag.answer import Answerer, ContextTrimmedWarning
+
+    config = AskConfig(generation=GenerationConfig(max_prompt_tokens=200, max_new_tokens=16))
+    small = Answerer(squad_answerer.generator, squad_answerer.retriever, config)
+    with pytest.warns(ContextTrimmedWarning):
+        answer = small.ask(ANSWERABLE[0][0])
+    assert answer.prompt_tokens <= 200 - 16
+    squad_answerer.retriever.config = squad_answerer.config.retrieval  # Answerer() rebinds it

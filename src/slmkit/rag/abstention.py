@@ -1,11 +1,15 @@
 """When to say "the knowledge base does not contain the answer" instead of guessing.
 
-Two gates, both cheap and deterministic (see docs/abstention.md for the thresholds' calibration):
+Three gates, all cheap and deterministic (see docs/abstention.md for the thresholds' calibration):
 
 1. **Relevance** (before generating): if no retrieved chunk is similar enough to the question
    (best cosine similarity below ``min_relevance``), the knowledge base has nothing on the topic,
    so the model is not asked at all.
-2. **Support** (after generating): the answer's *new* content words (those not already in the
+2. **Coverage** (before generating): the names the question asks about (capitalised words and
+   numbers, e.g. "Moby-Dick", "Jupiter", "1226") must occur in the retrieved passages. Dense
+   similarity alone lets "Who wrote Moby-Dick?" through to a passage about another book; if less
+   than ``min_coverage`` of the names are there, the passages are about something else.
+3. **Support** (after generating): the answer's *new* content words (those not already in the
    question) must occur in the retrieved text. If less than ``min_support`` of them do, the model
    produced something the context does not say, and the reply abstains. Words the answer merely
    repeats from the question prove nothing, so they are left out: for "Which team represented
@@ -91,6 +95,34 @@ def support_score(answer: str, contexts: Sequence[str], question: str = "") -> f
     return sum(w in vocabulary for w in words) / len(words)
 
 
+def question_names(question: str) -> list[str]:
+    """Capitalised words and numbers in the question, lower-cased, excluding its first word
+    (capitalised only because it starts the sentence) and function words."""
+    names = []
+    for i, raw in enumerate(question.split()):
+        for word in raw.translate(_PUNCT).split():
+            if (
+                i > 0
+                and (word[0].isupper() or any(ch.isdigit() for ch in word))
+                and word.lower() not in _STOPWORDS
+            ):
+                names.append(word.lower())
+    return names
+
+
+def missing_names(question: str, contexts: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``(names, missing)``: the question's names, and those absent from ``contexts``."""
+    names = question_names(question)
+    vocabulary = {w for context in contexts for w in content_words(context)}
+    return names, [n for n in names if n not in vocabulary]
+
+
+def coverage_score(question: str, contexts: Sequence[str]) -> float:
+    """Share of :func:`question_names` found in ``contexts``; 1.0 when the question names nothing."""
+    names, missing = missing_names(question, contexts)
+    return 1.0 - len(missing) / len(names) if names else 1.0
+
+
 def is_refusal(answer: str) -> bool:
     """True when the model itself says it cannot answer."""
     lowered = answer.lower()
@@ -118,10 +150,23 @@ def check_relevance(best_similarity: float | None, config: AbstentionConfig) -> 
     return Decision(False)
 
 
+def check_coverage(question: str, contexts: Sequence[str], config: AbstentionConfig) -> Decision:
+    """Gate 2: abstain when the passages do not mention what the question names."""
+    names, missing = missing_names(question, contexts)
+    coverage = 1.0 - len(missing) / len(names) if names else 1.0
+    if coverage < config.min_coverage:
+        return Decision(
+            True,
+            f"the passages do not mention {', '.join(missing)} (coverage {coverage:.2f} < "
+            f"min_coverage {config.min_coverage:.2f})",
+        )
+    return Decision(False)
+
+
 def check_support(
     answer: str, contexts: Sequence[str], config: AbstentionConfig, question: str = ""
 ) -> Decision:
-    """Gate 2: abstain when the model declined, or its answer is not supported by ``contexts``."""
+    """Gate 3: abstain when the model declined, or its answer is not supported by ``contexts``."""
     if is_refusal(answer):
         return Decision(True, "the model found no answer in the retrieved passages")
     support = support_score(answer, contexts, question)

@@ -15,7 +15,14 @@ from slmkit.config import AskConfig
 from slmkit.data.prompts import ABSTAIN_ANSWER, Passage, qa_messages
 from slmkit.errors import InputError
 from slmkit.models.generation import Generation, Generator
-from slmkit.rag.abstention import Decision, check_relevance, check_support, is_refusal, support_score
+from slmkit.rag.abstention import (
+    Decision,
+    check_coverage,
+    check_relevance,
+    check_support,
+    is_refusal,
+    support_score,
+)
 from slmkit.rag.knowledge_base import KnowledgeBase
 from slmkit.rag.retrieval import Hit, Retriever
 
@@ -151,6 +158,8 @@ class Answerer:
         hits = self.retriever.search(question)
         retrieval_s = time.perf_counter() - start
         decision = check_relevance(max((h.dense_score for h in hits), default=None), self.config.abstention)
+        if not decision.abstain:
+            decision = check_coverage(question, [h.chunk.text for h in hits], self.config.abstention)
         if decision.abstain:
             return self._finish(
                 question, ABSTAIN_ANSWER, True, decision.reason, hits, [], None, start, retrieval_s
