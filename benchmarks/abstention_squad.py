@@ -93,10 +93,8 @@ def main() -> None:
 
     default = AbstentionConfig()
     gated = outcomes(answerable, absent, default.min_relevance, default.min_coverage, default.min_support)
-    # Baseline: every reply is shown, refusals included (they are the model's own words).
+    # Baseline: every reply is shown; only the model's own refusals count as abstentions.
     baseline = outcomes(answerable, absent, -1.0, 0.0, 0.0)
-    baseline["unanswerable_abstained"] = round(sum(row["refusal"] for row in absent) / len(absent), 3)
-    baseline["answerable_abstained"] = round(sum(row["refusal"] for row in answerable) / len(answerable), 3)
     invented_without = 1 - baseline["unanswerable_abstained"]
     invented_with = 1 - gated["unanswerable_abstained"]
     emit(
