@@ -51,6 +51,7 @@ def main() -> None:
         record[f"{mode}_batch_seconds"] = round(time.perf_counter() - start, 1)
         ranks = [_first_rank(hits, chunk_paragraph, g) for hits, g in zip(results, gold, strict=True)]
         record[f"{mode}_recall@1"] = _recall(ranks, 1)
+        record[f"{mode}_recall@3"] = _recall(ranks, 3)
         record[f"{mode}_recall@5"] = _recall(ranks, 5)
         record[f"{mode}_mrr@10"] = round(float(np.mean([1 / r if r else 0.0 for r in ranks])), 4)
         record[f"{mode}_p50_query_ms"] = _p50_latency_ms(retriever, questions[::53], mode)

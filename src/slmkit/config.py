@@ -46,7 +46,7 @@ class RetrievalConfig(StrictModel):
 
 class AbstentionConfig(StrictModel):
     min_relevance: float = Field(
-        0.35,
+        0.40,
         description="Abstain without generating when the best retrieved chunk's cosine similarity to the "
         "question is below this. Calibrated on SQuAD: see docs/abstention.md.",
     )
