@@ -57,17 +57,42 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
     data[leaf] = value
 
 
+# Where each CLI flag lands in the config; flags left unset keep the recipe's (or default) value.
+_INDEX_FLAGS = {
+    "embedder": "embedder",
+    "chunk_tokens": "chunking.chunk_tokens",
+    "overlap_tokens": "chunking.overlap_tokens",
+    "text_field": "ingest.text_field",
+    "title_field": "ingest.title_field",
+}
+_ASK_FLAGS = {
+    "model": "model",
+    "dtype": "dtype",
+    "retrieval": "retrieval.mode",
+    "top_k": "retrieval.top_k",
+    "max_new_tokens": "generation.max_new_tokens",
+    "min_relevance": "abstention.min_relevance",
+    "min_coverage": "abstention.min_coverage",
+    "min_support": "abstention.min_support",
+}
+
+
+def _merged(
+    config: Path | None, section: str, paths: dict[str, str], flags: dict[str, Any]
+) -> dict[str, Any]:
+    data = _recipe_section(config, section)
+    for name, value in flags.items():
+        _set(data, paths[name], value)
+    return data
+
+
 def _index_config(config: Path | None, **flags: Any) -> IndexConfig:
-    data = _recipe_section(config, "index")
-    for dotted, value in flags.items():
-        _set(data, dotted.replace("__", "."), value)
+    data = _merged(config, "index", _INDEX_FLAGS, flags)
     return parse_config(IndexConfig, data, f"{config or 'options'} [index]")
 
 
 def _ask_config(config: Path | None, **flags: Any) -> AskConfig:
-    data = _recipe_section(config, "ask")
-    for dotted, value in flags.items():
-        _set(data, dotted.replace("__", "."), value)
+    data = _merged(config, "ask", _ASK_FLAGS, flags)
     return parse_config(AskConfig, data, f"{config or 'options'} [ask]")
 
 
@@ -88,10 +113,10 @@ def index_build(
     cfg = _index_config(
         config,
         embedder=embedder,
-        chunking__chunk_tokens=chunk_tokens,
-        chunking__overlap_tokens=overlap_tokens,
-        ingest__text_field=text_field,
-        ingest__title_field=title_field,
+        chunk_tokens=chunk_tokens,
+        overlap_tokens=overlap_tokens,
+        text_field=text_field,
+        title_field=title_field,
     )
     _, report = KnowledgeBase.build(kb, sources, cfg)
     typer.echo(
@@ -141,21 +166,6 @@ def _answerer(kb: Path | None, no_rag: bool, cfg: AskConfig) -> Any:
     return Answerer.load(None if no_rag else kb, cfg)
 
 
-AskFlags = dict[str, Any]
-
-
-def _ask_flags(model, dtype, retrieval, top_k, max_new_tokens, min_relevance, min_support) -> AskFlags:
-    return {
-        "model": model,
-        "dtype": dtype,
-        "retrieval__mode": retrieval,
-        "retrieval__top_k": top_k,
-        "generation__max_new_tokens": max_new_tokens,
-        "abstention__min_relevance": min_relevance,
-        "abstention__min_support": min_support,
-    }
-
-
 ModelOpt = Annotated[
     str | None, typer.Option("--model", "-m", help="Packaged name, folder, .gguf or hub id.")
 ]
@@ -164,6 +174,7 @@ ModeOpt = Annotated[str | None, typer.Option("--retrieval", help="dense, bm25 or
 TopKOpt = Annotated[int | None, typer.Option(help="Passages given to the model.")]
 MaxTokOpt = Annotated[int | None, typer.Option(help="Max generated tokens.")]
 RelOpt = Annotated[float | None, typer.Option(help="Abstain below this best cosine similarity.")]
+CovOpt = Annotated[float | None, typer.Option(help="Abstain below this share of question names found.")]
 SupOpt = Annotated[float | None, typer.Option(help="Abstain below this answer support share.")]
 NoRagOpt = Annotated[bool, typer.Option("--no-rag", help="Answer closed-book, without the knowledge base.")]
 
@@ -181,13 +192,22 @@ def ask(
     top_k: TopKOpt = None,
     max_new_tokens: MaxTokOpt = None,
     min_relevance: RelOpt = None,
+    min_coverage: CovOpt = None,
     min_support: SupOpt = None,
 ) -> None:
     """Answer QUESTION from the knowledge base, citing sources, or abstain."""
     if kb is None and not no_rag:
         raise SlmkitError("give a knowledge base with --kb DIR, or --no-rag to answer closed-book")
     cfg = _ask_config(
-        config, **_ask_flags(model, dtype, retrieval, top_k, max_new_tokens, min_relevance, min_support)
+        config,
+        model=model,
+        dtype=dtype,
+        retrieval=retrieval,
+        top_k=top_k,
+        max_new_tokens=max_new_tokens,
+        min_relevance=min_relevance,
+        min_coverage=min_coverage,
+        min_support=min_support,
     )
     answerer = _answerer(kb, no_rag, cfg)
     answer = answerer.ask(question)
@@ -223,6 +243,7 @@ def chat(
     top_k: TopKOpt = None,
     max_new_tokens: MaxTokOpt = None,
     min_relevance: RelOpt = None,
+    min_coverage: CovOpt = None,
     min_support: SupOpt = None,
 ) -> None:
     """Chat in the terminal: answers stream, history is kept, /sources shows the passages."""
@@ -231,7 +252,15 @@ def chat(
     if kb is None and not no_rag:
         raise SlmkitError("give a knowledge base with --kb DIR, or --no-rag to chat closed-book")
     cfg = _ask_config(
-        config, **_ask_flags(model, dtype, retrieval, top_k, max_new_tokens, min_relevance, min_support)
+        config,
+        model=model,
+        dtype=dtype,
+        retrieval=retrieval,
+        top_k=top_k,
+        max_new_tokens=max_new_tokens,
+        min_relevance=min_relevance,
+        min_coverage=min_coverage,
+        min_support=min_support,
     )
     run_chat(_answerer(kb, no_rag, cfg), use_retrieval=not no_rag)
 
