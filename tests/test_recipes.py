@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from slmkit.config import AskConfig, IndexConfig, load_yaml, parse_config
+from slmkit.config import AskConfig, IndexConfig, TrainConfig, load_yaml, parse_config
 
 RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml"))
-SECTIONS = {"index": IndexConfig, "ask": AskConfig}
+SECTIONS = {"index": IndexConfig, "ask": AskConfig, "train": TrainConfig}
 
 
 def test_there_are_recipes():
@@ -25,3 +25,22 @@ def test_recipe_validates_and_starts_with_its_command(recipe):
     for section, model in SECTIONS.items():
         if section in data:
             parse_config(model, data[section], f"{recipe.name} [{section}]")
+
+
+TRAIN_RECIPES = [r for r in RECIPES if "train" in load_yaml(r)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", TRAIN_RECIPES, ids=lambda p: p.name)
+def test_train_recipe_smoke_run(recipe, tmp_path, monkeypatch, model_cache):
+    """Every training recipe runs for real, CPU-sized: 2 steps on 8 examples."""
+    from slmkit.train.run import finetune
+
+    monkeypatch.setenv("SLMKIT_CACHE", str(model_cache))
+    data = load_yaml(recipe)["train"]
+    data["output_dir"] = str(tmp_path / "run")
+    data["data"] = {**data.get("data", {}), "max_examples": 8, "max_val_examples": 4, "max_seq_len": 256}
+    data["optim"] = {**data.get("optim", {}), "max_steps": 2, "batch_size": 2, "grad_accum": 1}
+    result = finetune(parse_config(TrainConfig, data, recipe.name))
+    assert result["finished"] and result["step"] == 2
+    assert (tmp_path / "run" / "final" / "model.safetensors").exists()

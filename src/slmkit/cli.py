@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from slmkit.config import AskConfig, IndexConfig, load_yaml, parse_config
+from slmkit.config import AskConfig, IndexConfig, TrainConfig, load_yaml, parse_config
 from slmkit.errors import SlmkitError
 
 app = typer.Typer(
@@ -263,6 +263,51 @@ def chat(
         min_support=min_support,
     )
     run_chat(_answerer(kb, no_rag, cfg), use_retrieval=not no_rag)
+
+
+def _overrides(args: list[str]) -> dict[str, Any]:
+    """``--optim.lr 1e-4 --method full`` → ``{"optim": {"lr": 1e-4}, "method": "full"}`` (YAML values)."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    if len(args) % 2:
+        raise SlmkitError(f"overrides come in '--key value' pairs; got: {' '.join(args)}")
+    for key, value in zip(args[::2], args[1::2], strict=True):
+        if not key.startswith("--"):
+            raise SlmkitError(f"expected an override like --optim.lr, got '{key}'")
+        _set(data, key[2:].replace("-", "_"), yaml.safe_load(value))
+    return data
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    recipe: Annotated[Path, typer.Argument(help="YAML recipe with a train: section.")],
+) -> None:
+    """Fine-tune a model as RECIPE says; extra '--key value' pairs override it (e.g. --optim.max_steps 10).
+
+    Re-running the same command resumes from the last checkpoint in output_dir.
+    """
+    from slmkit.train.run import finetune
+
+    data = _deep_merge(_recipe_section(recipe, "train"), _overrides(list(ctx.args)))
+    config = parse_config(TrainConfig, data, f"{recipe} [train]")
+    result = finetune(config)
+    best = f", best validation loss {result['best_val']:.4f}" if result.get("best_val") is not None else ""
+    typer.echo(
+        f"trained {result['step']} steps at {result['tokens_per_second']:.0f} tok/s{best}; "
+        f"model: {result['model_dir']}"
+    )
 
 
 @app.command()

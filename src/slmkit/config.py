@@ -150,3 +150,66 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a mapping of keys to values")
     return data
+
+
+class TrainDataConfig(StrictModel):
+    task: Literal["squad", "instruction", "chat", "pairs", "multiple_choice"] = Field(
+        "squad", description="Format of the training file (see slmkit.data.tasks)."
+    )
+    path: str = Field(
+        "bundled:squad", description="Training file; 'bundled:squad' is the shipped SQuAD dev set."
+    )
+    split: Literal["train", "eval", "all"] = Field(
+        "train", description="SQuAD only: the agreed by-article split to train on (never 'eval')."
+    )
+    val_path: str | None = Field(None, description="Validation file; without it, val_fraction is held out.")
+    val_fraction: float = Field(0.05, gt=0.0, lt=1.0, description="Share held out for validation.")
+    max_examples: int | None = Field(None, ge=1, description="Use only the first N training examples.")
+    max_val_examples: int | None = Field(200, ge=1, description="Cap on validation examples (eval cost).")
+    max_seq_len: int = Field(
+        512, ge=32, description="Longer examples are left-truncated (counted in the log)."
+    )
+
+
+class LoraSettings(StrictModel):
+    r: int = Field(16, ge=1, description="Adapter rank.")
+    alpha: int = Field(32, ge=1, description="Scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="Linear layers to adapt.",
+    )
+
+
+class OptimConfig(StrictModel):
+    lr: float = Field(5e-5, gt=0.0, description="Peak learning rate (cosine decay after warmup).")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="Share of steps spent warming up.")
+    batch_size: int = Field(4, ge=1, description="Examples per micro-batch.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    epochs: float = Field(1.0, gt=0.0, description="Passes over the training set (ignored if max_steps).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
+
+
+class TrainConfig(StrictModel):
+    """A fine-tuning run; ``slmkit train RECIPE.yaml`` reads its ``train:`` section."""
+
+    model: str = Field(
+        "smollm2-135m-instruct", description="Base model: packaged name, folder, .gguf or hub id."
+    )
+    method: Literal["full", "lora"] = Field("lora", description="full fine-tune or LoRA adapters.")
+    output_dir: str = Field("runs/finetune", description="Where checkpoints, metrics and the final model go.")
+    data: TrainDataConfig = Field(default_factory=TrainDataConfig)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    bf16: bool = Field(True, description="bfloat16 autocast for the forward pass (weights stay fp32).")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations: less memory, ~30% slower."
+    )
+    eval_every: int = Field(50, ge=1, description="Optimizer steps between validation passes.")
+    save_every: int = Field(50, ge=1, description="Optimizer steps between resumable checkpoints.")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many validations without improvement."
+    )
+    seed: int = Field(0, description="Seed for data order, dropout and initialisation.")

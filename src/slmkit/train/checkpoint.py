@@ -1,0 +1,71 @@
+"""Resumable training state, written atomically.
+
+A checkpoint holds the trainable weights, optimizer and scheduler state, the step counter, the
+data position and every RNG state, so a run killed at any moment (even ``kill -9``) resumes from
+its last checkpoint and continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CHECKPOINT = "checkpoint"
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Only the parameters being trained (all of them for a full fine-tune, the adapters for LoRA)."""
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(
+    output_dir: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, state: dict
+) -> None:
+    """Write the checkpoint into a temporary folder, then swap it in with renames."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=output_dir))
+    payload = {
+        "model": trainable_state(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "state": state,
+        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+    }
+    torch.save(payload, staging / "state.pt")
+    with open(staging / "state.pt", "rb") as f:
+        os.fsync(f.fileno())
+    target = output_dir / CHECKPOINT
+    old = output_dir / ".checkpoint-old"
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(output_dir: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> dict | None:
+    """Restore a checkpoint if one exists; returns its ``state`` dict (or None to start fresh)."""
+    target = output_dir / CHECKPOINT
+    if not (target / "state.pt").exists():
+        old = output_dir / ".checkpoint-old"  # a crash between the two renames of save_checkpoint
+        if not (old / "state.pt").exists():
+            return None
+        target = old
+    payload = torch.load(target / "state.pt", weights_only=False)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in payload["model"].items():
+            params[name].copy_(tensor)
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    random.setstate(payload["rng"]["python"])
+    np.random.set_state(payload["rng"]["numpy"])
+    torch.set_rng_state(payload["rng"]["torch"])
+    return payload["state"]
