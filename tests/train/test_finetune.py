@@ -95,6 +95,7 @@ def test_lora_training_lowers_the_loss_and_writes_a_usable_model(tmp_path, examp
     ]
     assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
     assert any("val_loss" in m for m in metrics) and (Path(config.output_dir) / "best").is_dir()
+    assert list((Path(config.output_dir) / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_resume_after_interruption_reaches_the_same_loss(tmp_path, examples, model_cache):

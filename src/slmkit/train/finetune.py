@@ -70,6 +70,7 @@ class FineTune:
         warmup = int(config.optim.warmup_ratio * self.total_steps)
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
         self.metrics_path = self.output_dir / "metrics.jsonl"
+        self._tensorboard: Any = None
 
     # -- setup -------------------------------------------------------------------------------
     def _prepare_model(self, loaded: LoadedModel) -> torch.nn.Module:
@@ -190,6 +191,9 @@ class FineTune:
             if stop or (stop_after is not None and steps_this_call >= stop_after):
                 break
         progress.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
         finished = state["step"] >= self.total_steps or state.get("stopped_early", False)
         if finished:
             self._save_final()
@@ -238,6 +242,14 @@ class FineTune:
     def _log(self, record: dict) -> None:
         with self.metrics_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        if self._tensorboard is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tensorboard = SummaryWriter(str(self.output_dir / "tensorboard"))
+        for key, value in record.items():
+            if key != "step":
+                self._tensorboard.add_scalar(f"train/{key}", value, record["step"])
+        self._tensorboard.flush()
 
     def _save_model(self, folder: Path) -> None:
         """A self-contained model folder: weights (LoRA merged into the base), tokenizer, recipe."""
