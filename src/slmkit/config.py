@@ -162,6 +162,21 @@ class TrainDataConfig(StrictModel):
     split: Literal["train", "eval", "all"] = Field(
         "train", description="SQuAD only: the agreed by-article split to train on (never 'eval')."
     )
+    context: Literal["gold", "retrieved"] = Field(
+        "gold",
+        description="SQuAD only: 'gold' gives the gold paragraph as context; 'retrieved' gives the "
+        "top_k chunks a retriever returns with the gold one among them (RAFT-style), and for "
+        "abstain_share of questions leaves it out with the abstention sentence as target.",
+    )
+    kb: str | None = Field(
+        None,
+        description="Knowledge base for context: retrieved; default: one built from the training "
+        "articles in output_dir/kb (never from eval articles).",
+    )
+    top_k: int = Field(
+        3, ge=1, description="Passages per retrieved-context example (match ask.retrieval.top_k)."
+    )
+    abstain_share: float = Field(0.2, ge=0.0, lt=1.0, description="Share of abstention examples.")
     val_path: str | None = Field(None, description="Validation file; without it, val_fraction is held out.")
     val_fraction: float = Field(0.05, gt=0.0, lt=1.0, description="Share held out for validation.")
     max_examples: int | None = Field(None, ge=1, description="Use only the first N training examples.")

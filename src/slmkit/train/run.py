@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from slmkit.config import TrainConfig
@@ -16,14 +18,48 @@ logger = logging.getLogger(__name__)
 BUNDLED_SQUAD = "bundled:squad"
 
 
-def _read(path: str, config: TrainConfig, split: str | None) -> list[Example]:
-    data = config.data
+def _resolve(path: str) -> str:
     if path == BUNDLED_SQUAD:
         from slmkit.cli import bundled_squad
 
-        path = str(bundled_squad())
+        return str(bundled_squad())
+    return path
+
+
+def _read(path: str, config: TrainConfig, split: str | None) -> list[Example]:
+    data = config.data
+    if data.task == "squad" and data.context == "retrieved":
+        return _retrieved_examples(_resolve(path), config, split or "all")
     options: dict[str, Any] = {"split": split} if data.task == "squad" and split else {}
-    return read_task(path, data.task, **options)
+    return read_task(_resolve(path), data.task, **options)
+
+
+def _retrieved_examples(path: str, config: TrainConfig, split: str) -> list[Example]:
+    from slmkit.data.squad import load_squad, split_articles
+    from slmkit.rag.knowledge_base import KnowledgeBase
+    from slmkit.train.rag_examples import retrieved_context_examples
+
+    articles = load_squad(path)
+    if split != "all":
+        articles = split_articles(articles, split)
+    data = config.data
+    kb_path = Path(data.kb) if data.kb else Path(config.output_dir) / "kb"
+    if (kb_path / "CURRENT").exists():
+        kb = KnowledgeBase.open(kb_path)
+    else:
+        # Built from the training articles only, so eval paragraphs never reach training,
+        # not even as distractors.
+        kb_path.parent.mkdir(parents=True, exist_ok=True)
+        source = kb_path.parent / "kb-source.json"
+        paragraphs = [
+            {"title": a.title, "paragraphs": [{"context": p.context, "qas": []} for p in a.paragraphs]}
+            for a in articles
+        ]
+        source.write_text(json.dumps({"version": "1.1", "data": paragraphs}), encoding="utf-8")
+        kb, _ = KnowledgeBase.build(kb_path, [source])
+    return retrieved_context_examples(
+        articles, kb, data.top_k, data.abstain_share, config.seed, Path(path).name
+    )
 
 
 def load_examples(config: TrainConfig) -> tuple[list[Example], list[Example]]:

@@ -1,0 +1,84 @@
+"""SQuAD training examples whose context looks like what the answerer will retrieve.
+
+At inference the model reads the top-k chunks a retriever returns — usually the right paragraph
+among look-alike distractors, and sometimes no right paragraph at all. Training on the gold
+paragraph alone teaches neither situation. Following RAFT (Zhang et al., 2024, "RAFT: Adapting
+Language Model to Domain Specific RAG"), each question here gets the retrieved chunks as context
+with the gold passage placed among them, and for a share of questions the gold passage is left
+out and the target becomes the abstention sentence the answerer uses — so the model learns to say
+it when the context does not hold the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+
+from slmkit.data.prompts import ABSTAIN_ANSWER, Passage, qa_messages
+from slmkit.data.squad import SquadArticle
+from slmkit.data.tasks import Example
+from slmkit.eval.squad_metrics import normalize_answer
+from slmkit.rag.knowledge_base import KnowledgeBase
+from slmkit.rag.retrieval import Hit, Retriever
+
+logger = logging.getLogger(__name__)
+
+
+def _paragraph_key(hit: Hit) -> tuple[str | None, int | None]:
+    return hit.chunk.metadata.get("article"), hit.chunk.metadata.get("paragraph")
+
+
+def _mentions(passages: Sequence[Passage], answers: Sequence[str]) -> bool:
+    texts = [normalize_answer(p.text) for p in passages]
+    return any(normalize_answer(a) and normalize_answer(a) in t for a in answers for t in texts)
+
+
+def retrieved_context_examples(
+    articles: Sequence[SquadArticle],
+    kb: KnowledgeBase,
+    top_k: int = 3,
+    abstain_share: float = 0.2,
+    seed: int = 0,
+    source: str = "squad",
+) -> list[Example]:
+    """One example per question: ``top_k`` retrieved passages, gold among them (or, for about
+    ``abstain_share`` of questions, absent, with the abstention sentence as target).
+
+    The knowledge base must hold the articles' paragraphs as ingested from a SQuAD file (its chunks
+    carry ``article``/``paragraph`` metadata). An abstention example is only made when no remaining
+    passage contains a gold answer — otherwise "not in the context" would be a false target.
+    """
+    rng = random.Random(seed)
+    items = [(a, p, qa) for a in articles for p in a.paragraphs for qa in p.qas if qa.answers]
+    hits_per_question = Retriever(kb).search_many([qa.question for _, _, qa in items], top_k=top_k * 3)
+    examples, abstentions = [], 0
+    for (article, paragraph, qa), hits in zip(items, hits_per_question, strict=True):
+        gold_key = (article.title, paragraph.index)
+        distractors = [Passage(h.chunk.title, h.chunk.text) for h in hits if _paragraph_key(h) != gold_key]
+        passages, target = distractors[:top_k], ABSTAIN_ANSWER
+        if rng.random() >= abstain_share or _mentions(passages, qa.answers):
+            passages = distractors[: top_k - 1]
+            passages.insert(
+                rng.randrange(len(passages) + 1),
+                _gold_passage(article, paragraph, qa.answers, hits, gold_key),
+            )
+            target = qa.answers[0]
+        else:
+            abstentions += 1
+        messages = [*qa_messages(qa.question, passages), {"role": "assistant", "content": target}]
+        examples.append(Example(messages, qa.id, f"{source}#{article.title}/{paragraph.index}"))
+    logger.info("%d retrieved-context examples, %d with the abstention target", len(examples), abstentions)
+    return examples
+
+
+def _gold_passage(
+    article: SquadArticle, paragraph, answers: Sequence[str], hits: Sequence[Hit], gold_key
+) -> Passage:
+    """The retrieved chunk of the gold paragraph that contains the answer, or else the whole
+    paragraph (retrieval missed it, or found only the half without the answer)."""
+    for hit in hits:
+        passage = Passage(hit.chunk.title, hit.chunk.text)
+        if _paragraph_key(hit) == gold_key and _mentions([passage], answers):
+            return passage
+    return Passage(article.title.replace("_", " "), paragraph.context)
