@@ -160,10 +160,17 @@ def index_info(
         typer.echo(f"{key:>15}: {value}")
 
 
-def _answerer(kb: Path | None, no_rag: bool, cfg: AskConfig) -> Any:
+def _flags(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The config-bearing options among a command's arguments (``ask`` and ``chat`` share them)."""
+    return {name: value for name, value in arguments.items() if name in _ASK_FLAGS}
+
+
+def _load_answerer(kb: Path | None, no_rag: bool, config: Path | None, flags: dict[str, Any]) -> Any:
     from slmkit.rag.answer import Answerer
 
-    return Answerer.load(None if no_rag else kb, cfg)
+    if kb is None and not no_rag:
+        raise SlmkitError("give a knowledge base with --kb DIR, or --no-rag to answer closed-book")
+    return Answerer.load(None if no_rag else kb, _ask_config(config, **flags))
 
 
 ModelOpt = Annotated[
@@ -196,21 +203,7 @@ def ask(
     min_support: SupOpt = None,
 ) -> None:
     """Answer QUESTION from the knowledge base, citing sources, or abstain."""
-    if kb is None and not no_rag:
-        raise SlmkitError("give a knowledge base with --kb DIR, or --no-rag to answer closed-book")
-    cfg = _ask_config(
-        config,
-        model=model,
-        dtype=dtype,
-        retrieval=retrieval,
-        top_k=top_k,
-        max_new_tokens=max_new_tokens,
-        min_relevance=min_relevance,
-        min_coverage=min_coverage,
-        min_support=min_support,
-    )
-    answerer = _answerer(kb, no_rag, cfg)
-    answer = answerer.ask(question)
+    answer = _load_answerer(kb, no_rag, config, _flags(locals())).ask(question)
     if as_json:
         typer.echo(json.dumps(answer.to_dict(), indent=2))
         return
@@ -249,20 +242,7 @@ def chat(
     """Chat in the terminal: answers stream, history is kept, /sources shows the passages."""
     from slmkit.serve.chat import run_chat
 
-    if kb is None and not no_rag:
-        raise SlmkitError("give a knowledge base with --kb DIR, or --no-rag to chat closed-book")
-    cfg = _ask_config(
-        config,
-        model=model,
-        dtype=dtype,
-        retrieval=retrieval,
-        top_k=top_k,
-        max_new_tokens=max_new_tokens,
-        min_relevance=min_relevance,
-        min_coverage=min_coverage,
-        min_support=min_support,
-    )
-    run_chat(_answerer(kb, no_rag, cfg), use_retrieval=not no_rag)
+    run_chat(_load_answerer(kb, no_rag, config, _flags(locals())), use_retrieval=not no_rag)
 
 
 def _overrides(args: list[str]) -> dict[str, Any]:
