@@ -30,7 +30,9 @@ def save_checkpoint(
 ) -> None:
     """Write the checkpoint into a temporary folder, then swap it in with renames."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=output_dir))
+    for stale in output_dir.glob(".checkpoint-tmp*"):  # left by a run killed while saving
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=".checkpoint-tmp", dir=output_dir))
     payload = {
         "model": trainable_state(model),
         "optimizer": optimizer.state_dict(),

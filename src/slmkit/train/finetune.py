@@ -41,6 +41,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _logged_step(line: str) -> int | None:
+    """The step of a metrics line, or None for a line a kill cut short."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 class FineTune:
     """One fine-tuning run of ``config`` on tokenized train/validation examples.
 
@@ -146,6 +154,7 @@ class FineTune:
         }
         if state["step"]:
             logger.info("resuming from step %d", state["step"])
+        self._forget_metrics_after(state["step"])
         batches = self._micro_batches(state["epoch"], state["batch"])
         progress = tqdm(
             total=self.total_steps, initial=state["step"], desc="train", unit="step", dynamic_ncols=True
@@ -239,6 +248,15 @@ class FineTune:
         return total / max(count, 1)
 
     # -- save --------------------------------------------------------------------------------
+    def _forget_metrics_after(self, step: int) -> None:
+        """Drop metric lines of steps after the checkpoint: a resumed run logs them again."""
+        if not self.metrics_path.exists():
+            return
+        lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if _logged_step(line) is not None and _logged_step(line) <= step]
+        if len(kept) != len(lines):
+            self.metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
     def _log(self, record: dict) -> None:
         with self.metrics_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
