@@ -219,10 +219,13 @@ def _print_answer(answer: Any) -> None:
     for line in format_citations(answer):
         typer.echo(line)
     t = answer.timings
-    typer.echo(
-        f"  ({t['total']:.2f}s: retrieval {t['retrieval']:.2f}s, generation {t['generation']:.2f}s, "
-        f"{answer.completion_tokens} tokens at {answer.tokens_per_second:.1f} tok/s)"
-    )
+    cost = f"  ({t['total']:.2f}s: retrieval {t['retrieval']:.2f}s"
+    if answer.completion_tokens:
+        cost += (
+            f", generation {t['generation']:.2f}s, "
+            f"{answer.completion_tokens} tokens at {answer.tokens_per_second:.1f} tok/s"
+        )
+    typer.echo(cost + ")")
 
 
 @app.command()
@@ -324,10 +327,11 @@ def demo(
 def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("bm25s").setLevel(logging.INFO if verbose else logging.WARNING)
+    # The handler's level, not only the loggers': some libraries (bm25s) set their own logger to DEBUG.
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)
     if not verbose:
         import transformers
 
