@@ -10,8 +10,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from slmkit.cli import bundled_squad
-from slmkit.data.squad import SquadArticle, load_squad
+from slmkit.data.squad import SquadArticle, bundled_squad, load_squad
 from slmkit.rag.knowledge_base import KnowledgeBase
 
 REPO = Path(__file__).resolve().parent.parent

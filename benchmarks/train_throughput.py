@@ -25,8 +25,8 @@ import psutil
 import torch
 
 from _common import emit
-from slmkit.cli import bundled_squad
 from slmkit.config import TrainConfig, parse_config
+from slmkit.data.squad import bundled_squad
 from slmkit.data.tasks import read_squad_examples
 from slmkit.models.loading import load_causal_lm
 from slmkit.train.batching import collate

@@ -44,10 +44,10 @@ def embedder():
 @pytest.fixture(scope="session")
 def squad_kb(tmp_path_factory, embedder):
     """A knowledge base of the first 12 paragraphs of each of the first three SQuAD eval articles."""
-    from slmkit.data.squad import load_squad, split_articles
+    from slmkit.data.squad import bundled_squad, load_squad, split_articles
     from slmkit.rag.knowledge_base import KnowledgeBase
 
-    articles = split_articles(load_squad(bundled_squad_path()), "eval")[:3]
+    articles = split_articles(load_squad(bundled_squad()), "eval")[:3]
     data = {
         "version": "1.1",
         "data": [
@@ -77,9 +77,3 @@ def squad_answerer(smollm, squad_kb):
     from slmkit.rag.retrieval import Retriever
 
     return Answerer(TransformersGenerator(smollm), Retriever(squad_kb))
-
-
-def bundled_squad_path() -> Path:
-    from slmkit.cli import bundled_squad
-
-    return bundled_squad()

@@ -6,13 +6,13 @@ import json
 import logging
 import os
 import sys
-from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from slmkit.config import AskConfig, IndexConfig, TrainConfig, load_yaml, parse_config
+from slmkit.data.squad import bundled_squad
 from slmkit.errors import SlmkitError
 
 app = typer.Typer(
@@ -33,11 +33,6 @@ DEMO_QUESTIONS = (
     "Which NFL team represented the AFC at Super Bowl 50?",
     "What is the recommended tire pressure for a Toyota Corolla?",
 )
-
-
-def bundled_squad() -> Path:
-    """The SQuAD v1.1 dev set shipped with slmkit (CC BY-SA 4.0, see assets/LICENSE-squad.md)."""
-    return Path(str(files("slmkit") / "assets" / "squad-v1.1-dev.json"))
 
 
 def _recipe_section(config: Path | None, section: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,11 @@ Split = Literal["train", "eval"]
 # Every 5th article (0, 5, 10, ...) is held out. Splitting by article rather than by question keeps
 # eval contexts unseen in training, so eval measures reading, not memorised paragraphs.
 _EVAL_EVERY = 5
+
+
+def bundled_squad() -> Path:
+    """The SQuAD v1.1 dev set shipped with slmkit (CC BY-SA 4.0, see assets/LICENSE-squad.md)."""
+    return Path(str(files("slmkit") / "assets" / "squad-v1.1-dev.json"))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ BUNDLED_SQUAD = "bundled:squad"
 
 def _resolve(path: str) -> str:
     if path == BUNDLED_SQUAD:
-        from slmkit.cli import bundled_squad
+        from slmkit.data.squad import bundled_squad
 
         return str(bundled_squad())
     return path
