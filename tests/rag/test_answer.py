@@ -45,8 +45,8 @@ class FixedRetriever:
     def __init__(self, hits):
         self.hits, self.config = hits, None
 
-    def search(self, question):
-        return list(self.hits)
+    def search(self, question, top_k=None, mode=None):
+        return list(self.hits)[:top_k]
 
 
 BRONCOS = "The Denver Broncos defeated the Carolina Panthers 24-10 in Super Bowl 50."

@@ -65,4 +65,3 @@ def test_context_longer_than_the_budget_is_trimmed_with_a_warning(squad_answerer
     with pytest.warns(ContextTrimmedWarning):
         answer = small.ask(ANSWERABLE[0][0])
     assert answer.prompt_tokens <= 200 - 16
-    squad_answerer.retriever.config = squad_answerer.config.retrieval  # Answerer() rebinds it

@@ -115,8 +115,6 @@ class Answerer:
         self.generator = generator
         self.retriever = retriever
         self.config = config or AskConfig()
-        if retriever is not None:
-            retriever.config = self.config.retrieval
 
     @classmethod
     def load(cls, kb: str | Path | KnowledgeBase | None = None, config: AskConfig | None = None) -> Answerer:
@@ -155,7 +153,8 @@ class Answerer:
             abstained = is_refusal(text)
             return self._finish(question, text, abstained, None, [], [], generation, start, 0.0)
 
-        hits = self.retriever.search(question)
+        retrieval = self.config.retrieval
+        hits = self.retriever.search(question, top_k=retrieval.top_k, mode=retrieval.mode)
         retrieval_s = time.perf_counter() - start
         decision = check_relevance(max((h.dense_score for h in hits), default=None), self.config.abstention)
         if not decision.abstain:
