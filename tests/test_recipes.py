@@ -8,7 +8,8 @@ import pytest
 
 from slmkit.config import AskConfig, IndexConfig, TrainConfig, load_yaml, parse_config
 
-RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml"))
+REPO = Path(__file__).resolve().parent.parent
+RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 SECTIONS = {"index": IndexConfig, "ask": AskConfig, "train": TrainConfig}
 
 
@@ -37,6 +38,7 @@ def test_train_recipe_smoke_run(recipe, tmp_path, monkeypatch, model_cache):
     from slmkit.train.run import finetune
 
     monkeypatch.setenv("SLMKIT_CACHE", str(model_cache))
+    monkeypatch.chdir(REPO)  # recipes name their data relative to the repository root
     data = load_yaml(recipe)["train"]
     data["output_dir"] = str(tmp_path / "run")
     data["data"] = {**data.get("data", {}), "max_examples": 8, "max_val_examples": 4, "max_seq_len": 384}

@@ -127,3 +127,16 @@ def test_empty_training_set_is_an_input_error(tmp_path):
 def test_unknown_recipe_key_lists_the_valid_ones(tmp_path):
     with pytest.raises(ConfigError, match=r"learning_rate.*valid keys here: lr"):
         parse_config(TrainConfig, {"optim": {"learning_rate": 1}}, "recipe")
+
+
+def test_base_model_labels_follow_the_plain_layout(model_cache):
+    gemma = load_causal_lm("gemma3-270m", cache=model_cache)
+    messages = [
+        *qa_messages("Who won?", [Passage("SB", "Denver won.")]),
+        {"role": "assistant", "content": "Denver"},
+    ]
+    example, _ = tokenize_example(messages, gemma.tokenizer, 512)
+    assert example.input_ids[0] == gemma.tokenizer.bos_token_id
+    assert gemma.tokenizer.decode(example.input_ids).endswith("Question: Who won?\nAnswer: Denver\n")
+    labelled = [t for t, label in zip(example.input_ids, example.labels, strict=True) if label != IGNORE]
+    assert gemma.tokenizer.decode(labelled) == " Denver\n"  # generation for base models stops at "\n"
