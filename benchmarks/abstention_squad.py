@@ -16,13 +16,12 @@ inventions on unanswerable questions with the default gates / without any gate.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
 from _common import REPO, emit, squad_articles
 from slmkit.config import AbstentionConfig, AskConfig
-from slmkit.data.squad import split_articles
+from slmkit.data.squad import split_articles, write_squad_paragraphs
 from slmkit.eval.squad_metrics import normalize_answer
 from slmkit.rag.abstention import coverage_score, is_refusal, support_score
 from slmkit.rag.answer import Answerer
@@ -35,17 +34,9 @@ GRID = [(r, c, s) for r in (0.35, 0.40, 0.45) for c in (0.0, 0.5) for s in (0.0,
 def train_kb() -> KnowledgeBase:
     if (TRAIN_KB / "CURRENT").exists():
         return KnowledgeBase.open(TRAIN_KB)
-    articles = split_articles(squad_articles(), "train")
-    data = {
-        "version": "1.1",
-        "data": [
-            {"title": a.title, "paragraphs": [{"context": p.context, "qas": []} for p in a.paragraphs]}
-            for a in articles
-        ],
-    }
     TRAIN_KB.parent.mkdir(parents=True, exist_ok=True)
     source = TRAIN_KB.parent / "squad-train-paragraphs.json"
-    source.write_text(json.dumps(data), encoding="utf-8")
+    write_squad_paragraphs(split_articles(squad_articles(), "train"), source)
     return KnowledgeBase.build(TRAIN_KB, [source], progress=False)[0]
 
 

@@ -34,9 +34,7 @@ from slmkit.train.run import finetune
 
 def eval_questions(n: int) -> list[tuple[str, str, str, list[str]]]:
     """(title, paragraph, question, golds): first question of evenly spread eval paragraphs."""
-    items = [
-        (a.title.replace("_", " "), p) for a in split_articles(squad_articles(), "eval") for p in a.paragraphs
-    ]
+    items = [(a.display_title, p) for a in split_articles(squad_articles(), "eval") for p in a.paragraphs]
     step = max(1, len(items) // n)
     return [(t, p.context, p.qas[0].question, p.qas[0].answers) for t, p in items[::step][:n]]
 

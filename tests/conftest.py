@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -44,20 +44,13 @@ def embedder():
 @pytest.fixture(scope="session")
 def squad_kb(tmp_path_factory, embedder):
     """A knowledge base of the first 12 paragraphs of each of the first three SQuAD eval articles."""
-    from slmkit.data.squad import bundled_squad, load_squad, split_articles
+    from slmkit.data.squad import bundled_squad, load_squad, split_articles, write_squad_paragraphs
     from slmkit.rag.knowledge_base import KnowledgeBase
 
     articles = split_articles(load_squad(bundled_squad()), "eval")[:3]
-    data = {
-        "version": "1.1",
-        "data": [
-            {"title": a.title, "paragraphs": [{"context": p.context, "qas": []} for p in a.paragraphs[:12]]}
-            for a in articles
-        ],
-    }
     folder = tmp_path_factory.mktemp("squad")
     source = folder / "squad_subset.json"
-    source.write_text(json.dumps(data), encoding="utf-8")
+    write_squad_paragraphs([replace(a, paragraphs=a.paragraphs[:12]) for a in articles], source)
     kb, _ = KnowledgeBase.build(folder / "kb", [source], embedder=embedder, progress=False)
     return kb
 

@@ -115,3 +115,18 @@ def test_chat_streams_keeps_history_and_shows_sources(built_kb, monkeypatch):
     run_chat(answerer, read=lambda prompt: next(inputs), write=lines.append, stream=streamed.append)
     assert "".join(streamed).startswith("bot> ") and len(streamed) > 2  # token-by-token, not one block
     assert any(line.startswith("[1] ") for line in "\n".join(lines).splitlines())  # /sources output
+
+
+def test_train_overrides_set_nested_keys_and_keep_the_recipes_others():
+    from slmkit.cli import _apply_overrides
+    from slmkit.errors import SlmkitError
+
+    recipe = {"optim": {"lr": 2e-4, "batch_size": 8}, "method": "lora"}
+    data = _apply_overrides(recipe, ["--optim.max-steps", "20", "--method", "full", "--data.task", "chat"])
+    assert data == {
+        "optim": {"lr": 2e-4, "batch_size": 8, "max_steps": 20},
+        "method": "full",
+        "data": {"task": "chat"},
+    }
+    with pytest.raises(SlmkitError, match="pairs"):
+        _apply_overrides({}, ["--optim.lr"])

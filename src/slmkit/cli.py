@@ -243,11 +243,10 @@ def chat(
     run_chat(_load_answerer(kb, no_rag, config, _flags(locals())), use_retrieval=not no_rag)
 
 
-def _overrides(args: list[str]) -> dict[str, Any]:
-    """``--optim.lr 1e-4 --method full`` → ``{"optim": {"lr": 1e-4}, "method": "full"}`` (YAML values)."""
+def _apply_overrides(data: dict[str, Any], args: list[str]) -> dict[str, Any]:
+    """Set ``--optim.lr 1e-4 --method full`` into ``data`` (values parsed as YAML); returns ``data``."""
     import yaml
 
-    data: dict[str, Any] = {}
     if len(args) % 2:
         raise SlmkitError(f"overrides come in '--key value' pairs; got: {' '.join(args)}")
     for key, value in zip(args[::2], args[1::2], strict=True):
@@ -255,16 +254,6 @@ def _overrides(args: list[str]) -> dict[str, Any]:
             raise SlmkitError(f"expected an override like --optim.lr, got '{key}'")
         _set(data, key[2:].replace("-", "_"), yaml.safe_load(value))
     return data
-
-
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -278,7 +267,7 @@ def train(
     """
     from slmkit.train.run import finetune
 
-    data = _deep_merge(_recipe_section(recipe, "train"), _overrides(list(ctx.args)))
+    data = _apply_overrides(_recipe_section(recipe, "train"), list(ctx.args))
     config = parse_config(TrainConfig, data, f"{recipe} [train]")
     result = finetune(config)
     best = f", best validation loss {result['best_val']:.4f}" if result.get("best_val") is not None else ""

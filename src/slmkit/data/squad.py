@@ -54,6 +54,24 @@ class SquadArticle:
     paragraphs: list[SquadParagraph]
     index: int
 
+    @property
+    def display_title(self) -> str:
+        """The title as people read it: Wikipedia's underscores as spaces."""
+        return self.title.replace("_", " ")
+
+
+def write_squad_paragraphs(articles: list[SquadArticle], path: Path) -> None:
+    """Write the articles' paragraphs, without their questions, as a SQuAD file.
+
+    This is how a knowledge base is made from a subset of articles (e.g. the training split only):
+    ingesting the file gives one document per paragraph, with article and paragraph metadata.
+    """
+    data = [
+        {"title": a.title, "paragraphs": [{"context": p.context, "qas": []} for p in a.paragraphs]}
+        for a in articles
+    ]
+    path.write_text(json.dumps({"version": "1.1", "data": data}), encoding="utf-8")
+
 
 def is_squad(data: object) -> bool:
     """Whether parsed JSON has the SQuAD shape ``{"data": [{"title", "paragraphs": [...]}, ...]}``.

@@ -102,9 +102,8 @@ def read_squad_examples(
         articles = split_articles(articles, split)
     examples = []
     for article in articles:
-        title = article.title.replace("_", " ")
         for paragraph in article.paragraphs:
-            passage = Passage(title, paragraph.context)
+            passage = Passage(article.display_title, paragraph.context)
             for k, qa in enumerate(paragraph.qas[:max_per_paragraph]):
                 answer = qa.answers[0] if qa.answers else ABSTAIN_ANSWER
                 messages = [*qa_messages(qa.question, [passage]), _assistant(answer)]

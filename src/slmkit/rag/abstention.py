@@ -119,7 +119,10 @@ def missing_names(question: str, contexts: Sequence[str]) -> tuple[list[str], li
 
 def coverage_score(question: str, contexts: Sequence[str]) -> float:
     """Share of :func:`question_names` found in ``contexts``; 1.0 when the question names nothing."""
-    names, missing = missing_names(question, contexts)
+    return _coverage(*missing_names(question, contexts))
+
+
+def _coverage(names: Sequence[str], missing: Sequence[str]) -> float:
     return 1.0 - len(missing) / len(names) if names else 1.0
 
 
@@ -153,7 +156,7 @@ def check_relevance(best_similarity: float | None, config: AbstentionConfig) -> 
 def check_coverage(question: str, contexts: Sequence[str], config: AbstentionConfig) -> Decision:
     """Gate 2: abstain when the passages do not mention what the question names."""
     names, missing = missing_names(question, contexts)
-    coverage = 1.0 - len(missing) / len(names) if names else 1.0
+    coverage = _coverage(names, missing)
     if coverage < config.min_coverage:
         return Decision(
             True,

@@ -315,8 +315,9 @@ def _squad_documents(articles: list[SquadArticle], source: str) -> Iterator[Docu
                 "squad_ids": [qa.id for qa in paragraph.qas],
             }
             where = f"{source}: data[{article.index}].paragraphs[{paragraph.index}]"
-            title = article.title.replace("_", " ")
-            document = _document(paragraph.context, source, title, paragraph.index, metadata, where)
+            document = _document(
+                paragraph.context, source, article.display_title, paragraph.index, metadata, where
+            )
             if document:
                 yield document
 

@@ -72,8 +72,10 @@ class FineTune:
         self.loaded = loaded or load_causal_lm(config.model)
         self.model = self._prepare_model(self.loaded)
         self.pad_id = self.loaded.tokenizer.pad_token_id
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.trainable, lr=config.optim.lr, weight_decay=config.optim.weight_decay
+        )
         self.total_steps = self._total_steps()
         warmup = int(config.optim.warmup_ratio * self.total_steps)
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
@@ -170,9 +172,7 @@ class FineTune:
                 (loss / config.optim.grad_accum).backward()
                 loss_sum += float(loss.detach()) / config.optim.grad_accum
                 tokens += int(batch["attention_mask"].sum())
-            torch.nn.utils.clip_grad_norm_(
-                [p for p in self.model.parameters() if p.requires_grad], config.optim.max_grad_norm
-            )
+            torch.nn.utils.clip_grad_norm_(self.trainable, config.optim.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -253,7 +253,7 @@ class FineTune:
         if not self.metrics_path.exists():
             return
         lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
-        kept = [line for line in lines if _logged_step(line) is not None and _logged_step(line) <= step]
+        kept = [line for line in lines if (logged := _logged_step(line)) is not None and logged <= step]
         if len(kept) != len(lines):
             self.metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 

@@ -81,4 +81,4 @@ def _gold_passage(
         passage = Passage(hit.chunk.title, hit.chunk.text)
         if _paragraph_key(hit) == gold_key and _mentions([passage], answers):
             return passage
-    return Passage(article.title.replace("_", " "), paragraph.context)
+    return Passage(article.display_title, paragraph.context)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ def _read(path: str, config: TrainConfig, split: str | None) -> list[Example]:
 
 
 def _retrieved_examples(path: str, config: TrainConfig, split: str) -> list[Example]:
-    from slmkit.data.squad import load_squad, split_articles
+    from slmkit.data.squad import load_squad, split_articles, write_squad_paragraphs
     from slmkit.rag.knowledge_base import KnowledgeBase
     from slmkit.train.rag_examples import retrieved_context_examples
 
@@ -51,11 +50,7 @@ def _retrieved_examples(path: str, config: TrainConfig, split: str) -> list[Exam
         # not even as distractors.
         kb_path.parent.mkdir(parents=True, exist_ok=True)
         source = kb_path.parent / "kb-source.json"
-        paragraphs = [
-            {"title": a.title, "paragraphs": [{"context": p.context, "qas": []} for p in a.paragraphs]}
-            for a in articles
-        ]
-        source.write_text(json.dumps({"version": "1.1", "data": paragraphs}), encoding="utf-8")
+        write_squad_paragraphs(articles, source)
         kb, _ = KnowledgeBase.build(kb_path, [source])
     return retrieved_context_examples(
         articles, kb, data.top_k, data.abstain_share, config.seed, Path(path).name
