@@ -130,3 +130,8 @@ def test_train_overrides_set_nested_keys_and_keep_the_recipes_others():
     }
     with pytest.raises(SlmkitError, match="pairs"):
         _apply_overrides({}, ["--optim.lr"])
+
+
+def test_merge_of_a_folder_without_adapters_is_one_clear_line(monkeypatch, capsys, tmp_path):
+    code, output = run_main(monkeypatch, capsys, "merge", str(tmp_path), "--output", str(tmp_path / "m"))
+    assert code == 2 and "not a LoRA adapter folder" in output and "adapter_config.json" in output

@@ -278,6 +278,20 @@ def train(
 
 
 @app.command()
+def merge(
+    adapter: Annotated[Path, typer.Argument(help="Adapter folder, e.g. runs/x/final/adapter.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the standalone model.")],
+    base: Annotated[
+        str | None, typer.Option(help="Base model (default: the one in the adapter's recipe.yaml).")
+    ] = None,
+) -> None:
+    """Merge LoRA/QLoRA adapters into their full-precision base and save a standalone model folder."""
+    from slmkit.train.merge import merge_adapter
+
+    typer.echo(f"merged model: {merge_adapter(adapter, output, base)}")
+
+
+@app.command()
 def models() -> None:
     """List the packaged models and where their weights are."""
     from slmkit.models.registry import PACKAGED_MODELS

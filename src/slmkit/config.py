@@ -196,7 +196,26 @@ class LoraSettings(StrictModel):
     )
 
 
+class QuantizationSettings(StrictModel):
+    """The frozen base of a ``qlora`` run (see docs/qlora.md for measured memory)."""
+
+    backend: Literal["auto", "torchao-int8", "bnb-nf4"] = Field(
+        "auto",
+        description=(
+            "auto: bitsandbytes NF4 4-bit on CUDA, torchao int8 weight-only on CPU (bitsandbytes "
+            "on CPU gives wrong LoRA gradients once the model has run any inference pass)."
+        ),
+    )
+
+
 class OptimConfig(StrictModel):
+    optimizer: Literal["adamw", "adamw-8bit", "paged-adamw-8bit"] = Field(
+        "adamw",
+        description=(
+            "adamw (torch); adamw-8bit / paged-adamw-8bit (bitsandbytes: 8-bit optimizer state; "
+            "paging needs CUDA and falls back to plain 8-bit on CPU)."
+        ),
+    )
     lr: float = Field(5e-5, gt=0.0, description="Peak learning rate (cosine decay after warmup).")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="Share of steps spent warming up.")
@@ -213,10 +232,14 @@ class TrainConfig(StrictModel):
     model: str = Field(
         "smollm2-135m-instruct", description="Base model: packaged name, folder, .gguf or hub id."
     )
-    method: Literal["full", "lora"] = Field("lora", description="full fine-tune or LoRA adapters.")
+    method: Literal["full", "lora", "qlora"] = Field(
+        "lora", description="full fine-tune, LoRA adapters, or LoRA on a frozen quantized base (qlora)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.")
     output_dir: str = Field("runs/finetune", description="Where checkpoints, metrics and the final model go.")
     data: TrainDataConfig = Field(default_factory=TrainDataConfig)
     lora: LoraSettings = Field(default_factory=LoraSettings)
+    quantization: QuantizationSettings = Field(default_factory=QuantizationSettings)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     bf16: bool = Field(True, description="bfloat16 autocast for the forward pass (weights stay fp32).")
     gradient_checkpointing: bool = Field(

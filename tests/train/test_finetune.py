@@ -88,6 +88,7 @@ def test_lora_training_lowers_the_loss_and_writes_a_usable_model(tmp_path, examp
     assert run.evaluate() < before
     final = Path(result["model_dir"])
     assert (final / "model.safetensors").exists() and (final / "recipe.yaml").exists()
+    assert (final / "adapter" / "adapter_model.safetensors").exists()  # kept for `slmkit merge`
     reloaded = load_causal_lm(str(final))  # a plain model folder: LoRA merged
     assert reloaded.num_parameters == pytest.approx(134.5e6, rel=0.01)
     metrics = [
@@ -125,7 +126,7 @@ def test_empty_training_set_is_an_input_error(tmp_path):
 
 
 def test_unknown_recipe_key_lists_the_valid_ones(tmp_path):
-    with pytest.raises(ConfigError, match=r"learning_rate.*valid keys here: lr"):
+    with pytest.raises(ConfigError, match=r"learning_rate.*valid keys here:.*\blr\b"):
         parse_config(TrainConfig, {"optim": {"learning_rate": 1}}, "recipe")
 
 

@@ -1,4 +1,4 @@
-"""Full and LoRA fine-tuning: setup → train (with validation and checkpoints) → save.
+"""Full, LoRA and QLoRA fine-tuning: setup → train (with validation and checkpoints) → save.
 
 A plain PyTorch loop rather than ``transformers.Trainer``: on a CPU the wins come from what a generic
 trainer cannot know — answer-only logits (slmkit.train.loss), length-grouped dynamic padding
@@ -14,7 +14,7 @@ import random
 import shutil
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,9 @@ from slmkit.models.loading import LoadedModel, load_causal_lm
 from slmkit.train.batching import batch_order, collate
 from slmkit.train.checkpoint import load_checkpoint, save_checkpoint
 from slmkit.train.loss import answer_loss
+from slmkit.train.memory import OutOfMemoryError, advice, check_fits, is_out_of_memory
+from slmkit.train.merge import save_merged
+from slmkit.train.quantize import quantize_base, resolve_backend, resolve_device
 from slmkit.train.tokenize import TokenizedExample
 
 logger = logging.getLogger(__name__)
@@ -69,13 +72,13 @@ class FineTune:
         self.config, self.train_set, self.val_set = config, list(train), list(val)
         self.output_dir = Path(config.output_dir)
         seed_everything(config.seed)
+        self.device = resolve_device(config.device)
         self.loaded = loaded or load_causal_lm(config.model)
         self.model = self._prepare_model(self.loaded)
         self.pad_id = self.loaded.tokenizer.pad_token_id
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            self.trainable, lr=config.optim.lr, weight_decay=config.optim.weight_decay
-        )
+        check_fits(self.model, config, max(len(e) for e in self.train_set), self.device)
+        self.optimizer = build_optimizer(self.trainable, config)
         self.total_steps = self._total_steps()
         warmup = int(config.optim.warmup_ratio * self.total_steps)
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
@@ -83,13 +86,27 @@ class FineTune:
         self._tensorboard: Any = None
 
     # -- setup -------------------------------------------------------------------------------
+    @property
+    def uses_adapters(self) -> bool:
+        return self.config.method in ("lora", "qlora")
+
     def _prepare_model(self, loaded: LoadedModel) -> torch.nn.Module:
-        model = loaded.model
+        if self.config.method == "qlora":
+            backend = resolve_backend(self.config.quantization.backend, self.device)
+            model = quantize_base(loaded, backend, self.device)
+        else:
+            model = loaded.model.to(self.device)
         if self.config.gradient_checkpointing:
             model.gradient_checkpointing_enable()
             model.config.use_cache = False
-        if self.config.method == "lora":
+        if self.uses_adapters:
+            import warnings
+
             from peft import LoraConfig, get_peft_model
+
+            # PEFT warns that a torchao base cannot merge adapters in place; slmkit never does:
+            # it merges into a fresh full-precision base (slmkit.train.merge).
+            warnings.filterwarnings("ignore", message="TorchaoLoraLinear was instantiated without")
 
             lora = self.config.lora
             model = get_peft_model(
@@ -123,11 +140,36 @@ class FineTune:
         while True:
             order = batch_order(lengths, self.config.optim.batch_size, self.config.seed, epoch)
             for i in range(index, len(order)):
-                yield epoch, i, collate([self.train_set[j] for j in order[i]], self.pad_id)
+                yield epoch, i, self._collate([self.train_set[j] for j in order[i]])
             epoch, index = epoch + 1, 0
 
+    def _collate(self, examples: Sequence[TokenizedExample]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in collate(examples, self.pad_id).items()}
+
     def _autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16) if self.config.bf16 else nullcontext()
+        if not self.config.bf16:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    @contextmanager
+    def _validation_mode(self):
+        """No dropout, no gradients. A quantized base stays in training mode with dropout set to 0:
+        some 4-bit kernels repack their weights on the first inference-mode pass, after which LoRA
+        gradients are wrong (see slmkit.train.quantize)."""
+        dropouts = []
+        if self.config.method == "qlora":
+            dropouts = [(m, m.p) for m in self.model.modules() if isinstance(m, torch.nn.Dropout)]
+            for module, _ in dropouts:
+                module.p = 0.0
+        else:
+            self.model.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            for module, p in dropouts:
+                module.p = p
+            self.model.train()
 
     # -- train -------------------------------------------------------------------------------
     def train(self, stop_after: int | None = None) -> dict[str, Any]:
@@ -167,10 +209,8 @@ class FineTune:
             loss_sum, tokens = 0.0, 0
             for _ in range(config.optim.grad_accum):
                 epoch, index, batch = next(batches)
-                with self._autocast():
-                    loss, _ = answer_loss(self.model, batch)
-                (loss / config.optim.grad_accum).backward()
-                loss_sum += float(loss.detach()) / config.optim.grad_accum
+                loss = self._backward(batch, state["step"])
+                loss_sum += loss / config.optim.grad_accum
                 tokens += int(batch["attention_mask"].sum())
             torch.nn.utils.clip_grad_norm_(self.trainable, config.optim.max_grad_norm)
             self.optimizer.step()
@@ -213,6 +253,22 @@ class FineTune:
             "tokens_per_second": state["tokens"] / state["seconds"] if state["seconds"] else 0.0,
         }
 
+    def _backward(self, batch: dict[str, torch.Tensor], step: int) -> float:
+        try:
+            with self._autocast():
+                loss, _ = answer_loss(self.model, batch)
+            (loss / self.config.optim.grad_accum).backward()
+        except (RuntimeError, MemoryError) as err:
+            if not is_out_of_memory(err):
+                raise
+            shape = "×".join(str(n) for n in batch["input_ids"].shape)
+            raise OutOfMemoryError(
+                f"out of memory at step {step + 1} on a {shape} batch ({err.__class__.__name__}): "
+                f"{advice(self.config)}. The last checkpoint in {self.output_dir} is intact; "
+                "re-run the same command after the change to resume from it."
+            ) from err
+        return float(loss.detach())
+
     def _maybe_validate(self, state: dict, record: dict) -> bool:
         last = state["step"] == self.total_steps
         if not self.val_set or (state["step"] % self.config.eval_every and not last):
@@ -231,20 +287,18 @@ class FineTune:
             return True
         return False
 
-    @torch.no_grad()
     def evaluate(self) -> float:
         """Token-weighted mean answer loss on the validation set."""
-        self.model.eval()
         total, count = 0.0, 0
         size = self.config.optim.batch_size
         ordered = sorted(self.val_set, key=len)
-        for start in range(0, len(ordered), size):
-            batch = collate(ordered[start : start + size], self.pad_id)
-            with self._autocast():
-                loss, n = answer_loss(self.model, batch)
-            total += float(loss) * n
-            count += n
-        self.model.train()
+        with self._validation_mode():
+            for start in range(0, len(ordered), size):
+                batch = self._collate(ordered[start : start + size])
+                with self._autocast():
+                    loss, n = answer_loss(self.model, batch)
+                total += float(loss) * n
+                count += n
         return total / max(count, 1)
 
     # -- save --------------------------------------------------------------------------------
@@ -270,22 +324,41 @@ class FineTune:
         self._tensorboard.flush()
 
     def _save_model(self, folder: Path) -> None:
-        """A self-contained model folder: weights (LoRA merged into the base), tokenizer, recipe."""
-        staging = folder.with_name(f".{folder.name}-staging")
-        shutil.rmtree(staging, ignore_errors=True)
-        model = self.model
-        if self.config.method == "lora":
-            # Merge a copy so training can go on with the adapters in place.
-            import copy
-
-            model = copy.deepcopy(self.model).merge_and_unload()
-        model.save_pretrained(staging)
-        self.loaded.tokenizer.save_pretrained(staging)
-        shutil.copy(self.output_dir / "recipe.yaml", staging / "recipe.yaml")
-        shutil.rmtree(folder, ignore_errors=True)
-        staging.rename(folder)
+        """A self-contained model folder: weights, tokenizer, recipe; for LoRA/QLoRA the adapters
+        merged into a fresh full-precision base, with the adapters themselves kept in ``adapter/``."""
+        if not self.uses_adapters:
+            staging = folder.with_name(f".{folder.name}-staging")
+            shutil.rmtree(staging, ignore_errors=True)
+            self.model.save_pretrained(staging)
+            self.loaded.tokenizer.save_pretrained(staging)
+            shutil.copy(self.output_dir / "recipe.yaml", staging / "recipe.yaml")
+            shutil.rmtree(folder, ignore_errors=True)
+            staging.rename(folder)
+            return
+        adapter = self.output_dir / f".{folder.name}-adapter"
+        shutil.rmtree(adapter, ignore_errors=True)
+        self.model.save_pretrained(adapter)
+        shutil.copy(self.output_dir / "recipe.yaml", adapter / "recipe.yaml")
+        base = load_causal_lm(str(self.loaded.path or self.loaded.name))
+        save_merged(base, adapter, folder)
+        adapter.rename(folder / "adapter")
 
     def _save_final(self) -> None:
         self._save_model(self.output_dir / "final")
         if self.metrics_path.exists():
             shutil.copy(self.metrics_path, self.output_dir / "final" / "metrics.jsonl")
+
+
+def build_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW from torch, or bitsandbytes' 8-bit (optionally paged) AdamW."""
+    optim = config.optim
+    if optim.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    try:
+        import bitsandbytes as bnb
+    except ImportError as err:
+        raise InputError(
+            f"optim.optimizer '{optim.optimizer}' needs bitsandbytes: pip install 'slmkit[qlora]'"
+        ) from err
+    cls = bnb.optim.PagedAdamW8bit if optim.optimizer == "paged-adamw-8bit" else bnb.optim.AdamW8bit
+    return cls(params, lr=optim.lr, weight_decay=optim.weight_decay)

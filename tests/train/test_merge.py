@@ -1,0 +1,53 @@
+"""`slmkit merge`: adapters saved by a LoRA run rebuild the same standalone model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from slmkit.config import TrainConfig, parse_config
+from slmkit.data.tasks import read_squad_examples
+from slmkit.errors import InputError
+from slmkit.models.loading import load_causal_lm
+from slmkit.train.finetune import FineTune
+from slmkit.train.merge import base_model_of, merge_adapter
+from slmkit.train.tokenize import tokenize_examples
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def test_a_folder_without_adapters_is_refused(tmp_path):
+    with pytest.raises(InputError, match="not a LoRA adapter folder"):
+        merge_adapter(tmp_path, tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_merging_the_saved_adapter_reproduces_the_final_model(tmp_path, smollm, model_cache):
+    examples = tokenize_examples(read_squad_examples(ASSETS / "squad_tiny.json"), smollm.tokenizer, 256)
+    config = parse_config(
+        TrainConfig,
+        {
+            "output_dir": str(tmp_path / "run"),
+            "bf16": False,
+            "optim": {"lr": 2e-3, "batch_size": 2, "max_steps": 2, "optimizer": "adamw-8bit"},
+        },
+        "test",
+    )
+    result = FineTune(
+        config, examples, [], load_causal_lm("smollm2-135m-instruct", cache=model_cache)
+    ).train()
+    final = Path(result["model_dir"])
+    adapter = final / "adapter"
+    assert base_model_of(adapter) == "smollm2-135m-instruct"  # read from the recipe kept with the adapter
+
+    merged = merge_adapter(adapter, tmp_path / "merged", base=str(smollm.path))
+    assert (merged / "recipe.yaml").is_file() and (merged / "tokenizer.json").is_file()
+    ids = smollm.tokenizer("Denver won Super Bowl 50.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        expected = load_causal_lm(str(final)).model(ids).logits
+        got = load_causal_lm(str(merged)).model(ids).logits
+        base = smollm.model(ids).logits
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(got, base, atol=1e-3)  # the 8-bit AdamW steps changed the model
