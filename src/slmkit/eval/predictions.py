@@ -59,7 +59,9 @@ class Prediction:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
-            raise InputError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise InputError(
+                f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         for required in ("id", "question", "prediction"):
             if required not in data:
                 raise InputError(f"{where}: missing field '{required}'")
