@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from slmkit.config import AskConfig, IndexConfig, TrainConfig, load_yaml, parse_config
+from slmkit.config import AskConfig, IndexConfig, TrainConfig, load_yaml, parse_config, set_dotted
 from slmkit.data.squad import bundled_squad
 from slmkit.errors import SlmkitError
 
@@ -43,15 +43,6 @@ def _recipe_section(config: Path | None, section: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
-    if value is None:
-        return
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        data = data.setdefault(key, {})
-    data[leaf] = value
-
-
 # Where each CLI flag lands in the config; flags left unset keep the recipe's (or default) value.
 _INDEX_FLAGS = {
     "embedder": "embedder",
@@ -72,12 +63,28 @@ _ASK_FLAGS = {
 }
 
 
+_EVAL_FLAGS = {
+    "model": "model",
+    "dtype": "dtype",
+    "context": "context",
+    "kb": "kb",
+    "data": "data.path",
+    "format": "data.format",
+    "split": "data.split",
+    "limit": "data.limit",
+    "metrics": "metrics",
+    "output_dir": "output_dir",
+    "top_k": "retrieval.top_k",
+    "max_new_tokens": "generation.max_new_tokens",
+}
+
+
 def _merged(
     config: Path | None, section: str, paths: dict[str, str], flags: dict[str, Any]
 ) -> dict[str, Any]:
     data = _recipe_section(config, section)
     for name, value in flags.items():
-        _set(data, paths[name], value)
+        set_dotted(data, paths[name], value)
     return data
 
 
@@ -252,7 +259,7 @@ def _apply_overrides(data: dict[str, Any], args: list[str]) -> dict[str, Any]:
     for key, value in zip(args[::2], args[1::2], strict=True):
         if not key.startswith("--"):
             raise SlmkitError(f"expected an override like --optim.lr, got '{key}'")
-        _set(data, key[2:].replace("-", "_"), yaml.safe_load(value))
+        set_dotted(data, key[2:].replace("-", "_"), yaml.safe_load(value))
     return data
 
 
@@ -335,6 +342,123 @@ def _main(
 
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
+
+
+@app.command("eval")
+def eval_(
+    data: Annotated[
+        str | None,
+        typer.Argument(
+            help="Dataset: SQuAD JSON, QA JSONL, multiple-choice JSONL, .txt (default: bundled:squad)."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model name, folder, .gguf or hub id.")
+    ] = None,
+    context: Annotated[str | None, typer.Option(help="closed-book | gold | retrieved.")] = None,
+    kb: Annotated[Path | None, typer.Option(help="Knowledge base for --context retrieved.")] = None,
+    split: Annotated[str | None, typer.Option(help="SQuAD split: eval (default), train, all.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate the first N questions.")] = None,
+    metrics: Annotated[
+        str | None, typer.Option(help="Comma-separated metric names (default: all that apply).")
+    ] = None,
+    output_dir: Annotated[
+        str | None, typer.Option(help="Where predictions.jsonl and metrics.json go.")
+    ] = None,
+    predictions: Annotated[
+        Path | None, typer.Option(help="Score this JSONL of {id, prediction} instead of generating.")
+    ] = None,
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
+) -> None:
+    """Evaluate a model on a dataset (closed-book, gold passage or retrieved context) and save the results."""
+    from slmkit.config import EvalConfig
+    from slmkit.eval.runner import run_eval, score_predictions
+
+    flags = {
+        "data": data,
+        "model": model,
+        "context": context,
+        "kb": str(kb) if kb else None,
+        "split": split,
+        "limit": limit,
+        "metrics": [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
+        "output_dir": output_dir,
+    }
+    cfg = parse_config(
+        EvalConfig, _merged(config, "eval", _EVAL_FLAGS, flags), f"{config or 'options'} [eval]"
+    )
+    result = score_predictions(cfg, predictions) if predictions else run_eval(cfg)
+    if as_json:
+        typer.echo(json.dumps(result.scores, indent=2))
+    else:
+        typer.echo(result.to_markdown())
+    typer.echo(f"results: {result.output_dir}", err=as_json)
+
+
+@app.command()
+def harness(
+    tasks: Annotated[
+        str, typer.Argument(help="Comma-separated lm-eval tasks or groups, e.g. medqa_local,hellaswag.")
+    ],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name, folder, .gguf or hub id.")] = (
+        "smollm2-135m-instruct"
+    ),
+    limit: Annotated[
+        float | None, typer.Option(help="Examples per task (a count, or a fraction < 1).")
+    ] = None,
+    num_fewshot: Annotated[int | None, typer.Option(help="Few-shot examples per prompt.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Requests per forward pass.")] = 4,
+    include_path: Annotated[Path | None, typer.Option(help="Folder of extra task YAMLs.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write the full results JSON here.")] = None,
+    confirm_run_unsafe_code: Annotated[
+        bool, typer.Option(help="Allow tasks that execute model-written code (e.g. humaneval).")
+    ] = False,
+) -> None:
+    """Run standard benchmarks through lm-evaluation-harness on an slmkit model."""
+    from slmkit.eval.harness import run_harness
+
+    count = None if limit is None else (int(limit) if limit >= 1 else limit)
+    result = run_harness(
+        model,
+        [t.strip() for t in tasks.split(",") if t.strip()],
+        limit=count,
+        num_fewshot=num_fewshot,
+        batch_size=batch_size,
+        include_path=include_path,
+        confirm_run_unsafe_code=confirm_run_unsafe_code,
+    )
+    typer.echo(result.to_markdown())
+    if output:
+        result.save(output)
+
+
+@app.command()
+def experiment(
+    matrix: Annotated[Path, typer.Argument(help="YAML with an experiment: section (models × contexts).")],
+) -> None:
+    """Run a scenario grid and write a Markdown + HTML report with tables and plots."""
+    from slmkit.eval.experiment import load_experiment, run_experiment
+
+    result = run_experiment(load_experiment(matrix))
+    typer.echo(
+        f"{len(result.scenarios)} scenarios\nreport: {result.report.html}\n        {result.report.markdown}"
+    )
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Argument(help="results.json written by `slmkit experiment`.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Report folder (default: next to RESULTS).")
+    ] = None,
+) -> None:
+    """Re-render report.md / report.html / plots from a saved results.json."""
+    from slmkit.eval.report import load_results, write_report
+
+    scenarios, record, title = load_results(results)
+    files = write_report(out or results.parent, scenarios, title=title, provenance=record)
+    typer.echo(f"{files.html}\n{files.markdown}")
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from slmkit.errors import ConfigError
 
@@ -136,6 +136,16 @@ def parse_config(model: type[BaseModel], data: dict[str, Any], where: str = "con
         raise ConfigError(f"{where}: " + "; ".join(_describe(model, err))) from None
 
 
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``data["optim"]["lr"]`` from ``"optim.lr"``, creating sections; None leaves ``data`` as is."""
+    if value is None:
+        return
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        data = data.setdefault(key, {})
+    data[leaf] = value
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML recipe into a dict, naming the file on any error."""
     path = Path(path)
@@ -251,3 +261,101 @@ class TrainConfig(StrictModel):
         None, ge=1, description="Stop after this many validations without improvement."
     )
     seed: int = Field(0, description="Seed for data order, dropout and initialisation.")
+
+
+class EvalDataConfig(StrictModel):
+    path: str = Field(
+        "bundled:squad", description="Dataset file; 'bundled:squad' is the shipped SQuAD dev set."
+    )
+    format: Literal["auto", "squad", "qa", "multiple_choice", "text"] = Field(
+        "auto",
+        description="squad, qa (JSONL with answers), multiple_choice, text (perplexity); auto detects.",
+    )
+    split: Literal["train", "eval", "all"] = Field(
+        "eval", description="SQuAD only: the held-out eval articles by default."
+    )
+    limit: int | None = Field(None, ge=1, description="Evaluate N questions (or texts) spread evenly over the dataset.")
+
+
+class EvalConfig(StrictModel):
+    """``slmkit eval``: one model, one dataset, one context mode; a recipe's ``eval:`` section."""
+
+    model: str = Field("smollm2-135m-instruct", description="Packaged name, folder, .gguf or hub id.")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weights and compute precision.")
+    context: Literal["closed-book", "gold", "retrieved"] = Field(
+        "retrieved",
+        description="closed-book (question only), gold (the dataset's own passage), retrieved (RAG over kb).",
+    )
+    kb: str | None = Field(None, description="Knowledge base folder (needed for context 'retrieved').")
+    data: EvalDataConfig = Field(default_factory=EvalDataConfig)
+    metrics: list[str] | None = Field(
+        None, description="Metric names (see slmkit.eval.metrics.METRIC_NAMES); default: all that apply."
+    )
+    output_dir: str = Field("runs/eval", description="Where predictions.jsonl and metrics.json go.")
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    abstention: AbstentionConfig = Field(default_factory=AbstentionConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+
+    def ask_config(self) -> AskConfig:
+        return AskConfig(
+            model=self.model,
+            dtype=self.dtype,
+            retrieval=self.retrieval,
+            abstention=self.abstention,
+            generation=self.generation,
+        )
+
+
+class ExperimentModel(StrictModel):
+    """One model of an experiment: an existing model, or one a training recipe produces."""
+
+    name: str = Field(description="Short label for the report, e.g. 'smollm2-lora'.")
+    model: str | None = Field(None, description="Packaged name, folder, .gguf or hub id.")
+    train: str | None = Field(
+        None, description="A train recipe; its final model is reused if present, else trained first."
+    )
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="Recipe overrides, e.g. {'optim.max_steps': 80}."
+    )
+    method: str | None = Field(
+        None, description="Label for the report; default: the recipe's method or 'base'."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ExperimentModel:
+        if (self.model is None) == (self.train is None):
+            raise ValueError(f"model '{self.name}': give exactly one of 'model' or 'train'")
+        return self
+
+
+class ExperimentKB(StrictModel):
+    path: str = Field("runs/experiments/kb", description="Knowledge base folder; built if missing.")
+    sources: list[str] = Field(
+        default_factory=list, description="Files to index; empty: the bundled SQuAD eval articles."
+    )
+    holdout_articles: int = Field(
+        0,
+        ge=0,
+        description="Bundled SQuAD only: leave the last N eval articles out of the KB, so their questions "
+        "measure abstention.",
+    )
+
+
+class ExperimentConfig(StrictModel):
+    """``slmkit experiment MATRIX.yaml``: models × context modes on one dataset, one report."""
+
+    title: str = Field("slmkit experiment", description="Report title.")
+    output_dir: str = Field("runs/experiments/default", description="Report and per-scenario results.")
+    data: EvalDataConfig = Field(default_factory=EvalDataConfig)
+    kb: ExperimentKB | None = Field(None, description="Needed for the 'retrieved' context.")
+    models: list[ExperimentModel] = Field(min_length=1, description="The models to compare.")
+    contexts: list[Literal["closed-book", "gold", "retrieved"]] = Field(
+        default_factory=lambda: ["closed-book", "gold", "retrieved"], min_length=1
+    )
+    metrics: list[str] | None = Field(None, description="Metric names; default: all that apply.")
+    isolate: bool = Field(
+        True, description="Evaluate each model in its own process, so peak memory is per model."
+    )
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    abstention: AbstentionConfig = Field(default_factory=AbstentionConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)

@@ -59,7 +59,7 @@ class Example:
 
 
 @dataclass(frozen=True)
-class _Record:
+class Record:
     """A JSON object read from a dataset file, with where it came from."""
 
     fields: dict[str, Any]
@@ -127,7 +127,7 @@ def read_instruction_examples(path: str | Path) -> list[Example]:
             ``output``/``response``, a non-string field, or no examples.
     """
     examples = []
-    for record in _read_records(path):
+    for record in read_records(path):
         dolly = "response" in record.fields and "output" not in record.fields
         extra_field, target_field = ("context", "response") if dolly else ("input", "output")
         instruction = _text(record, "instruction").strip()
@@ -154,7 +154,7 @@ def read_chat_examples(path: str | Path) -> list[Example]:
         InputError: naming the file, line (or record index), message index and what is wrong.
     """
     examples = []
-    for record in _read_records(path):
+    for record in read_records(path):
         raw = _field(record, "messages", list, "a list")
         messages = [_chat_message(record, i, message) for i, message in enumerate(raw)]
         _check_conversation(record, messages)
@@ -179,7 +179,7 @@ def read_pair_examples(
     """
     prefix = f"{instruction.strip()}\n\n" if instruction and instruction.strip() else ""
     examples = []
-    for record in _read_records(path):
+    for record in read_records(path):
         source = _text(record, input_field).strip()
         target = _text(record, output_field).strip()
         _append(examples, record, [_user(prefix + source if source else ""), _assistant(target)])
@@ -204,7 +204,7 @@ def read_multiple_choice_examples(
             answer that is not one of the option letters, or no examples.
     """
     examples = []
-    for record in _read_records(path):
+    for record in read_records(path):
         question = _text(record, question_field).strip()
         options = _options(record, options_field)
         letter = _text(record, answer_field).strip()
@@ -285,7 +285,7 @@ def split_examples(
 # ---- files and records -------------------------------------------------------------------------
 
 
-def _read_records(path: str | Path) -> Iterator[_Record]:
+def read_records(path: str | Path) -> Iterator[Record]:
     """The JSON objects of a ``.json`` list or a ``.jsonl`` file, in order."""
     text = _read_text(path)
     suffix = Path(path).suffix.lower()
@@ -299,7 +299,7 @@ def _read_records(path: str | Path) -> Iterator[_Record]:
     for ordinal, (where, raw) in enumerate(rows):
         if not isinstance(raw, dict):
             raise InputError(f"{where}: expected a JSON object (a record), got {_kind(raw)}")
-        yield _Record(fields=raw, where=where, ordinal=ordinal, stem=stem)
+        yield Record(fields=raw, where=where, ordinal=ordinal, stem=stem)
 
 
 def _read_text(path: str | Path) -> str:
@@ -347,7 +347,7 @@ def _json_rows(path: str | Path, text: str) -> Iterator[tuple[str, object]]:
 # ---- fields ------------------------------------------------------------------------------------
 
 
-def _field(record: _Record, name: str, kind: type, kind_name: str) -> Any:
+def _field(record: Record, name: str, kind: type, kind_name: str) -> Any:
     if name not in record.fields:
         raise InputError(
             f"{record.where}: missing field '{name}'; this record has fields: {_field_names(record)}"
@@ -361,14 +361,14 @@ def _field(record: _Record, name: str, kind: type, kind_name: str) -> Any:
     return value
 
 
-def _text(record: _Record, name: str, required: bool = True) -> str | None:
+def _text(record: Record, name: str, required: bool = True) -> str | None:
     """A string field; an optional one may be missing or null (read as None)."""
     if not required and record.fields.get(name) is None:
         return None
     return _field(record, name, str, "a string")
 
 
-def _options(record: _Record, name: str) -> dict[str, str]:
+def _options(record: Record, name: str) -> dict[str, str]:
     """Options as ``{letter: text}``: an object as written, or a list lettered A, B, ..."""
     raw = _field(record, name, (dict, list), "an object or a list")
     if isinstance(raw, list):
@@ -387,7 +387,7 @@ def _options(record: _Record, name: str) -> dict[str, str]:
     return {key.strip(): text.strip() for key, text in raw.items()}
 
 
-def _record_id(record: _Record) -> str:
+def _record_id(record: Record) -> str:
     value = record.fields.get("id")
     if value is None:
         return f"{record.stem}-{record.ordinal}"
@@ -396,7 +396,7 @@ def _record_id(record: _Record) -> str:
     return str(value)
 
 
-def _field_names(record: _Record) -> str:
+def _field_names(record: Record) -> str:
     return ", ".join(f"'{key}'" for key in record.fields) or "none"
 
 
@@ -411,7 +411,7 @@ def _kind(value: object) -> str:
 # ---- chat messages -----------------------------------------------------------------------------
 
 
-def _chat_message(record: _Record, index: int, raw: object) -> dict[str, str]:
+def _chat_message(record: Record, index: int, raw: object) -> dict[str, str]:
     where = f"{record.where}: messages[{index}]"
     if not isinstance(raw, dict):
         raise InputError(f'{where}: expected an object {{"role": ..., "content": ...}}, got {_kind(raw)}')
@@ -426,7 +426,7 @@ def _chat_message(record: _Record, index: int, raw: object) -> dict[str, str]:
     return {"role": raw["role"], "content": raw["content"]}
 
 
-def _check_conversation(record: _Record, messages: list[dict[str, str]]) -> None:
+def _check_conversation(record: Record, messages: list[dict[str, str]]) -> None:
     if not messages:
         raise InputError(
             f"{record.where}: field 'messages' is empty; it needs a user and an assistant message"
@@ -467,7 +467,7 @@ def _example(messages: list[dict[str, str]], example_id: str, source: str) -> Ex
     return Example(messages=messages, id=example_id, source=source)
 
 
-def _append(examples: list[Example], record: _Record, messages: list[dict[str, str]]) -> None:
+def _append(examples: list[Example], record: Record, messages: list[dict[str, str]]) -> None:
     example = _example(messages, _record_id(record), record.where)
     if example:
         examples.append(example)

@@ -173,7 +173,7 @@ class Answerer:
                 question, ABSTAIN_ANSWER, True, decision.reason, used, [], generation, start, retrieval_s
             )
         citations = cite(generation.text, used, self.config.abstention.min_support, question)
-        text = _strip_markers(generation.text) + " " + "".join(f"[{c.index}]" for c in citations)
+        text = strip_markers(generation.text) + " " + "".join(f"[{c.index}]" for c in citations)
         return self._finish(
             question, text.strip(), False, None, used, citations, generation, start, retrieval_s
         )
@@ -278,8 +278,8 @@ def cite(answer: str, used: Sequence[Hit], min_support: float, question: str = "
     ]
 
 
-def _strip_markers(text: str) -> str:
+def strip_markers(text: str) -> str:
     return re.sub(r"\s*\[\d+\]", "", text).strip()
 
 
-__all__ = ["Answer", "Answerer", "Citation", "ContextTrimmedWarning", "Decision", "cite"]
+__all__ = ["Answer", "Answerer", "Citation", "ContextTrimmedWarning", "Decision", "cite", "strip_markers"]

@@ -244,14 +244,16 @@ class FineTune:
             self._tensorboard.close()
             self._tensorboard = None
         finished = state["step"] >= self.total_steps or state.get("stopped_early", False)
-        if finished:
-            self._save_final()
-        return {
+        summary = {
             **state,
             "finished": finished,
             "model_dir": str(self.output_dir / "final"),
             "tokens_per_second": state["tokens"] / state["seconds"] if state["seconds"] else 0.0,
+            "trainable_parameters": sum(p.numel() for p in self.trainable),
         }
+        if finished:
+            self._save_final(summary)
+        return summary
 
     def _backward(self, batch: dict[str, torch.Tensor], step: int) -> float:
         try:
@@ -343,10 +345,13 @@ class FineTune:
         save_merged(base, adapter, folder)
         adapter.rename(folder / "adapter")
 
-    def _save_final(self) -> None:
-        self._save_model(self.output_dir / "final")
+    def _save_final(self, summary: dict[str, Any]) -> None:
+        final = self.output_dir / "final"
+        self._save_model(final)
         if self.metrics_path.exists():
-            shutil.copy(self.metrics_path, self.output_dir / "final" / "metrics.jsonl")
+            shutil.copy(self.metrics_path, final / "metrics.jsonl")
+        # How long and how fast training ran, for reports that compare trained models.
+        (final / "training.json").write_text(json.dumps({"method": self.config.method, **summary}, indent=2))
 
 
 def build_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
