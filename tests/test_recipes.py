@@ -6,11 +6,25 @@ from pathlib import Path
 
 import pytest
 
-from slmkit.config import AskConfig, IndexConfig, TrainConfig, load_yaml, parse_config
+from slmkit.config import (
+    AskConfig,
+    EvalConfig,
+    ExperimentConfig,
+    IndexConfig,
+    TrainConfig,
+    load_yaml,
+    parse_config,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
-SECTIONS = {"index": IndexConfig, "ask": AskConfig, "train": TrainConfig}
+SECTIONS = {
+    "index": IndexConfig,
+    "ask": AskConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "experiment": ExperimentConfig,
+}
 
 
 def test_there_are_recipes():
@@ -26,6 +40,9 @@ def test_recipe_validates_and_starts_with_its_command(recipe):
     for section, model in SECTIONS.items():
         if section in data:
             parse_config(model, data[section], f"{recipe.name} [{section}]")
+    for entry in data.get("experiment", {}).get("models", []):
+        if "train" in entry:  # a matrix names recipes that must exist and be valid themselves
+            assert (REPO / entry["train"]).is_file(), entry["train"]
 
 
 TRAIN_RECIPES = [r for r in RECIPES if "train" in load_yaml(r)]

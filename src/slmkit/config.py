@@ -274,7 +274,9 @@ class EvalDataConfig(StrictModel):
     split: Literal["train", "eval", "all"] = Field(
         "eval", description="SQuAD only: the held-out eval articles by default."
     )
-    limit: int | None = Field(None, ge=1, description="Evaluate N questions (or texts) spread evenly over the dataset.")
+    limit: int | None = Field(
+        None, ge=1, description="Evaluate N questions (or texts) spread evenly over the dataset."
+    )
 
 
 class EvalConfig(StrictModel):

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from slmkit.atomic import atomic_write_json
 from slmkit.config import (
     EvalConfig,
     ExperimentConfig,
@@ -212,6 +213,4 @@ def _cached_scenario(config: EvalConfig) -> dict[str, Any] | None:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_json(path, data)

@@ -28,6 +28,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from slmkit.atomic import atomic_write_json
 from slmkit.errors import ConfigError, SlmkitError
 from slmkit.models.loading import LoadedModel, hub_offline, load_causal_lm
 
@@ -81,9 +82,7 @@ class HarnessResult:
 
     def save(self, path: Path) -> None:
         """Write :meth:`to_dict` as JSON, atomically (a crash leaves any old file intact)."""
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_json(Path(path), self.to_dict())
 
     def to_markdown(self) -> str:
         """One row per task and metric: ``| Task | n | Shots | Metric | Value | Stderr |``."""

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slmkit.atomic import atomic_write_text
 from slmkit.errors import InputError
 
 
@@ -73,11 +74,7 @@ class Prediction:
 
 def write_predictions(path: Path, predictions: list[Prediction]) -> None:
     """Write one JSON object per line, atomically (a crash leaves the old file intact)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for p in predictions:
-            f.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in predictions))
 
 
 def read_predictions(path: Path) -> list[Prediction]:

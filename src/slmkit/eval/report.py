@@ -31,6 +31,7 @@ import yaml
 # other users of matplotlib in the same process would see, and figures are freed like any object.
 from matplotlib.figure import Figure
 
+from slmkit.atomic import atomic_write_text
 from slmkit.errors import InputError
 
 RESULTS_FORMAT = "slmkit-report"
@@ -188,13 +189,13 @@ def write_report(
     folder.mkdir(parents=True, exist_ok=True)
     plots = _write_plots(folder / "plots", scenarios)
     results = folder / "results.json"
-    _write_atomic(results, _results_json(scenarios, title, provenance))
+    atomic_write_text(results, _results_json(scenarios, title, provenance))
     headers, rows = _table(scenarios)
     provenance_yaml = _provenance_yaml(provenance)
     markdown = folder / "report.md"
-    _write_atomic(markdown, _render_markdown(title, headers, rows, plots, provenance_yaml, folder))
+    atomic_write_text(markdown, _render_markdown(title, headers, rows, plots, provenance_yaml, folder))
     page = folder / "report.html"
-    _write_atomic(page, _render_html(title, headers, rows, plots, provenance_yaml))
+    atomic_write_text(page, _render_html(title, headers, rows, plots, provenance_yaml))
     return ReportFiles(markdown=markdown, html=page, results=results, plots=[p.path for p in plots])
 
 
@@ -256,17 +257,6 @@ def column_for(key: str) -> Column:
 # ---------------------------------------------------------------------------------------------
 # Validation and results.json
 # ---------------------------------------------------------------------------------------------
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary sibling and a rename, so a crash never leaves a half-written report.
-
-    Not ``slmkit.rag.storage.atomic_write_text``: its ``mkstemp`` file keeps mode 0600, and a report
-    is meant to be shared (served, attached, opened by a colleague); this one follows the umask.
-    """
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _check_scenarios(scenarios: Sequence[ScenarioResult]) -> None:

@@ -13,7 +13,6 @@ and ``metrics.json`` (scores, how each was computed, resources and provenance) t
 
 from __future__ import annotations
 
-import json
 import logging
 import resource
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from slmkit.atomic import atomic_write_json
 from slmkit.config import EvalConfig
 from slmkit.data.prompts import Passage, qa_messages
 from slmkit.errors import ConfigError, InputError
@@ -330,9 +330,7 @@ def _save(
     )
     if predictions:
         write_predictions(output / "predictions.jsonl", predictions)
-    tmp = output / "metrics.json.tmp"
-    tmp.write_text(json.dumps(result.to_dict(), indent=2, default=str), encoding="utf-8")
-    tmp.replace(output / "metrics.json")
+    atomic_write_json(output / "metrics.json", result.to_dict())
     return result
 
 

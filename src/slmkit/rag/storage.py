@@ -21,25 +21,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from slmkit.atomic import atomic_write_text
 from slmkit.errors import KnowledgeBaseError
 
 _VERSION = re.compile(r"^v(\d{6})$")
 CURRENT = "CURRENT"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see either the old or the new content, never a mix."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def current_version(kb: Path) -> Path:

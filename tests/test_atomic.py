@@ -1,0 +1,33 @@
+"""Atomic writes replace the whole file and leave it with the mode a plain open() would give."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from slmkit.atomic import atomic_write_json, atomic_write_text
+
+
+def test_atomic_write_replaces_and_follows_the_umask(tmp_path):
+    path = tmp_path / "report.md"
+    path.write_text("old")
+    old_umask = os.umask(0o022)
+    try:
+        atomic_write_text(path, "new")
+    finally:
+        os.umask(old_umask)
+    assert path.read_text() == "new"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # shareable, not mkstemp's 0600
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]  # no temporary file left
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "metrics.json"
+    atomic_write_json(path, {"f1": 1.0})
+    with pytest.raises(TypeError):
+        atomic_write_text(path, None)  # type: ignore[arg-type]
+    assert json.loads(path.read_text()) == {"f1": 1.0}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
