@@ -36,12 +36,13 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
-# The quick benchmarks (~15 min); train_throughput.py needs `pip install -e '.[bench]'` (TRL baseline)
+# The quick benchmarks (~18 min); train_throughput.py needs `pip install -e '.[bench]'` (TRL baseline)
 # and squad_finetune.py trains for ~25 min: run those two by hand.
 bench: setup
 	$(BIN)/python benchmarks/retrieval_squad.py
 	$(BIN)/python benchmarks/ask_latency.py
 	$(BIN)/python benchmarks/abstention_squad.py
+	$(BIN)/python benchmarks/qlora_memory.py
 
 clean:
 	rm -rf $(VENV) .slmkit .pytest_cache

@@ -3,6 +3,7 @@ a second run reuses the trained model and every finished scenario."""
 
 from __future__ import annotations
 
+import json
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -82,6 +83,8 @@ def test_experiment_trains_once_evaluates_each_scenario_and_reports(tmp_path, mo
     lora = result.scenarios[2]
     assert lora.method == "lora" and lora.resources["train_time_s"] > 0
     assert all(s.resources["peak_rss_gb"] > 0.3 and "f1" in s.metrics for s in result.scenarios)
+    models = json.loads(result.report.results.read_text())["provenance"]["models"]
+    assert all(len(digest) == 64 for m in models.values() for digest in m["sha256"].values())
     tags = _Tags()
     tags.feed(result.report.html.read_text())
     assert tags.rows == 1 + 4 and tags.images >= 1

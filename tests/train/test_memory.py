@@ -77,3 +77,13 @@ def test_running_out_mid_training_keeps_the_checkpoint_and_says_what_to_lower(
     monkeypatch.setattr(finetune_module, "answer_loss", real_loss)
     resumed = FineTune(config, examples, [], load_causal_lm("smollm2-135m-instruct", cache=model_cache))
     assert resumed.train()["step"] == 3  # resumed from the step-1 checkpoint
+
+
+def test_quantized_weights_are_counted_at_their_real_size():
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    layer = torch.nn.Sequential(torch.nn.Linear(256, 128, bias=False))
+    assert memory.tensor_bytes(layer[0].weight) == 256 * 128 * 4
+    quantize_(layer, Int8WeightOnlyConfig())
+    # int8 values plus a few bytes of scale per output row, not the fp32 the subclass claims to hold.
+    assert 256 * 128 < memory.tensor_bytes(layer[0].weight) <= 256 * 128 + 128 * 8

@@ -81,11 +81,23 @@ def run_experiment(config: ExperimentConfig) -> ExperimentResult:
         scenarios += _evaluate_model(plan, evals, config.isolate)
     record = provenance(
         config.model_dump(),
-        models={p.entry.name: {"path": p.path, "method": p.method} for p in plans},
+        models={p.entry.name: _model_record(p, config) for p in plans},
         knowledge_base=str(kb_path) if kb_path else None,
     )
     report = write_report(output, scenarios, title=config.title, provenance=record)
     return ExperimentResult(scenarios, report)
+
+
+def _model_record(plan: ModelPlan, config: ExperimentConfig) -> dict[str, Any]:
+    """Path, method and weight hashes (as the model's first scenario recorded them)."""
+    metrics = Path(_eval_config(config, plan, config.contexts[0], None).output_dir) / "metrics.json"
+    model = json.loads(metrics.read_text())["provenance"]["model"] if metrics.exists() else {}
+    return {
+        "path": plan.path,
+        "method": plan.method,
+        "sha256": model.get("sha256"),
+        "training": plan.training,
+    }
 
 
 # -- preparation -----------------------------------------------------------------------------

@@ -57,9 +57,18 @@ def available_bytes(device: torch.device) -> int:
     return 1 << 62  # unknown platform: do not block the run on a guess
 
 
+def tensor_bytes(tensor: torch.Tensor) -> int:
+    """Bytes a tensor really holds; a quantized tensor subclass (torchao) is summed over its parts,
+    because its own ``element_size()`` reports the dtype it stands in for (fp32)."""
+    if hasattr(tensor, "__tensor_flatten__"):
+        names, _ = tensor.__tensor_flatten__()
+        return sum(tensor_bytes(getattr(tensor, name)) for name in names)
+    return tensor.numel() * tensor.element_size()
+
+
 def estimate_bytes(model: torch.nn.Module, config: Any, longest: int) -> dict[str, int]:
     """Weights, gradients + optimizer state, and activations for the longest micro-batch."""
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    weights = sum(tensor_bytes(p) for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = trainable * (4 + _OPTIMIZER_BYTES[config.optim.optimizer])
     model_config = getattr(model, "config", None) or model.get_base_model().config

@@ -14,7 +14,10 @@ Measured on a 2-core CPU with SmolLM2-135M (tests/train/test_quantize.py repeats
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import types
+from typing import Any
 
 import torch
 
@@ -83,7 +86,68 @@ def _torchao_int8(model: torch.nn.Module) -> torch.nn.Module:
     except ImportError as err:
         raise ConfigError("method 'qlora' on CPU needs torchao: pip install 'slmkit[qlora]'") from err
     quantize_(model, Int8WeightOnlyConfig(), filter_fn=_is_body_linear)
+    for module in model.modules():
+        if dequantized_weight(module) is not None:
+            module.forward = types.MethodType(_frozen_int8_forward, module)
+    _release_freed_memory()
     return model
+
+
+class _FrozenInt8Linear(torch.autograd.Function):
+    """``x @ W.T + b`` for a frozen int8 ``W`` that keeps only the int8 weight for the backward pass.
+
+    torchao's own linear computes ``mm(x, W.to(x.dtype))`` under autograd, which saves that
+    full-precision copy of every weight for backward, and, being a tensor subclass out of
+    autocast's reach, takes and returns fp32 inside a bf16 autocast region: QLoRA then used more
+    memory than LoRA (docs/qlora.md). Here the input gets the dtype autocast would give a plain
+    ``Linear``, and the weight is dequantized again in backward instead of being stored.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        device = x.device.type
+        ctx.weight, ctx.input_dtype = weight, x.dtype
+        if torch.is_autocast_enabled(device):
+            x = x.to(torch.get_autocast_dtype(device))
+        with torch.autocast(device, enabled=False):
+            w = weight.dequantize().to(x.dtype)
+            return torch.nn.functional.linear(x, w, None if bias is None else bias.to(x.dtype))
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        w = ctx.weight.dequantize().to(grad.dtype)
+        return (grad @ w).to(ctx.input_dtype), None, None
+
+
+def _frozen_int8_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return _FrozenInt8Linear.apply(x, self.weight, self.bias)
+
+
+def _release_freed_memory() -> None:
+    """Hand the freed fp32 weights back to the OS: glibc keeps freed heap pages in the process,
+    where they would count against the memory QLoRA is meant to save."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _autocast_input(module: torch.nn.Module, args: tuple) -> tuple | None:
+    """Give a quantized linear layer the input dtype autocast would give a plain one.
+
+    Autocast does not reach into torchao's tensor subclass, so without this the int8 layer gets
+    the fp32 residual stream and returns fp32: every activation after it (and kept for backward)
+    doubles in size, and QLoRA ends up using *more* memory than LoRA.
+    """
+    x = args[0]
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        if x.dtype != dtype:
+            return (x.to(dtype), *args[1:])
+    return None
 
 
 def _bnb_nf4(loaded: LoadedModel, device: torch.device) -> torch.nn.Module:
