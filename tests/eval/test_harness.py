@@ -190,3 +190,6 @@ def test_medqa_local_on_the_default_model(smollm, task_index, user_tasks):
     assert "| medqa_local | 8 | 0 | acc |" in result.to_markdown()
     json.dumps(result.raw)  # serialisable as returned
     assert result.raw["n-samples"]["medqa_local"] == {"original": 100, "effective": 8}
+    assert len(next(iter(result.provenance["model"]["sha256"].values()))) == 64
+    assert result.provenance["config"]["tasks"] == ["medqa_local"]
+    assert result.provenance["versions"]["lm-eval"] == result.lm_eval_version

@@ -17,6 +17,7 @@ lm-eval is an optional dependency (``pip install 'slmkit[harness]'``); it is imp
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import json
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from slmkit.atomic import atomic_write_json
 from slmkit.errors import ConfigError, SlmkitError
+from slmkit.eval.provenance import model_fingerprint, provenance
 from slmkit.models.loading import LoadedModel, hub_offline, load_causal_lm
 
 if TYPE_CHECKING:
@@ -60,6 +62,7 @@ class HarnessResult:
         num_fewshot: Task -> few-shot examples in each prompt.
         lm_eval_version: The lm-evaluation-harness version that produced the scores.
         raw: lm-eval's full results dict, made JSON-serialisable (task configs, versions, timings).
+        provenance: Command, settings, library versions and the model's weight hashes.
     """
 
     model: str
@@ -68,6 +71,7 @@ class HarnessResult:
     num_fewshot: dict[str, int]
     lm_eval_version: str
     raw: dict[str, Any] = field(repr=False)
+    provenance: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_lm_eval(cls, model: str, raw: dict[str, Any], version: str) -> HarnessResult:
@@ -161,7 +165,10 @@ def run_harness(
             log_samples=False,  # per-example logs would hold every prompt; the scores are what we keep
             confirm_run_unsafe_code=confirm_run_unsafe_code,
         )
-    return HarnessResult.from_lm_eval(loaded.name, raw, lm_eval.__version__)
+    result = HarnessResult.from_lm_eval(loaded.name, raw, lm_eval.__version__)
+    settings = {"tasks": list(tasks), "limit": limit, "num_fewshot": num_fewshot, "batch_size": batch_size}
+    record = provenance(settings, model=model_fingerprint(loaded.path))
+    return dataclasses.replace(result, provenance=record)
 
 
 def list_tasks(include_path: str | Path | None = None) -> list[str]:
