@@ -250,6 +250,38 @@ def chat(
     run_chat(_load_answerer(kb, no_rag, config, _flags(locals())), use_retrieval=not no_rag)
 
 
+@app.command()
+def serve(
+    kb: Annotated[Path | None, typer.Option("--kb", help="Knowledge base folder.")] = None,
+    no_rag: NoRagOpt = False,
+    config: ConfigOption = None,
+    model: ModelOpt = None,
+    dtype: DtypeOpt = None,
+    retrieval: ModeOpt = None,
+    top_k: TopKOpt = None,
+    max_new_tokens: MaxTokOpt = None,
+    min_relevance: RelOpt = None,
+    min_coverage: CovOpt = None,
+    min_support: SupOpt = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="SLMKIT_API_KEY", help="Require 'Authorization: Bearer KEY'.")
+    ] = None,
+    max_queue: Annotated[int, typer.Option(help="Requests that may wait for the model; more get 503.")] = 8,
+    max_tokens_limit: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 512,
+) -> None:
+    """Serve over HTTP: OpenAI-compatible /v1/chat/completions and /v1/completions, /ask; docs at /docs."""
+    import uvicorn
+
+    from slmkit.serve.api import ServerLimits, create_app
+
+    answerer = _load_answerer(kb, no_rag, config, _flags(locals()))
+    limits = ServerLimits(max_tokens=max_tokens_limit, max_queue=max_queue, api_key=api_key)
+    app = create_app(answerer, answerer.config.model, limits)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
 def _apply_overrides(data: dict[str, Any], args: list[str]) -> dict[str, Any]:
     """Set ``--optim.lr 1e-4 --method full`` into ``data`` (values parsed as YAML); returns ``data``."""
     import yaml
