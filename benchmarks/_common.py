@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,3 +35,27 @@ def squad_kb(rebuild: bool = False) -> tuple[KnowledgeBase, dict]:
 def emit(record: dict) -> None:
     """Print the benchmark's one JSON line."""
     print(json.dumps(record, sort_keys=True), flush=True)
+
+
+class PeakSampler:
+    """Samples ``read()`` (a memory reading in bytes) every ``interval`` seconds while active;
+    ``peak`` is the largest value seen."""
+
+    def __init__(self, read: Callable[[], int], interval: float = 0.02) -> None:
+        self.read, self.interval, self.peak = read, interval, 0
+
+    def __enter__(self) -> PeakSampler:
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.is_set():
+                self.peak = max(self.peak, self.read())
+                time.sleep(self.interval)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -31,12 +31,10 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from _common import emit
+from _common import PeakSampler, emit
 from slmkit.train.memory import tensor_bytes
 
 if TYPE_CHECKING:
@@ -45,26 +43,6 @@ if TYPE_CHECKING:
 METHODS = ("lora", "qlora")
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 VAL_EXAMPLES = 32
-
-
-class PeakAnonymousRSS:
-    """Samples the process's anonymous resident memory (``RssAnon``) every 20 ms while active."""
-
-    def __enter__(self) -> PeakAnonymousRSS:
-        self.peak, self._stop = 0, threading.Event()
-
-        def sample() -> None:
-            while not self._stop.is_set():
-                self.peak = max(self.peak, anonymous_rss())
-                time.sleep(0.02)
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def anonymous_rss() -> int:
@@ -127,7 +105,7 @@ def run_method(args: argparse.Namespace) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix=f"qlora-bench-{args.worker}-") as output_dir:
         # Validation is not inside the loop (a best/ model would be merged and written); it runs
         # after the last step, on the same examples for both methods.
-        with PeakAnonymousRSS() as anonymous:
+        with PeakSampler(anonymous_rss) as anonymous:
             run = FineTune(_train_config(args, output_dir), train, [], loaded)  # qlora: quantizes
             ready_rss = psutil.Process().memory_info().rss
             result = run.train(stop_after=args.steps)

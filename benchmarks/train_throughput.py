@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import threading
 import time
 
 import psutil
 import torch
 
-from _common import emit
+from _common import PeakSampler, emit
 from slmkit.config import TrainConfig, parse_config
 from slmkit.data.squad import bundled_squad
 from slmkit.data.tasks import read_squad_examples
@@ -34,29 +33,10 @@ from slmkit.train.finetune import FineTune, seed_everything
 from slmkit.train.loss import answer_loss
 from slmkit.train.tokenize import tokenize_examples
 
+_PROCESS = psutil.Process()
+
 # The recipes' rates: LoRA adapters take a large one, a full fine-tune a far smaller one.
 LR = {"lora": 2e-4, "full": 3e-5}
-
-
-class PeakRSS:
-    """Samples the process's resident memory every 50 ms while active."""
-
-    def __enter__(self) -> PeakRSS:
-        self.peak, self._stop = 0, threading.Event()
-        process = psutil.Process()
-
-        def sample() -> None:
-            while not self._stop.is_set():
-                self.peak = max(self.peak, process.memory_info().rss)
-                time.sleep(0.05)
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def val_loss(model, val, pad_id: int) -> float:
@@ -91,7 +71,7 @@ def run_slmkit(args, train, val) -> dict:
     loaded = load_causal_lm("smollm2-135m-instruct")
     seed_everything(0)
     run = FineTune(config, train, [], loaded)
-    with PeakRSS() as rss:
+    with PeakSampler(lambda: _PROCESS.memory_info().rss, 0.05) as rss:
         result = run.train()
     return {
         "tokens_per_second": result["tokens_per_second"],
@@ -145,7 +125,7 @@ def run_trl(args, examples, val) -> dict:
         peft_config=peft_config,
         callbacks=[timer],
     )
-    with PeakRSS() as rss:
+    with PeakSampler(lambda: _PROCESS.memory_info().rss, 0.05) as rss:
         trainer.train()
     # Every example is seen exactly once (steps × batch examples), as in slmkit's run.
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
