@@ -147,3 +147,19 @@ def test_multiple_choice_and_perplexity(tmp_path, smollm):
         _config(tmp_path / "t", data={"path": str(ASSETS / "sample.txt")}), loaded=smollm, progress=False
     )
     assert 1 < text.scores["perplexity"] < 1000 and text.scores["n_tokens"] > 20
+
+
+@pytest.mark.slow
+def test_peak_memory_of_a_spawned_child_is_its_own():
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import numpy as np
+
+    from slmkit.eval.runner import peak_rss_gb
+
+    ballast = np.ones((3 << 30) // 8)  # 3 GiB touched in this (parent) process
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        child = pool.submit(peak_rss_gb).result()
+    assert peak_rss_gb() >= 3.0 > child + 1.0  # getrusage would have reported the parent's 3+ GiB
+    del ballast

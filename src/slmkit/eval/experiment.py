@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import resource
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -176,7 +175,7 @@ def _evaluate_model(plan: ModelPlan, evals: list[EvalConfig], isolate: bool) -> 
 
 
 def _evaluate_in_process(plan: ModelPlan, evals: list[EvalConfig]) -> list[dict[str, Any]]:
-    from slmkit.eval.runner import run_eval
+    from slmkit.eval.runner import peak_rss_gb, run_eval
     from slmkit.models.loading import load_causal_lm
 
     loaded = load_causal_lm(plan.path, evals[0].dtype)
@@ -192,7 +191,7 @@ def _evaluate_in_process(plan: ModelPlan, evals: list[EvalConfig]) -> list[dict[
         per_example = {k: result.per_example[k] for k in _HISTOGRAM_KEYS if k in result.per_example}
         resources = {
             **{k: v for k, v in result.resources.items() if k in ("parameters", "size_on_disk_mb")},
-            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            "peak_rss_gb": peak_rss_gb(),
         }
         if plan.training:
             resources["train_time_s"] = round(plan.training.get("seconds", 0.0), 1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -279,6 +280,21 @@ def _perplexity(loaded: LoadedModel, dataset: EvalSet) -> dict[str, MetricResult
     return {PERPLEXITY: MetricResult(PERPLEXITY, scores, {"perplexity": result.per_text}, notes)}
 
 
+def peak_rss_gb() -> float:
+    """This process's peak resident memory in GiB.
+
+    Read from ``VmHWM`` on Linux: ``getrusage``'s ``ru_maxrss`` carries the parent's high-water
+    mark across fork+exec, so a child spawned by a 15 GB trainer would report 15 GB.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 2**20, 2)
+    scale = 2**30 if sys.platform == "darwin" else 2**20  # bytes on macOS, KiB elsewhere
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 2)
+
+
 def _resources(
     loaded: LoadedModel | None, seconds: float, questions: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -286,8 +302,7 @@ def _resources(
     return {
         "parameters": loaded.num_parameters if loaded else None,
         "size_on_disk_mb": round(fingerprint["size_bytes"] / 2**20, 1) if fingerprint["size_bytes"] else None,
-        # ru_maxrss is the process's peak so far, in KiB on Linux.
-        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "peak_rss_gb": peak_rss_gb(),
         "eval_time_s": round(seconds, 1),
         "questions": questions,
     }, fingerprint
