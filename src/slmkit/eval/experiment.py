@@ -9,6 +9,7 @@ interrupted experiment resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -166,12 +167,23 @@ def _evaluate_model(plan: ModelPlan, evals: list[EvalConfig], isolate: bool) -> 
     fresh: list[dict[str, Any]] = []
     if todo and isolate:
         # spawn, not fork: a forked child would inherit this process's memory and its peak.
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(1, mp_context=context, initializer=_die_with_parent) as pool:
             fresh = pool.submit(_evaluate_in_process, plan, todo).result()
     elif todo:
         fresh = _evaluate_in_process(plan, todo)
     results = iter(fresh)
     return [ScenarioResult.from_dict(c if c is not None else next(results)) for c in cached]
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel end this worker when the experiment process dies (Ctrl-C, kill), so
+    an interrupted experiment leaves no evaluation running on, writing results nobody asked for."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def _evaluate_in_process(plan: ModelPlan, evals: list[EvalConfig]) -> list[dict[str, Any]]:
