@@ -118,12 +118,12 @@ class Column:
 COLUMNS: tuple[Column, ...] = (
     Column("exact_match", "EM (%)", "percent", HIGHER, "quality"),
     Column("f1", "F1 (%)", "percent", HIGHER, "quality"),
-    Column("rouge1", "ROUGE-1 (%)", "percent", HIGHER, "quality"),
-    Column("rouge2", "ROUGE-2 (%)", "percent", HIGHER, "quality"),
+    Column("rouge1", "ROUGE-1 (%)", "percent", HIGHER),
+    Column("rouge2", "ROUGE-2 (%)", "percent", HIGHER),
     Column("rougeL", "ROUGE-L (%)", "percent", HIGHER, "quality"),
-    Column("rougeLsum", "ROUGE-Lsum (%)", "percent", HIGHER, "quality"),
+    Column("rougeLsum", "ROUGE-Lsum (%)", "percent", HIGHER),
     Column("bleu", "BLEU", "percent", HIGHER, "quality"),
-    Column("sentence_bleu", "Sentence BLEU", "percent", HIGHER, "quality"),
+    Column("sentence_bleu", "Sentence BLEU", "percent", HIGHER),
     Column("accuracy", "Accuracy (%)", "percent", HIGHER, "quality"),
     Column("bertscore_f1", "BERTScore F1", "score", HIGHER, "quality"),
     Column("cosine", "Cosine similarity", "score", HIGHER, "quality"),
@@ -468,11 +468,13 @@ def _group_figure(title: str, columns: Sequence[Column], scenarios: Sequence[Sce
     panels: dict[str, list[Column]] = {}
     for column in columns:
         panels.setdefault(column.unit, []).append(column)
-    # Each panel widens with its bar count so value labels do not overlap.
-    width = sum(max(4.5, 1.1 * len(scenarios) * max(1.0, len(cs) / 2) + 1.5) for cs in panels.values())
-    figure = Figure(figsize=(width, 4.2), layout="constrained")
+    # Panels are stacked, each as wide as its bar count needs (capped to stay readable on a page).
+    width = min(
+        16.0, max(6.0, max(0.9 * len(scenarios) * max(1.0, len(cs) / 2) + 1.5 for cs in panels.values()))
+    )
+    figure = Figure(figsize=(width, 4.2 * len(panels)), layout="constrained")
     figure.suptitle(title)
-    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    axes = figure.subplots(len(panels), 1, squeeze=False)[:, 0]
     for ax, (unit, panel_columns) in zip(axes, panels.items(), strict=True):
         _bar_panel(ax, unit, panel_columns, scenarios)
     return figure
