@@ -176,6 +176,7 @@ def test_result_saves_as_json(tmp_path):
         "num_fewshot": {"t": 0},
         "lm_eval_version": "0.4.13",
         "raw": {"results": {}},
+        "provenance": {},
     }
 
 
