@@ -185,13 +185,14 @@ MaxTokOpt = Annotated[int | None, typer.Option(help="Max generated tokens.")]
 RelOpt = Annotated[float | None, typer.Option(help="Abstain below this best cosine similarity.")]
 CovOpt = Annotated[float | None, typer.Option(help="Abstain below this share of question names found.")]
 SupOpt = Annotated[float | None, typer.Option(help="Abstain below this answer support share.")]
+OptionalKbOpt = Annotated[Path | None, typer.Option("--kb", help="Knowledge base folder.")]
 NoRagOpt = Annotated[bool, typer.Option("--no-rag", help="Answer closed-book, without the knowledge base.")]
 
 
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="The question.")],
-    kb: Annotated[Path | None, typer.Option("--kb", help="Knowledge base folder.")] = None,
+    kb: OptionalKbOpt = None,
     no_rag: NoRagOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     config: ConfigOption = None,
@@ -232,7 +233,7 @@ def _print_answer(answer: Any) -> None:
 
 @app.command()
 def chat(
-    kb: Annotated[Path | None, typer.Option("--kb", help="Knowledge base folder.")] = None,
+    kb: OptionalKbOpt = None,
     no_rag: NoRagOpt = False,
     config: ConfigOption = None,
     model: ModelOpt = None,
@@ -252,7 +253,7 @@ def chat(
 
 @app.command()
 def serve(
-    kb: Annotated[Path | None, typer.Option("--kb", help="Knowledge base folder.")] = None,
+    kb: OptionalKbOpt = None,
     no_rag: NoRagOpt = False,
     config: ConfigOption = None,
     model: ModelOpt = None,
