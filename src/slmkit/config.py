@@ -80,6 +80,40 @@ class GenerationConfig(StrictModel):
     )
 
 
+class BackendConfig(StrictModel):
+    """Which engine generates: local transformers, local llama.cpp, or a remote OpenAI-compatible server."""
+
+    type: Literal["auto", "transformers", "llama.cpp", "openai"] = Field(
+        "auto",
+        description="auto: llama.cpp when llama-cpp-python is installed (faster end to end on CPU, see "
+        "docs/serving.md), else transformers; openai: any OpenAI-compatible server at base_url.",
+    )
+    gguf_quant: Literal["f16", "q8_0", "q4_k_m"] = Field(
+        "q8_0",
+        description="llama.cpp only: the format a non-GGUF model is exported to (once, then cached). "
+        "Chosen by measured EM/F1 per format (docs/serving.md).",
+    )
+    threads: int | None = Field(None, ge=1, description="llama.cpp only: CPU threads (default: all cores).")
+    base_url: str | None = Field(
+        None, description="openai only: the server's API root, e.g. http://127.0.0.1:8000/v1."
+    )
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="openai only: environment variable holding the server's API key."
+    )
+    tokenizer: str | None = Field(
+        None,
+        description="openai only: a local model whose tokenizer counts prompt tokens exactly "
+        "(otherwise estimated conservatively).",
+    )
+    context_window: int | None = Field(
+        None, ge=64, description="openai only: the served model's window (default: asked of the server)."
+    )
+    timeout_s: float = Field(120.0, gt=0, description="openai only: per-request timeout in seconds.")
+    max_retries: int = Field(
+        3, ge=0, description="openai only: retries on connection errors and 5xx before giving up."
+    )
+
+
 class AskConfig(StrictModel):
     """Everything ``slmkit ask`` / ``chat`` need; a recipe's ``ask:`` section."""
 
@@ -87,6 +121,7 @@ class AskConfig(StrictModel):
         "smollm2-135m-instruct", description="Packaged name, local folder, GGUF file or hub id."
     )
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weights and compute precision.")
+    backend: BackendConfig = Field(default_factory=BackendConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     abstention: AbstentionConfig = Field(default_factory=AbstentionConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)

@@ -25,3 +25,7 @@ class KnowledgeBaseError(SlmkitError):
 
 class ConfigError(SlmkitError):
     """A recipe or option has an unknown key or an invalid value."""
+
+
+class BackendUnavailableError(SlmkitError):
+    """A remote generator (OpenAI-compatible server) cannot be reached, even after retries."""

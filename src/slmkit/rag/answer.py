@@ -118,12 +118,11 @@ class Answerer:
 
     @classmethod
     def load(cls, kb: str | Path | KnowledgeBase | None = None, config: AskConfig | None = None) -> Answerer:
-        """Load the configured model (default: the packaged SmolLM2) and, if given, a knowledge base."""
-        from slmkit.models.generation import TransformersGenerator
-        from slmkit.models.loading import load_causal_lm
+        """Load the configured model on its backend (default: the packaged SmolLM2) and, if given, a KB."""
+        from slmkit.models.backends import load_generator
 
         config = config or AskConfig()
-        generator = TransformersGenerator(load_causal_lm(config.model, config.dtype))
+        generator = load_generator(config.model, config.backend, dtype=config.dtype)
         retriever = None
         if kb is not None:
             retriever = Retriever(
