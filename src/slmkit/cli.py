@@ -60,6 +60,8 @@ _ASK_FLAGS = {
     "min_relevance": "abstention.min_relevance",
     "min_coverage": "abstention.min_coverage",
     "min_support": "abstention.min_support",
+    "backend": "backend.type",
+    "base_url": "backend.base_url",
 }
 
 
@@ -76,6 +78,8 @@ _EVAL_FLAGS = {
     "output_dir": "output_dir",
     "top_k": "retrieval.top_k",
     "max_new_tokens": "generation.max_new_tokens",
+    "backend": "backend.type",
+    "base_url": "backend.base_url",
 }
 
 
@@ -187,6 +191,14 @@ CovOpt = Annotated[float | None, typer.Option(help="Abstain below this share of 
 SupOpt = Annotated[float | None, typer.Option(help="Abstain below this answer support share.")]
 OptionalKbOpt = Annotated[Path | None, typer.Option("--kb", help="Knowledge base folder.")]
 NoRagOpt = Annotated[bool, typer.Option("--no-rag", help="Answer closed-book, without the knowledge base.")]
+BackendOpt = Annotated[
+    str | None,
+    typer.Option(help="Generator: auto, transformers, llama.cpp or openai (an OpenAI-compatible server)."),
+]
+BaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(help="OpenAI-compatible server (vLLM, llama.cpp) to generate with, e.g. http://host:8000/v1."),
+]
 
 
 @app.command()
@@ -204,6 +216,8 @@ def ask(
     min_relevance: RelOpt = None,
     min_coverage: CovOpt = None,
     min_support: SupOpt = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
 ) -> None:
     """Answer QUESTION from the knowledge base, citing sources, or abstain."""
     answer = _load_answerer(kb, no_rag, config, _flags(locals())).ask(question)
@@ -244,6 +258,8 @@ def chat(
     min_relevance: RelOpt = None,
     min_coverage: CovOpt = None,
     min_support: SupOpt = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
 ) -> None:
     """Chat in the terminal: answers stream, history is kept, /sources shows the passages."""
     from slmkit.serve.chat import run_chat
@@ -264,6 +280,8 @@ def serve(
     min_relevance: RelOpt = None,
     min_coverage: CovOpt = None,
     min_support: SupOpt = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     api_key: Annotated[
@@ -329,6 +347,22 @@ def merge(
     from slmkit.train.merge import merge_adapter
 
     typer.echo(f"merged model: {merge_adapter(adapter, output, base)}")
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Argument(help="Packaged name, model folder (e.g. runs/x/final) or .gguf.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .gguf file to write.")],
+    format_: Annotated[str, typer.Option("--format", help="Export format (gguf: llama.cpp).")] = "gguf",
+    quant: Annotated[str, typer.Option(help="f16, q8_0 (deployment default) or q4_k_m.")] = "q8_0",
+) -> None:
+    """Export a model (fine-tuned and merged ones included) to GGUF for llama.cpp."""
+    from slmkit.models.gguf_export import export_gguf
+
+    if format_ != "gguf":
+        raise SlmkitError(f"unknown export format '{format_}'; supported: gguf")
+    result = export_gguf(model, output, quant)
+    typer.echo(f"wrote {result.path} ({result.quant}, {result.bytes / 1e6:.1f} MB) from {result.source}")
 
 
 @app.command()
@@ -401,6 +435,8 @@ def eval_(
     predictions: Annotated[
         Path | None, typer.Option(help="Score this JSONL of {id, prediction} instead of generating.")
     ] = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
 ) -> None:
@@ -417,6 +453,8 @@ def eval_(
         "limit": limit,
         "metrics": [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
         "output_dir": output_dir,
+        "backend": backend,
+        "base_url": base_url,
     }
     cfg = parse_config(
         EvalConfig, _merged(config, "eval", _EVAL_FLAGS, flags), f"{config or 'options'} [eval]"

@@ -329,6 +329,9 @@ class EvalConfig(StrictModel):
         None, description="Metric names (see slmkit.eval.metrics.METRIC_NAMES); default: all that apply."
     )
     output_dir: str = Field("runs/eval", description="Where predictions.jsonl and metrics.json go.")
+    backend: BackendConfig = Field(
+        default_factory=BackendConfig, description="Generator backend (perplexity always uses transformers)."
+    )
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     abstention: AbstentionConfig = Field(default_factory=AbstentionConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
@@ -337,6 +340,7 @@ class EvalConfig(StrictModel):
         return AskConfig(
             model=self.model,
             dtype=self.dtype,
+            backend=self.backend,
             retrieval=self.retrieval,
             abstention=self.abstention,
             generation=self.generation,

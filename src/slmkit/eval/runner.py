@@ -32,7 +32,8 @@ from slmkit.eval.eval_sets import EvalItem, EvalSet, load_eval_set, resolve_path
 from slmkit.eval.metrics import METRIC_NAMES, MetricResult, compute_metrics
 from slmkit.eval.predictions import Prediction, write_predictions
 from slmkit.eval.provenance import file_sha256, model_fingerprint, provenance
-from slmkit.models.generation import TransformersGenerator
+from slmkit.models.backends import load_generator, resolve_backend
+from slmkit.models.generation import Generator, TransformersGenerator
 from slmkit.models.loading import LoadedModel, load_causal_lm
 from slmkit.rag.abstention import is_refusal
 from slmkit.rag.answer import Answerer, strip_markers
@@ -138,22 +139,26 @@ def run_eval(
     if config.context == "gold" and any(i.context is None for i in dataset.items):
         missing = next(i.id for i in dataset.items if i.context is None)
         raise ConfigError(f"context 'gold' needs a passage for every question; {missing} has no 'context'")
-    loaded = loaded or load_causal_lm(config.model, config.dtype)
+    generator: Generator | None = None
+    if dataset.format == "text" or resolve_backend(config.backend) == "transformers":
+        loaded = loaded or load_causal_lm(config.model, config.dtype)
+        generator = TransformersGenerator(loaded)
+    else:
+        generator = load_generator(config.model, config.backend, dtype=config.dtype)
     if dataset.format != "text" and config.context == "retrieved" and kb is None:
         kb = KnowledgeBase.open(config.kb)
     started = time.perf_counter()
     if dataset.format == "text":
         results, predictions = _perplexity(loaded, dataset), []
     else:
-        predictions = _predict(config, dataset, loaded, kb, progress)
+        predictions = _predict(config, dataset, generator, kb, progress)
         results = compute_metrics(metric_names, predictions)
     return _save(config, dataset, loaded, kb, predictions, results, time.perf_counter() - started)
 
 
 def _predict(
-    config: EvalConfig, dataset: EvalSet, loaded: LoadedModel, kb: KnowledgeBase | None, progress: bool
+    config: EvalConfig, dataset: EvalSet, generator: Generator, kb: KnowledgeBase | None, progress: bool
 ) -> list[Prediction]:
-    generator = TransformersGenerator(loaded)
     retriever = Retriever(kb, config.retrieval) if kb is not None else None
     answerer = Answerer(generator, retriever, config.ask_config())
     in_kb = _paragraphs_in_kb(kb, dataset.items) if kb is not None else {}

@@ -23,6 +23,8 @@ def resolve_backend(config: BackendConfig) -> str:
     """The concrete backend ``auto`` stands for (see :class:`BackendConfig`)."""
     if config.type != "auto":
         return config.type
+    if config.base_url:
+        return "openai"
     return "transformers"
 
 

@@ -72,7 +72,8 @@ def hub_offline() -> bool:
     return any(os.environ.get(f, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for f in flags)
 
 
-def _fingerprint(path: Path) -> str:
+def file_fingerprint(path: Path) -> str:
+    """A short stable id for a weights file: its size, first and last MiB (and transformers' major)."""
     # Size plus the first and last MiB identify a weights file without reading all of it,
     # so a cache hit costs milliseconds even for multi-GB files.
     size = path.stat().st_size
@@ -101,7 +102,7 @@ def dequantized_folder(gguf: Path, cache: Path | None = None) -> Path:
     conversion never leaves a half-written cache entry behind.
     """
     root = (cache or cache_dir()) / "models"
-    target = root / f"{gguf.stem}-{_fingerprint(gguf)}"
+    target = root / f"{gguf.stem}-{file_fingerprint(gguf)}"
     if (target / "slmkit-model.json").is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)

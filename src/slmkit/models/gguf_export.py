@@ -1,0 +1,212 @@
+"""Export any slmkit model to GGUF for llama.cpp, with llama.cpp's own tools.
+
+Conversion runs llama.cpp's ``convert_hf_to_gguf.py`` (the reference converter; it knows every
+architecture's tensor names and tokenizer quirks), and ``q8_0`` / ``q4_k_m`` come from llama.cpp's
+own quantizer through llama-cpp-python's ``llama_model_quantize``. Nothing here writes GGUF by hand.
+
+The converter is not in any wheel: it ships in the llama-cpp-python *source* distribution. slmkit
+extracts it (with the matching ``gguf-py``) once from the sdist of the installed llama-cpp-python
+version, fetched from PyPI by pip, into the cache. ``$SLMKIT_LLAMA_CPP`` may point at a llama.cpp
+checkout instead (for machines that never reach PyPI).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from slmkit.errors import ConfigError, ModelNotFoundError, SlmkitError
+from slmkit.models.cache import cache_dir
+from slmkit.models.loading import file_fingerprint, resolve_model_path
+
+logger = logging.getLogger(__name__)
+
+Quant = Literal["f16", "q8_0", "q4_k_m"]
+QUANTS: tuple[str, ...] = ("f16", "q8_0", "q4_k_m")
+# llama.cpp's llama_ftype values (llama.h): MOSTLY_Q8_0 = 7, MOSTLY_Q4_K_M = 15.
+_FTYPES = {"q8_0": 7, "q4_k_m": 15}
+_CONVERTER_FILES = ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "LICENSE")
+_CONVERTER_DIRS = ("conversion", "gguf-py")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where an export went and what it holds."""
+
+    path: Path
+    quant: str
+    source: Path
+    bytes: int
+
+
+def llama_cpp_version() -> str:
+    """The installed llama-cpp-python version.
+
+    Raises:
+        ConfigError: llama-cpp-python is not installed.
+    """
+    try:
+        return importlib.metadata.version("llama-cpp-python")
+    except importlib.metadata.PackageNotFoundError:
+        raise ConfigError(
+            "GGUF export and the llama.cpp backend need llama-cpp-python: `pip install 'slmkit[llama]'` "
+            "(it builds from source, about 4 minutes on 2 cores)"
+        ) from None
+
+
+def converter_dir(cache: Path | None = None) -> Path:
+    """A folder holding ``convert_hf_to_gguf.py`` and its ``gguf-py``, extracting it on first use.
+
+    Raises:
+        SlmkitError: ``$SLMKIT_LLAMA_CPP`` is not a llama.cpp checkout, or the sdist cannot be fetched.
+    """
+    if explicit := os.environ.get("SLMKIT_LLAMA_CPP"):
+        path = Path(explicit).expanduser()
+        if not (path / "convert_hf_to_gguf.py").is_file():
+            raise SlmkitError(
+                f"SLMKIT_LLAMA_CPP={path}: no convert_hf_to_gguf.py there (is it a llama.cpp checkout?)"
+            )
+        return path
+    version = llama_cpp_version()
+    target = (cache or cache_dir()) / f"llama.cpp-converter-{version}"
+    if (target / "convert_hf_to_gguf.py").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".converter-", dir=target.parent) as tmp:
+        sdist = _download_sdist(version, Path(tmp))
+        staged = Path(tmp) / "converter"
+        _extract_converter(sdist, staged)
+        try:
+            staged.rename(target)
+        except OSError:
+            if not (target / "convert_hf_to_gguf.py").is_file():
+                raise
+    return target
+
+
+def _download_sdist(version: str, into: Path) -> Path:
+    logger.info("fetching llama.cpp's converter from the llama-cpp-python %s sdist (once)", version)
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:"]
+    command += [f"llama-cpp-python=={version}", "-d", str(into)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    archives = list(into.glob("llama_cpp_python-*.tar.gz"))
+    if done.returncode != 0 or not archives:
+        raise SlmkitError(
+            f"could not fetch the llama-cpp-python {version} source distribution from PyPI, which holds "
+            f"llama.cpp's convert_hf_to_gguf.py ({done.stderr.strip()[-300:]}). Point SLMKIT_LLAMA_CPP at "
+            "a llama.cpp checkout instead."
+        )
+    return archives[0]
+
+
+def _extract_converter(sdist: Path, into: Path) -> None:
+    with tarfile.open(sdist) as archive:
+        for member in archive.getmembers():
+            parts = Path(member.name).parts
+            # <name>-<version>/vendor/llama.cpp/<what we want>
+            if len(parts) < 4 or parts[1:3] != ("vendor", "llama.cpp"):
+                continue
+            inner = Path(*parts[3:])
+            wanted = inner.as_posix() in _CONVERTER_FILES or inner.parts[0] in _CONVERTER_DIRS
+            if wanted and member.isfile():
+                member.name = inner.as_posix()
+                archive.extract(member, into, filter="data")
+    if not (into / "convert_hf_to_gguf.py").is_file():
+        raise SlmkitError(f"{sdist.name} holds no vendor/llama.cpp/convert_hf_to_gguf.py")
+
+
+def source_folder(model: str, cache: Path | None = None) -> Path:
+    """The local transformers folder ``model`` names (packaged GGUFs come dequantized from the cache).
+
+    Raises:
+        ModelNotFoundError: unknown model, a LoRA adapter folder (merge it first), or a hub id.
+    """
+    path = Path(model).expanduser()
+    if path.is_dir() and (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+        raise ModelNotFoundError(
+            f"{path} is a LoRA adapter; export the merged model instead (a training run's final/ "
+            f"folder, or `slmkit merge {path} --output DIR`)"
+        )
+    source = resolve_model_path(model, cache)
+    if not isinstance(source, Path):
+        raise ModelNotFoundError(
+            f"'{model}' is a hub id; download it first (`hf download {model} --local-dir DIR`) and export DIR"
+        )
+    return source
+
+
+def cached_export_path(model: str, quant: str, cache: Path | None = None) -> Path:
+    """Where :func:`export_gguf` keeps ``model`` in ``quant`` when no output path is given."""
+    source = source_folder(model, cache)
+    weights = sorted(source.glob("*.safetensors")) or sorted(source.glob("*.bin"))
+    if not weights:
+        raise ModelNotFoundError(f"{source}: no *.safetensors or *.bin weights to export")
+    stamp = file_fingerprint(weights[0])
+    return (cache or cache_dir()) / "gguf" / f"{source.name}-{stamp}-{quant}.gguf"
+
+
+def export_gguf(
+    model: str, output: Path | None = None, quant: str = "q8_0", cache: Path | None = None
+) -> ExportResult:
+    """Convert ``model`` to a GGUF file in ``quant`` (``f16``, ``q8_0`` or ``q4_k_m``).
+
+    Args:
+        model: Packaged name, model folder (a fine-tuned run's ``final/``), or ``.gguf`` to re-export.
+        output: The file to write; None keeps it in the cache (reused by the llama.cpp backend).
+        quant: Target format.
+
+    Raises:
+        ConfigError: unknown ``quant``, or llama-cpp-python missing.
+        ModelNotFoundError: the model cannot be found or is an unmerged adapter.
+        SlmkitError: the converter or quantizer failed (its message is included).
+    """
+    if quant not in QUANTS:
+        raise ConfigError(f"unknown GGUF format '{quant}'; choose one of {', '.join(QUANTS)}")
+    source = source_folder(model, cache)
+    target = Path(output) if output is not None else cached_export_path(model, quant, cache)
+    if output is None and target.is_file():
+        return ExportResult(target, quant, source, target.stat().st_size)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write beside the target and rename: an interrupted export never leaves a truncated .gguf.
+    with tempfile.TemporaryDirectory(prefix=f".{target.stem}.", dir=target.parent) as tmp:
+        staged = Path(tmp) / target.name
+        if quant == "f16":
+            _convert(source, staged, "f16", cache)
+        else:
+            # Quantize from full precision: re-quantizing f16 would round twice.
+            full = Path(tmp) / "f32.gguf"
+            _convert(source, full, "f32", cache)
+            _quantize(full, staged, quant)
+        staged.replace(target)
+    return ExportResult(target, quant, source, target.stat().st_size)
+
+
+def _convert(source: Path, output: Path, outtype: str, cache: Path | None) -> None:
+    converter = converter_dir(cache)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(converter / "gguf-py"), str(converter)]))
+    command = [sys.executable, str(converter / "convert_hf_to_gguf.py"), str(source)]
+    command += ["--outtype", outtype, "--outfile", str(output)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0 or not output.is_file():
+        tail = "\n".join(done.stderr.strip().splitlines()[-6:])
+        raise SlmkitError(f"llama.cpp's convert_hf_to_gguf.py failed on {source}:\n{tail}")
+
+
+def _quantize(source: Path, output: Path, quant: str) -> None:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = _FTYPES[quant]
+    params.nthread = os.cpu_count() or 1
+    status = llama_cpp.llama_model_quantize(str(source).encode(), str(output).encode(), params)
+    if status != 0 or not output.is_file():
+        raise SlmkitError(f"llama.cpp could not quantize {source} to {quant} (status {status})")
+

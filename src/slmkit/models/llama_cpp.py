@@ -1,0 +1,139 @@
+"""The llama.cpp backend: generation through llama-cpp-python on a GGUF file.
+
+llama.cpp decodes several times faster than transformers on a CPU (docs/serving.md has the numbers),
+so ``backend: llama.cpp`` is the fast path for ``ask``, ``chat`` and ``serve``. The prompt is built
+exactly as the transformers backend builds it (the model's chat template from the GGUF metadata,
+rendered by the same Jinja rules; or the plain layout with BOS for base models), so both backends
+read the same tokens and greedy answers can be compared one to one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from slmkit.config import GenerationConfig
+from slmkit.data.prompts import plain_prompt
+from slmkit.models.generation import Generation, Messages
+
+# llama.cpp allocates the KV cache for the whole window up front; RAG prompts never need more.
+_MAX_WINDOW = 8192
+
+
+class LlamaCppGenerator:
+    """Generates with llama.cpp on the local CPU.
+
+    Args:
+        gguf: The GGUF file.
+        name: What the user called the model (for responses and reports).
+        threads: CPU threads (default: all cores).
+        context_window: KV-cache size; default the model's training window, at most 8192.
+    """
+
+    def __init__(
+        self,
+        gguf: Path,
+        name: str | None = None,
+        threads: int | None = None,
+        context_window: int | None = None,
+    ) -> None:
+        import llama_cpp
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self._llama_cpp = llama_cpp
+        self.path = Path(gguf)
+        self.name = name or self.path.name
+        threads = threads or os.cpu_count() or 1
+        probe = int(_metadata_value(self.path, "context_length") or 2048)
+        self.llm = llama_cpp.Llama(
+            model_path=str(self.path),
+            n_ctx=context_window or min(probe, _MAX_WINDOW),
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
+        )
+        self.context_window = self.llm.n_ctx()
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        self._formatter = None
+        if template:
+            model = self.llm._model
+            eos, bos = model.token_eos(), model.token_bos()
+            self._formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=model.token_get_text(eos) if eos != -1 else "",
+                bos_token=model.token_get_text(bos) if bos != -1 else "",
+            )
+
+    @classmethod
+    def load(cls, model: str, quant: str = "q8_0", threads: int | None = None) -> LlamaCppGenerator:
+        """Open ``model``: a ``.gguf`` file as it is; anything else exported to ``quant`` once (cached)."""
+        path = Path(model).expanduser()
+        if path.is_file() and path.suffix == ".gguf":
+            return cls(path, model, threads)
+        from slmkit.models.gguf_export import export_gguf
+
+        return cls(export_gguf(model, quant=quant).path, model, threads)
+
+    @property
+    def has_chat_template(self) -> bool:
+        return self._formatter is not None
+
+    def _tokens(self, messages: Messages) -> list[int]:
+        if self._formatter is not None:
+            prompt = self._formatter(messages=list(messages)).prompt
+            # The template writes any BOS itself, as transformers' apply_chat_template assumes.
+            return self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        # Base models: the plain layout plus the special tokens the model's metadata asks for (BOS).
+        return self.llm.tokenize(plain_prompt(messages).encode("utf-8"), add_bos=True, special=False)
+
+    def count_tokens(self, messages: Messages) -> int:
+        return len(self._tokens(messages))
+
+    def generate(
+        self, messages: Messages, config: GenerationConfig, on_text: Callable[[str], None] | None = None
+    ) -> Generation:
+        prompt = self._tokens(messages)
+        vocab = self.llm._model.vocab
+        sampling: dict[str, Any] = {"temp": config.temperature, "repeat_penalty": config.repetition_penalty}
+        if config.temperature > 0:
+            sampling.update(top_p=config.top_p, top_k=0, min_p=0.0)
+        ids: list[int] = []
+        emitted = 0
+        first: float | None = None
+        start = time.perf_counter()
+        # reset=True still reuses the KV cache for the prompt prefix shared with the previous call
+        # (the system prompt, a chat's history), which llama-cpp-python detects itself.
+        for token in self.llm.generate(prompt, reset=True, **sampling):
+            if first is None:
+                first = time.perf_counter() - start
+            if self._llama_cpp.llama_vocab_is_eog(vocab, token):
+                break
+            ids.append(token)
+            text = self.llm.detokenize(ids).decode("utf-8", errors="replace")
+            if not self.has_chat_template and "\n" in text[emitted:]:
+                # A base model has no end-of-turn token; one answer line is one turn.
+                ids.pop()
+                break
+            # Hold back a trailing replacement char: it is half of a multi-byte character.
+            if on_text and not text.endswith("\ufffd") and len(text) > emitted:
+                on_text(text[emitted:])
+                emitted = len(text)
+            if len(ids) >= config.max_new_tokens:
+                break
+        seconds = time.perf_counter() - start
+        text = self.llm.detokenize(ids).decode("utf-8", errors="replace").strip()
+        return Generation(text, len(prompt), len(ids), seconds, first or seconds)
+
+
+def _metadata_value(path: Path, suffix: str) -> Any:
+    """One ``<arch>.<suffix>`` value from a GGUF header, read without loading the weights."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+    for name, field in reader.fields.items():
+        if name.endswith(f".{suffix}") and field.types:
+            return field.contents()
+    return None
