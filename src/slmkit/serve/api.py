@@ -153,7 +153,7 @@ def create_app(answerer: Answerer, model_name: str, limits: ServerLimits | None 
         if body.stream:
             return _stream(answerer, worker, request, question, history, config, model_name, chat=True)
         answer = await _answer(answerer, worker, question, history, config)
-        return _chat_response(answer, model_name)
+        return _response(answer, model_name, chat=True)
 
     @app.post("/v1/completions", dependencies=[Depends(auth)])
     async def completions(body: CompletionRequest, request: Request) -> Any:
@@ -162,7 +162,7 @@ def create_app(answerer: Answerer, model_name: str, limits: ServerLimits | None 
         if body.stream:
             return _stream(answerer, worker, request, body.prompt, [], config, model_name, chat=False)
         answer = await _answer(answerer, worker, body.prompt, [], config)
-        return _completion_response(answer, model_name)
+        return _response(answer, model_name, chat=False)
 
     async def ask(body: AskRequest) -> dict[str, Any]:
         config = _generation(answerer, body.max_tokens, None, limits)
@@ -286,27 +286,18 @@ def _usage(answer: Answer) -> dict[str, int]:
     }
 
 
-def _chat_response(answer: Answer, model: str) -> dict[str, Any]:
+def _response(answer: Answer, model: str, chat: bool) -> dict[str, Any]:
+    """A non-streamed OpenAI response: a chat completion, or a text completion for ``/v1/completions``."""
+    if chat:
+        kind, choice = "chat.completion", {"message": {"role": "assistant", "content": answer.text}}
+    else:
+        kind, choice = "text_completion", {"text": answer.text}
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+        "object": kind,
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": answer.text}, "finish_reason": "stop"}
-        ],
-        "usage": _usage(answer),
-        "slmkit": _extras(answer),
-    }
-
-
-def _completion_response(answer: Answer, model: str) -> dict[str, Any]:
-    return {
-        "id": f"cmpl-{uuid.uuid4().hex}",
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "text": answer.text, "finish_reason": "stop"}],
+        "choices": [{"index": 0, **choice, "finish_reason": "stop"}],
         "usage": _usage(answer),
         "slmkit": _extras(answer),
     }

