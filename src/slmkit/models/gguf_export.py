@@ -200,13 +200,18 @@ def _convert(source: Path, output: Path, outtype: str, cache: Path | None) -> No
         raise SlmkitError(f"llama.cpp's convert_hf_to_gguf.py failed on {source}:\n{tail}")
 
 
+# Run in a child process: llama.cpp prints a line per tensor straight to the C-level stdout.
+_QUANTIZE = """
+import os, sys, llama_cpp
+params = llama_cpp.llama_model_quantize_default_params()
+params.ftype, params.nthread = int(sys.argv[3]), os.cpu_count() or 1
+sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), params))
+"""
+
+
 def _quantize(source: Path, output: Path, quant: str) -> None:
-    import llama_cpp
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = _FTYPES[quant]
-    params.nthread = os.cpu_count() or 1
-    status = llama_cpp.llama_model_quantize(str(source).encode(), str(output).encode(), params)
-    if status != 0 or not output.is_file():
-        raise SlmkitError(f"llama.cpp could not quantize {source} to {quant} (status {status})")
-
+    command = [sys.executable, "-c", _QUANTIZE, str(source), str(output), str(_FTYPES[quant])]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0 or not output.is_file():
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-6:])
+        raise SlmkitError(f"llama.cpp could not quantize {source} to {quant}:\n{tail}")

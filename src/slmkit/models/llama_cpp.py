@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,9 @@ class LlamaCppGenerator:
             n_threads_batch=threads,
             verbose=False,
         )
+        # Free the engine before interpreter teardown: llama-cpp-python's __del__ runs too late at
+        # exit (its module globals are gone) and prints a TypeError traceback.
+        weakref.finalize(self, self.llm.close)
         self.context_window = self.llm.n_ctx()
         template = self.llm.metadata.get("tokenizer.chat_template")
         self._formatter = None
