@@ -6,6 +6,7 @@ reload it in llama.cpp and compare greedy answers with transformers on a fixed q
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import tarfile
@@ -136,3 +137,26 @@ def test_llama_cpp_backend_answers_with_citations_through_the_answerer(exported,
     answer = answerer.ask("Which NFL team represented the AFC at Super Bowl 50?", on_text=pieces.append)
     assert "Denver Broncos" in answer.text and answer.citations and not answer.abstained
     assert pieces and answer.completion_tokens > 0
+
+
+@pytest.mark.slow
+def test_cli_exports_a_lora_adapter_by_merging_it_first(tmp_path, smollm, exported):
+    pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (the llama extra)")
+    from peft import LoraConfig, get_peft_model
+    from typer.testing import CliRunner
+
+    from slmkit.cli import app
+    from slmkit.models.llama_cpp import LlamaCppGenerator
+
+    # A fresh adapter (B = 0) leaves the base unchanged, so the merged export must answer as the base.
+    adapter = tmp_path / "adapter"
+    base = copy.deepcopy(smollm.model)  # get_peft_model edits its model in place: spare the fixture
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(adapter)
+    output = tmp_path / "merged.gguf"
+    result = CliRunner().invoke(app, ["export", str(adapter), "--output", str(output), "--quant", "f16"])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {output}" in result.output
+    messages = [{"role": "user", "content": QUESTIONS[0]}]
+    config = GenerationConfig(max_new_tokens=16)
+    merged = LlamaCppGenerator(output).generate(messages, config).text
+    assert merged == LlamaCppGenerator(exported["f16"].path).generate(messages, config).text
