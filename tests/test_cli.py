@@ -135,3 +135,18 @@ def test_train_overrides_set_nested_keys_and_keep_the_recipes_others():
 def test_merge_of_a_folder_without_adapters_is_one_clear_line(monkeypatch, capsys, tmp_path):
     code, output = run_main(monkeypatch, capsys, "merge", str(tmp_path), "--output", str(tmp_path / "m"))
     assert code == 2 and "not a LoRA adapter folder" in output and "adapter_config.json" in output
+
+
+def test_backend_flags_reach_the_config_and_bad_ones_are_one_clear_line(monkeypatch, capsys):
+    code, output = run_main(monkeypatch, capsys, "ask", "q", "--no-rag", "--backend", "openai")
+    assert code == 2 and "needs the server's URL" in output and "Traceback" not in output
+    code, output = run_main(monkeypatch, capsys, "ask", "q", "--no-rag", "--backend", "vllm")
+    assert code == 2 and "backend.type" in output and "transformers" in output
+
+
+def test_export_rejects_an_unknown_format_or_quant(monkeypatch, capsys, tmp_path):
+    export = ("export", "smollm2-135m-instruct", "-o", str(tmp_path / "m.gguf"))
+    code, output = run_main(monkeypatch, capsys, *export, "--format", "onnx")
+    assert code == 2 and "unknown export format 'onnx'" in output
+    code, output = run_main(monkeypatch, capsys, *export, "--quant", "q2")
+    assert code == 2 and "unknown GGUF format 'q2'" in output
