@@ -36,13 +36,16 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
-# The quick benchmarks (~18 min); train_throughput.py needs `pip install -e '.[bench]'` (TRL baseline)
+# The quick benchmarks (~40 min); train_throughput.py needs `pip install -e '.[bench]'` (TRL baseline)
 # and squad_finetune.py trains for ~25 min: run those two by hand.
 bench: setup
 	$(BIN)/python benchmarks/retrieval_squad.py
 	$(BIN)/python benchmarks/ask_latency.py
 	$(BIN)/python benchmarks/abstention_squad.py
 	$(BIN)/python benchmarks/qlora_memory.py
+	$(BIN)/python benchmarks/generation_speed.py
+	$(BIN)/python benchmarks/backends_quality.py
+	$(BIN)/python benchmarks/serve_load.py
 
 clean:
 	rm -rf $(VENV) .slmkit .pytest_cache
