@@ -8,46 +8,18 @@ default model behind a real uvicorn server and talk to it with the official Open
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from serve_support import ScriptedGenerator
+from serve_support import running_server as _server
 
 from slmkit.config import AskConfig
-from slmkit.models.generation import Generation
 from slmkit.rag.answer import Answerer
 from slmkit.serve.api import ServerLimits, create_app
-
-
-class ScriptedGenerator:
-    """Streams ``reply`` one word at a time, ``delay`` seconds per word; counts words produced."""
-
-    name = "scripted"
-    context_window = 2048
-
-    def __init__(self, reply: str = "Denver Broncos won the game.", delay: float = 0.0) -> None:
-        self.reply, self.delay, self.words_out, self.calls = reply, delay, 0, 0
-
-    def count_tokens(self, messages) -> int:
-        return sum(len(m["content"].split()) for m in messages)
-
-    def generate(self, messages, config, on_text=None) -> Generation:
-        self.calls += 1
-        start = time.perf_counter()
-        words = self.reply.split()[: config.max_new_tokens]
-        for i, word in enumerate(words):
-            time.sleep(self.delay)
-            self.words_out += 1
-            if on_text:
-                on_text(word if i == 0 else " " + word)
-        return Generation(
-            " ".join(words), self.count_tokens(messages), len(words), time.perf_counter() - start, 0.0
-        )
 
 
 def _client(generator=None, **limits) -> TestClient:
@@ -144,26 +116,6 @@ def test_api_key_is_required_when_set():
     right = client.post("/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer s3cret"})
     assert right.status_code == 200
     assert client.get("/health").status_code == 200  # health stays open for load balancers
-
-
-@contextmanager
-def _server(app):
-    """A real uvicorn server on a free loopback port, in a thread."""
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_overload_is_503_never_a_hang():
