@@ -233,6 +233,14 @@ def test_a_bad_upload_shows_the_error_and_changes_nothing(kb, tmp_path, name, co
     assert ui.answerer.retriever.kb is kb
 
 
+def test_a_failure_on_the_second_file_removes_the_first_ones_copy(kb, docs):
+    ui = _ui(kb, ScriptedGenerator())
+    status, _ = ui.add_documents([str(docs.parent / "glacier.txt"), str(docs.parent / "gone.txt")])
+    assert status.startswith("❌ Nothing was added from `glacier.txt`, `gone.txt`: ")
+    assert "No such file" in status and "gone.txt" in status
+    assert not any((kb.path / UPLOADS).iterdir()) and len(KnowledgeBase.open(kb.path).chunks) == 2
+
+
 def test_no_files_chosen_says_so(kb):
     status, _ = _ui(kb, ScriptedGenerator()).add_documents([])
     assert status == "Choose one or more files to add first."

@@ -163,8 +163,11 @@ class WebUI:
         names = ", ".join(f"`{Path(f).name}`" for f in files)
         try:
             report = self.worker.run(lambda: self._add(files))
-        except (WorkerBusy, SlmkitError) as err:
+        except (WorkerBusy, SlmkitError, OSError) as err:
             return f"❌ Nothing was added from {names}: {err}", self.kb_summary()
+        except Exception as err:  # shown in one line; the traceback goes to the log
+            logger.exception("adding %s failed", names)
+            return f"❌ Nothing was added from {names}: internal error: {err}", self.kb_summary()
         if report.chunks_added == 0:
             status = (
                 f"Nothing new in {names}: all {report.duplicates_skipped} chunk(s) are already in the "
@@ -187,8 +190,10 @@ class WebUI:
                     f"{name}: unsupported file type '{Path(name).suffix or '(no extension)'}'; "
                     f"upload {', '.join(SUPPORTED_SUFFIXES)} files"
                 )
-        kept = [_keep_upload(Path(f), current.kb.path / UPLOADS) for f in files]
+        kept: list[tuple[Path, bool]] = []
         try:
+            for upload in files:
+                kept.append(_keep_upload(Path(upload), current.kb.path / UPLOADS))
             # Open the live version from disk: another writer (`slmkit index add`) may have moved it on.
             live = KnowledgeBase.open(current.kb.path, embedder=current.kb.embedder)
             kb, report = live.add([path for path, _ in kept], progress=False)
