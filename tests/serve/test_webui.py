@@ -384,6 +384,14 @@ def _chromium():
     return webdriver.Chrome(options=options, service=Service(executable_path=driver))
 
 
+@pytest.mark.parametrize(("ci", "outcome"), [("true", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_a_missing_browser_skips_locally_but_fails_under_ci(monkeypatch, ci, outcome):
+    monkeypatch.setattr(shutil, "which", lambda *args, **kwargs: None)
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="browser test needs chromium, chromedriver: apt-get install chromium"):
+        _chromium()
+
+
 @pytest.mark.slow
 def test_browser_asks_sees_an_answer_with_a_citation_and_uploads_a_document(tmp_path, docs, embedder, smollm):
     pytest.importorskip("gradio")
@@ -396,6 +404,7 @@ def test_browser_asks_sees_an_answer_with_a_citation_and_uploads_a_document(tmp_
     answerer = Answerer(TransformersGenerator(smollm), Retriever(kb), AskConfig())
     app = create_app(answerer, "smollm2-135m-instruct", ui=True)
     artifacts = _artifacts()
+    (artifacts / "webui-failure.png").unlink(missing_ok=True)  # only this run's failure, if any
     browser = _chromium()
     wait = WebDriverWait(browser, 240)  # a shared CPU can take a while per answer
 
