@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup browser demo test test-fast lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -24,10 +24,22 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
+# The web UI's browser test drives the system Chromium through its chromedriver (Debian packages
+# chromium, chromium-driver). Installed here when missing and possible (root or passwordless sudo);
+# without them that test skips with the reason, except under CI=true, where it fails.
+APT_BROWSER := apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
+NO_BROWSER  := echo "make browser: could not install chromium and chromium-driver; the browser test will skip"
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif ! command -v apt-get >/dev/null; then $(NO_BROWSER) "(no apt-get)"; \
+	elif [ "$$(id -u)" = 0 ]; then $(APT_BROWSER) || $(NO_BROWSER); \
+	elif sudo -n true 2>/dev/null; then sudo sh -c '$(APT_BROWSER)' || $(NO_BROWSER); \
+	else $(NO_BROWSER) "(needs root or passwordless sudo)"; fi
+
 demo: setup
 	$(BIN)/slmkit demo
 
-test: setup
+test: setup browser
 	$(BIN)/pytest -q
 
 test-fast: setup

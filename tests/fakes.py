@@ -48,6 +48,8 @@ def loopback_server(app):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"uvicorn did not start on port {port}")
         time.sleep(0.02)
     try:
         yield f"http://127.0.0.1:{port}"

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from slmkit.atomic import atomic_write_json, atomic_write_text
+from slmkit.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 
 def test_atomic_write_replaces_and_follows_the_umask(tmp_path):
@@ -31,3 +31,11 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
         atomic_write_text(path, None)  # type: ignore[arg-type]
     assert json.loads(path.read_text()) == {"f1": 1.0}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_atomic_write_bytes_writes_them_unchanged(tmp_path):
+    path = tmp_path / "upload.pdf"
+    path.write_bytes(b"old")
+    atomic_write_bytes(path, b"%PDF-1.4\r\n\x00\xff")
+    assert path.read_bytes() == b"%PDF-1.4\r\n\x00\xff"  # no newline or encoding translation
+    assert [p.name for p in tmp_path.iterdir()] == ["upload.pdf"]

@@ -289,15 +289,30 @@ def serve(
     ] = None,
     max_queue: Annotated[int, typer.Option(help="Requests that may wait for the model; more get 503.")] = 8,
     max_tokens_limit: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 512,
+    ui: Annotated[
+        bool, typer.Option("--ui", help="Also serve the web UI at /ui (needs slmkit[ui]).")
+    ] = False,
+    max_upload_mb: Annotated[int, typer.Option(help="Largest file the web UI accepts, in MiB.")] = 50,
 ) -> None:
     """Serve over HTTP: OpenAI-compatible /v1/chat/completions and /v1/completions, /ask; docs at /docs."""
     import uvicorn
 
     from slmkit.serve.api import ServerLimits, create_app
 
+    if ui:
+        from slmkit.serve.webui import require_gradio
+
+        require_gradio()  # before the model loads: a missing extra should fail in a second, not a minute
     answerer = _load_answerer(kb, no_rag, config, _flags(locals()))
-    limits = ServerLimits(max_tokens=max_tokens_limit, max_queue=max_queue, api_key=api_key)
-    app = create_app(answerer, answerer.config.model, limits)
+    limits = ServerLimits(
+        max_tokens=max_tokens_limit,
+        max_queue=max_queue,
+        api_key=api_key,
+        max_upload_bytes=max_upload_mb << 20,
+    )
+    app = create_app(answerer, answerer.config.model, limits, ui=ui)
+    if ui:
+        typer.echo(f"web UI: http://{host}:{port}/ui/")
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 

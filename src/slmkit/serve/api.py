@@ -3,15 +3,17 @@
 Endpoints: ``POST /v1/chat/completions`` and ``POST /v1/completions`` (OpenAI wire format, with
 SSE streaming, so OpenAI clients, LangChain and LlamaIndex connect unchanged), ``GET /v1/models``,
 ``POST /ask`` and ``GET /ask`` (a JSON body ``{"question": ...}``, as in the seeds' API),
-``GET /health``; OpenAPI docs at ``/docs``.
+``GET /health``; OpenAPI docs at ``/docs``. With ``ui=True`` the web UI (:mod:`slmkit.serve.webui`)
+is mounted at ``/ui``.
 
 When a knowledge base is loaded every answer goes through retrieval, the abstention gates and
 citations, exactly as ``slmkit ask``; OpenAI responses carry them in an extra ``slmkit`` field
 (``citations``, ``abstained``, ``reason``, ``retrieved``) that OpenAI clients ignore.
 
-The model runs one request at a time on a worker thread (a CPU generates no faster in parallel);
-up to ``max_queue`` requests wait for it, and one more is answered ``503`` at once rather than left
-to hang. A streaming client that disconnects stops its generation at the next token.
+The model runs one request at a time on a worker thread (a CPU generates no faster in parallel),
+shared with the web UI (:mod:`slmkit.serve.worker`); up to ``max_queue`` requests wait for it, and
+one more is answered ``503`` at once rather than left to hang. A streaming client that disconnects
+stops its generation at the next token.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware
@@ -37,6 +39,9 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from slmkit.config import GenerationConfig
 from slmkit.errors import SlmkitError
 from slmkit.rag.answer import Answer, Answerer
+from slmkit.serve.worker import ModelWorker, WorkerBusy
+
+UI_PATH = "/ui"  # where the web UI is mounted (slmkit.serve.webui)
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +54,17 @@ class ServerLimits:
         max_body_bytes: Larger request bodies get 413.
         max_tokens: Largest ``max_tokens`` a request may ask for (larger gets 422).
         max_queue: Requests that may wait for the model; one more gets 503.
-        api_key: When set, every ``/v1`` and ``/ask`` request needs ``Authorization: Bearer <key>``.
+        api_key: When set, every ``/v1`` and ``/ask`` request needs ``Authorization: Bearer <key>``,
+            and the web UI asks for the key at its login page.
+        max_upload_bytes: Largest file the web UI accepts for upload (its routes are exempt from
+            ``max_body_bytes``).
     """
 
     max_body_bytes: int = 1 << 20
     max_tokens: int = 512
     max_queue: int = 8
     api_key: str | None = None
+    max_upload_bytes: int = 50 << 20
 
 
 # -- request bodies (OpenAI's field names) ------------------------------------------------------
@@ -89,29 +98,14 @@ class _Cancelled(Exception):
     """Raised from the token callback when the streaming client has gone."""
 
 
-class _Busy(Exception):
-    """The queue is full."""
+def create_app(
+    answerer: Answerer, model_name: str, limits: ServerLimits | None = None, ui: bool = False
+) -> FastAPI:
+    """The FastAPI app serving ``answerer`` (with or without a knowledge base) as ``model_name``.
 
-
-class ModelWorker:
-    """Runs answers one at a time on a thread, with a bounded number of requests waiting."""
-
-    def __init__(self, max_queue: int) -> None:
-        self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(max_queue + 1)  # the running request + the queue
-
-    def run(self, job: Callable[[], Answer]) -> Answer:
-        if not self._slots.acquire(blocking=False):
-            raise _Busy
-        try:
-            with self._lock:
-                return job()
-        finally:
-            self._slots.release()
-
-
-def create_app(answerer: Answerer, model_name: str, limits: ServerLimits | None = None) -> FastAPI:
-    """The FastAPI app serving ``answerer`` (with or without a knowledge base) as ``model_name``."""
+    With ``ui``, the web UI (:mod:`slmkit.serve.webui`, needs ``slmkit[ui]``) is mounted at ``/ui``
+    and ``/`` redirects to it; both share one model worker.
+    """
     limits = limits or ServerLimits()
     worker = ModelWorker(limits.max_queue)
     app = FastAPI(
@@ -119,7 +113,9 @@ def create_app(answerer: Answerer, model_name: str, limits: ServerLimits | None 
         description="Grounded answers with citations from a small language model.",
         version="0.1.0",
     )
-    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
+    # The UI's routes (file uploads) have their own limit, max_upload_bytes, enforced by Gradio.
+    app.state.worker = worker  # the one the web UI shares
+    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes, exempt=UI_PATH if ui else None)
     auth = _bearer_check(limits.api_key)
 
     @app.exception_handler(SlmkitError)
@@ -173,6 +169,14 @@ def create_app(answerer: Answerer, model_name: str, limits: ServerLimits | None 
     app.add_api_route(
         "/ask", ask, methods=["GET"], dependencies=[Depends(auth)], summary="Ask (GET, JSON body)"
     )
+    if ui:
+        from slmkit.serve.webui import mount_ui
+
+        @app.get("/", include_in_schema=False)
+        async def home() -> RedirectResponse:
+            return RedirectResponse(f"{UI_PATH}/")
+
+        mount_ui(app, answerer, worker, model_name, UI_PATH, limits.api_key, limits.max_upload_bytes)
     return app
 
 
@@ -191,13 +195,19 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
 
 
 class _BodyLimit(BaseHTTPMiddleware):
-    """413 for bodies over the limit, judged by Content-Length before anything is read."""
+    """413 for bodies over the limit, judged by Content-Length before anything is read.
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    Paths under ``exempt`` (the web UI, whose uploads Gradio limits) pass through unread.
+    """
+
+    def __init__(self, app: Any, max_bytes: int, exempt: str | None = None) -> None:
         super().__init__(app)
-        self.max_bytes = max_bytes
+        self.max_bytes, self.exempt = max_bytes, exempt
 
     async def dispatch(self, request: Request, call_next: Any) -> Any:
+        path = request.url.path
+        if self.exempt and (path == self.exempt or path.startswith(self.exempt + "/")):
+            return await call_next(request)
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > self.max_bytes:
             return _error(413, f"request body is {length} bytes; the limit is {self.max_bytes}", "too_large")
@@ -269,7 +279,7 @@ async def _answer(
     per_request = _with_generation(answerer, config)
     try:
         return await asyncio.to_thread(worker.run, lambda: per_request.ask(question, history))
-    except _Busy:
+    except WorkerBusy:
         raise HTTPException(503, "the model is busy and the queue is full; retry shortly") from None
 
 
@@ -334,7 +344,7 @@ def _stream(
         try:
             answer = worker.run(lambda: per_request.ask(question, history, on_text=on_text))
             loop.call_soon_threadsafe(pieces.put_nowait, ("done", answer))
-        except _Busy:
+        except WorkerBusy:
             loop.call_soon_threadsafe(pieces.put_nowait, ("busy", None))
         except _Cancelled:
             logger.info("client disconnected; generation stopped")
