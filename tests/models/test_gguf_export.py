@@ -109,21 +109,33 @@ def test_f16_export_reloads_and_gives_the_same_greedy_answers_as_transformers(ex
 
 
 @pytest.mark.slow
-def test_q8_0_export_is_smaller_and_stays_close_to_the_source(exported, smollm):
-    from slmkit.models.generation import TransformersGenerator
-    from slmkit.models.llama_cpp import LlamaCppGenerator
+def test_q8_0_export_is_smaller_and_predicts_the_sources_next_tokens(exported, smollm):
+    """Greedy decoding amplifies one early flip into a different answer, so quantized files are held
+    to a per-token tolerance: on the source model's own greedy answers (teacher forcing), the q8_0
+    file's top-1 next token must agree at least 90 % of the time (measured: f16 100 %, q8_0 96.1 %,
+    q4_k_m 87.5 %; the answer-level EM/F1 per format is in docs/serving.md)."""
+    import numpy as np
+    import torch
+    from llama_cpp import Llama
 
     assert exported["q8_0"].bytes < 0.6 * exported["f16"].bytes
-    config = GenerationConfig(max_new_tokens=24)
-    reference, llama = TransformersGenerator(smollm), LlamaCppGenerator(exported["q8_0"].path)
-    same = sum(
-        llama.generate([{"role": "user", "content": q}], config).text
-        == reference.generate([{"role": "user", "content": q}], config).text
-        for q in QUESTIONS
-    )
-    # Stated tolerance for 8-bit weights: at least 4 of the 6 greedy answers identical
-    # (the measured agreement over 40 SQuAD questions is in docs/serving.md).
-    assert same >= 4, f"only {same}/6 greedy answers match"
+    tokenizer = smollm.tokenizer
+    llm = Llama(model_path=str(exported["q8_0"].path), n_ctx=512, logits_all=True, verbose=False)
+    agree = total = 0
+    for question in QUESTIONS:
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], add_generation_prompt=True, return_dict=True
+        )["input_ids"]
+        with torch.inference_mode():
+            output = smollm.model.generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False)
+        ids = output[0].tolist()
+        llm.reset()
+        llm.eval(ids)
+        predicted = np.asarray(llm.scores[len(prompt) - 1 : len(ids) - 1]).argmax(-1)
+        agree += int((predicted == np.asarray(ids[len(prompt) :])).sum())
+        total += len(ids) - len(prompt)
+    llm.close()
+    assert agree / total >= 0.90, f"q8_0 agrees on {agree}/{total} next tokens"
 
 
 @pytest.mark.slow
