@@ -21,11 +21,17 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import time
 from pathlib import Path
 
+import torch
+
 from _common import REPO, emit, squad_kb
 from slmkit.config import DistillConfig, load_yaml, parse_config
+from slmkit.data.prompts import Passage, qa_messages
+from slmkit.models.generation import TransformersGenerator
+from slmkit.models.loading import load_causal_lm
 from slmkit.train.distill import distill
 from squad_finetune import eval_questions, evaluate
 
@@ -51,6 +57,24 @@ def train_student(name: str, steps: int, output: Path) -> dict:
     return report
 
 
+def decode_tokens_per_second(model_name: str, tokens: int = 32, repeats: int = 3) -> float:
+    """Decode speed on a gold-context SQuAD prompt with exactly ``tokens`` new tokens (an untrained
+    student may stop at once, so answer-length speeds would not compare), median of ``repeats``."""
+    loaded = load_causal_lm(model_name)
+    title, context, question, _ = eval_questions(1)[0]
+    inputs = TransformersGenerator(loaded)._encode(qa_messages(question, [Passage(title, context)]))
+    speeds = []
+    for _ in range(repeats + 1):  # the first call warms up
+        with torch.inference_mode():
+            started = time.perf_counter()
+            loaded.model.generate(**inputs, max_new_tokens=1, do_sample=False)
+            prefill = time.perf_counter() - started
+            started = time.perf_counter()
+            loaded.model.generate(**inputs, min_new_tokens=tokens, max_new_tokens=tokens, do_sample=False)
+            speeds.append((tokens - 1) / (time.perf_counter() - started - prefill))
+    return round(statistics.median(speeds[1:]), 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=25, help="Optimizer steps (batches of 8) per student.")
@@ -66,12 +90,15 @@ def main() -> None:
     teacher = evaluate("smollm2-135m-instruct", questions, kb)
     first = next(iter(reports.values()))
     teacher.update(
-        parameters=first["teacher_parameters"], safetensors_mb=_mb(first["teacher_safetensors_bytes"])
+        fixed_decode_tokens_per_second=decode_tokens_per_second("smollm2-135m-instruct"),
+        parameters=first["teacher_parameters"],
+        safetensors_mb=_mb(first["teacher_safetensors_bytes"]),
     )
     students = {}
     for name, report in reports.items():
         scores = evaluate(report["model_dir"], questions, kb)
         scores.update(
+            fixed_decode_tokens_per_second=decode_tokens_per_second(report["model_dir"]),
             parameters=report["student_parameters"],
             safetensors_mb=_mb(report["student_safetensors_bytes"]),
             parameter_compression=report["parameter_compression"],

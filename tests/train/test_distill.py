@@ -180,7 +180,7 @@ def test_logit_distillation_lowers_the_loss(smollm, tmp_path):
     from slmkit.train.distill import Distillation
     from slmkit.train.tokenize import tokenize_examples
 
-    config = _config(tmp_path, optim={"lr": 3e-3, "batch_size": 4, "max_steps": 5, "warmup_ratio": 0.0})
+    config = _config(tmp_path, optim={"lr": 3e-3, "batch_size": 4, "max_steps": 8, "warmup_ratio": 0.0})
     examples = tokenize_examples(read_squad_examples(ASSETS / "squad_tiny.json"), smollm.tokenizer, 192)
     student = build_student(smollm, config.student.architecture)
     teacher_weights = [p.detach().clone() for p in smollm.model.parameters()]
@@ -194,8 +194,8 @@ def test_logit_distillation_lowers_the_loss(smollm, tmp_path):
             after = float(run.training_loss(batch))
     finally:
         smollm.model.requires_grad_(True)  # the session-wide fixture, as other tests expect it
-    assert result["finished"] and result["step"] == 5
-    assert after < 0.9 * before
+    assert result["finished"] and result["step"] == 8
+    assert after < before - 1.0  # nats; 5 steps already lower it by about 1.2
     recipe = (tmp_path / "run" / "final" / "recipe.yaml").read_text()
     assert recipe.startswith("distill:")  # the distillation recipe, not the derived train config
     teacher_now = list(smollm.model.parameters())
@@ -245,8 +245,10 @@ def test_sequence_distillation_caches_teacher_answers_and_resumes_without_regene
 
 
 @pytest.mark.slow
-def test_cli_distills_and_prints_the_comparison(cache_env, tmp_path, monkeypatch, capsys):
-    from slmkit.cli import main
+def test_cli_distills_and_prints_the_comparison(cache_env, tmp_path):
+    from typer.testing import CliRunner
+
+    from slmkit.cli import app
 
     recipe = tmp_path / "distill.yaml"
     recipe.write_text(
@@ -259,9 +261,11 @@ def test_cli_distills_and_prints_the_comparison(cache_env, tmp_path, monkeypatch
         f"  eval: {{questions: 1, path: {ASSETS / 'squad_tiny.json'}, max_new_tokens: 4}}\n",
         encoding="utf-8",
     )
-    monkeypatch.setattr("sys.argv", ["slmkit", "distill", str(recipe), "--optim.max_steps", "1"])
-    main()
-    output = capsys.readouterr().out
+    result = CliRunner().invoke(
+        app, ["distill", str(recipe), "--optim.max_steps", "1"], catch_exceptions=False
+    )
+    assert result.exit_code == 0
+    output = result.output
     assert "| parameters | 134.5M |" in output and "logit distillation: 1 steps" in output
     report = json.loads((tmp_path / "run" / "final" / "distill.json").read_text())
     assert report["student_parameters"] < report["teacher_parameters"]

@@ -298,8 +298,6 @@ def build_report(
         "model_dir": str(final),
     }
     if config.eval.questions:
-        teacher.name = config.teacher
-        student.name = str(final)
         report["eval"] = evaluate_pair(config, teacher, student)
     return report
 
