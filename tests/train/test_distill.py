@@ -196,6 +196,8 @@ def test_logit_distillation_lowers_the_loss(smollm, tmp_path):
         smollm.model.requires_grad_(True)  # the session-wide fixture, as other tests expect it
     assert result["finished"] and result["step"] == 8
     assert after < before - 1.0  # nats; 5 steps already lower it by about 1.2
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all({"kl", "ce"} <= set(record) for record in logged)  # both parts of the loss, per step
     recipe = (tmp_path / "run" / "final" / "recipe.yaml").read_text()
     assert recipe.startswith("distill:")  # the distillation recipe, not the derived train config
     teacher_now = list(smollm.model.parameters())

@@ -164,6 +164,7 @@ class Distillation(FineTune):
         self.distill_config = config
         super().__init__(config.train_config(), train, val, student)
         self.teacher = None
+        self._parts: list[tuple[float, float]] = []
         if teacher is not None:
             self.teacher = teacher.model.to(self.device).eval()
             self.teacher.requires_grad_(False)
@@ -177,14 +178,23 @@ class Distillation(FineTune):
         student_logits, targets = answer_logits(self.model, batch)
         with torch.no_grad():
             teacher_logits, _ = answer_logits(self.teacher, batch)
-        loss, _, _ = distillation_loss(
+        loss, kl, ce = distillation_loss(
             student_logits,
             teacher_logits,
             targets,
             self.distill_config.temperature,
             self.distill_config.alpha,
         )
+        self._parts.append((float(kl), float(ce)))
         return loss
+
+    def step_metrics(self) -> dict[str, float]:
+        """The KL and cross-entropy parts of the step's loss, averaged over its micro-batches."""
+        if not self._parts:
+            return {}
+        kl, ce = (sum(values) / len(values) for values in zip(*self._parts, strict=True))
+        self._parts = []
+        return {"kl": round(kl, 5), "ce": round(ce, 5)}
 
 
 def load_student(config: DistillConfig, teacher: LoadedModel) -> LoadedModel:

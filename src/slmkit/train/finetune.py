@@ -231,6 +231,7 @@ class FineTune:
                 "loss": round(loss_sum, 5),
                 "lr": self.scheduler.get_last_lr()[0],
                 "tokens_per_second": round(tokens / elapsed, 1),
+                **self.step_metrics(),
             }
             progress.update(1)
             progress.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tokens / elapsed:.0f}")
@@ -260,6 +261,10 @@ class FineTune:
     def recipe(self) -> dict[str, Any]:
         """What ``recipe.yaml`` (kept in every saved model folder) records about this run."""
         return {"train": self.config.model_dump()}
+
+    def step_metrics(self) -> dict[str, float]:
+        """Extra values for the metrics line of the optimizer step just taken (none here)."""
+        return {}
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The loss one micro-batch trains on: cross-entropy on answer tokens.
