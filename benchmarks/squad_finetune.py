@@ -46,10 +46,13 @@ def _percent(values: list[float]) -> float:
 def evaluate(model_name: str, questions, kb) -> dict:
     generator = TransformersGenerator(load_causal_lm(model_name))
     config = AskConfig(model=model_name, generation=GenerationConfig(max_new_tokens=48))
-    gold_em, gold_f1, rag_em, rag_f1, abstained, seconds = [], [], [], [], 0, []
+    gold_em, gold_f1, rag_em, rag_f1, abstained, seconds, speeds = [], [], [], [], 0, [], []
     answerer = Answerer(generator, Retriever(kb), config)
     for title, context, question, golds in questions:
-        reply = generator.generate(qa_messages(question, [Passage(title, context)]), config.generation).text
+        generation = generator.generate(qa_messages(question, [Passage(title, context)]), config.generation)
+        reply = generation.text
+        if generation.tokens_per_second:
+            speeds.append(generation.tokens_per_second)
         gold_em.append(exact_match(reply, golds))
         gold_f1.append(f1_score(reply, golds))
         answer = answerer.ask(question)
@@ -66,6 +69,7 @@ def evaluate(model_name: str, questions, kb) -> dict:
         "rag_f1": mean(rag_f1),
         "rag_abstained": round(abstained / len(questions), 3),
         "ask_p50_seconds": round(statistics.median(seconds), 2),
+        "decode_tokens_per_second": round(statistics.median(speeds), 1) if speeds else None,
     }
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from slmkit.config import (
     AskConfig,
+    DistillConfig,
     EvalConfig,
     ExperimentConfig,
     IndexConfig,
@@ -22,6 +23,7 @@ SECTIONS = {
     "index": IndexConfig,
     "ask": AskConfig,
     "train": TrainConfig,
+    "distill": DistillConfig,
     "eval": EvalConfig,
     "experiment": ExperimentConfig,
 }
@@ -67,4 +69,36 @@ def test_train_recipe_smoke_run(recipe, tmp_path, monkeypatch, model_cache):
     data["optim"] = {**data.get("optim", {}), "max_steps": 2, "batch_size": 2, "grad_accum": 1}
     result = finetune(parse_config(TrainConfig, data, recipe.name))
     assert result["finished"] and result["step"] == 2
+    assert (tmp_path / "run" / "final" / "model.safetensors").exists()
+
+
+DISTILL_RECIPES = [r for r in RECIPES if "distill" in load_yaml(r)]
+
+
+def test_there_is_a_distillation_recipe():
+    assert DISTILL_RECIPES
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", DISTILL_RECIPES, ids=lambda p: p.name)
+def test_distill_recipe_smoke_run(recipe, tmp_path, monkeypatch, model_cache):
+    """Every distillation recipe runs for real, CPU-sized: 2 steps on 8 examples, no eval questions."""
+    from slmkit.train.distill import distill
+
+    monkeypatch.setenv("SLMKIT_CACHE", str(model_cache))
+    monkeypatch.chdir(REPO)
+    data = load_yaml(recipe)["distill"]
+    data["output_dir"] = str(tmp_path / "run")
+    data["data"] = {
+        **data.get("data", {}),
+        "path": str(Path(__file__).parent / "assets" / "squad_tiny.json"),
+        "split": "all",
+        "max_examples": 8,
+        "max_val_examples": 4,
+        "max_seq_len": 256,
+    }
+    data["optim"] = {**data.get("optim", {}), "max_steps": 2, "batch_size": 2, "grad_accum": 1}
+    data["eval"] = {"questions": 0}
+    report = distill(parse_config(DistillConfig, data, recipe.name))
+    assert report["steps"] == 2 and report["parameter_compression"] > 1
     assert (tmp_path / "run" / "final" / "model.safetensors").exists()

@@ -350,6 +350,29 @@ def train(
     )
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def distill(
+    ctx: typer.Context,
+    recipe: Annotated[Path, typer.Argument(help="YAML recipe with a distill: section.")],
+) -> None:
+    """Distil a teacher into a smaller student as RECIPE says; '--key value' pairs override it.
+
+    Logit distillation when the vocabularies match, sequence-level (teacher-written answers) when
+    they do not. Re-running the same command resumes from the last checkpoint in output_dir.
+    """
+    from slmkit.config import DistillConfig
+    from slmkit.train.distill import distill as run_distill
+    from slmkit.train.distill import format_report
+
+    data = _apply_overrides(_recipe_section(recipe, "distill"), list(ctx.args))
+    config = parse_config(DistillConfig, data, f"{recipe} [distill]")
+    result = run_distill(config)
+    if "parameter_compression" not in result:  # stopped before the last step
+        typer.echo(f"stopped after {result['step']} steps; re-run the same command to resume")
+        return
+    typer.echo(format_report(result))
+
+
 @app.command()
 def merge(
     adapter: Annotated[Path, typer.Argument(help="Adapter folder, e.g. runs/x/final/adapter.")],

@@ -298,6 +298,127 @@ class TrainConfig(StrictModel):
     seed: int = Field(0, description="Seed for data order, dropout and initialisation.")
 
 
+class StudentArchitecture(StrictModel):
+    """A new student built from the teacher's model class, with its tokenizer; the rest of the
+    teacher's configuration (vocabulary, positions, activation, norms) is kept."""
+
+    layers: int = Field(ge=1, description="Transformer blocks (num_hidden_layers).")
+    hidden_size: int = Field(ge=8, description="Width of the residual stream (hidden_size).")
+    heads: int = Field(ge=1, description="Attention heads (num_attention_heads); must divide hidden_size.")
+    kv_heads: int | None = Field(
+        None,
+        ge=1,
+        description="Key/value heads (grouped-query attention); must divide heads. Default: heads.",
+    )
+    intermediate_size: int = Field(ge=1, description="Width of the MLP (intermediate_size).")
+    tie_embeddings: bool = Field(
+        True, description="Share the input embedding with the output head (saves vocab × hidden parameters)."
+    )
+
+    @model_validator(mode="after")
+    def _divisible(self) -> StudentArchitecture:
+        if self.hidden_size % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide hidden_size ({self.hidden_size})")
+        if self.kv_heads and self.heads % self.kv_heads:
+            raise ValueError(f"kv_heads ({self.kv_heads}) must divide heads ({self.heads})")
+        return self
+
+
+class StudentConfig(StrictModel):
+    model: str | None = Field(
+        None,
+        description="An existing student: packaged name, folder, .gguf or hub id (or give architecture).",
+    )
+    architecture: StudentArchitecture | None = Field(
+        None, description="A new student trained from scratch with the teacher's tokenizer (or give model)."
+    )
+    init: Literal["random", "teacher"] = Field(
+        "random",
+        description="New students only. random: trained from scratch. teacher: copy the teacher's "
+        "embeddings, final norm and evenly spaced layers (DistilBERT-style); needs the teacher's "
+        "hidden_size, heads, kv_heads and intermediate_size, only fewer layers.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StudentConfig:
+        if (self.model is None) == (self.architecture is None):
+            raise ValueError(
+                "give exactly one of 'model' (an existing student) or 'architecture' (a new one)"
+            )
+        if self.model is not None and self.init != "random":
+            raise ValueError("'init' applies to a new student (architecture), not to an existing model")
+        return self
+
+
+class DistillEvalSettings(StrictModel):
+    questions: int = Field(
+        40,
+        ge=0,
+        description="Teacher and student answer this many SQuAD eval questions (gold paragraph as "
+        "context), spread over the eval articles; 0 skips the comparison.",
+    )
+    path: str = Field("bundled:squad", description="SQuAD-format file whose 'eval' split is asked.")
+    max_new_tokens: int = Field(32, ge=1, description="Upper bound on answer tokens.")
+
+
+class DistillConfig(StrictModel):
+    """A distillation run; ``slmkit distill RECIPE.yaml`` reads its ``distill:`` section."""
+
+    teacher: str = Field(
+        "smollm2-135m-instruct", description="Teacher: packaged name, folder, .gguf or hub id."
+    )
+    student: StudentConfig = Field(description="The model that learns: an existing one or a new one.")
+    method: Literal["auto", "logit", "sequence"] = Field(
+        "auto",
+        description="logit: match the teacher's temperature-softened token distributions (needs the "
+        "same vocabulary); sequence: train on the teacher's generated answers (any tokenizers); "
+        "auto: logit when the vocabularies match, else sequence.",
+    )
+    temperature: float = Field(
+        2.0, gt=0.0, description="Softens both distributions for the KL term (logit method)."
+    )
+    alpha: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Weight of the KL term; 1 - alpha weighs cross-entropy on the gold answers (logit).",
+    )
+    teacher_max_new_tokens: int = Field(
+        48, ge=1, description="Sequence method: upper bound on each teacher answer (greedy decoding)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.")
+    output_dir: str = Field("runs/distill", description="Where checkpoints, metrics and the student go.")
+    data: TrainDataConfig = Field(default_factory=TrainDataConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    bf16: bool = Field(True, description="bfloat16 autocast for both forward passes (weights stay fp32).")
+    gradient_checkpointing: bool = Field(False, description="Recompute student activations: less memory.")
+    eval_every: int = Field(50, ge=1, description="Optimizer steps between validation passes.")
+    save_every: int = Field(50, ge=1, description="Optimizer steps between resumable checkpoints.")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many validations without improvement."
+    )
+    seed: int = Field(0, description="Seed for data order, dropout and the student's initialisation.")
+    eval: DistillEvalSettings = Field(default_factory=DistillEvalSettings)
+
+    def train_config(self) -> TrainConfig:
+        """The fine-tuning loop's view of this run: a full fine-tune of the student."""
+        shared = self.model_dump(
+            include={
+                "device",
+                "output_dir",
+                "data",
+                "optim",
+                "bf16",
+                "gradient_checkpointing",
+                "eval_every",
+                "save_every",
+                "early_stopping_patience",
+                "seed",
+            }
+        )
+        return TrainConfig(model=self.student.model or self.teacher, method="full", **shared)
+
+
 class EvalDataConfig(StrictModel):
     path: str = Field(
         "bundled:squad", description="Dataset file; 'bundled:squad' is the shipped SQuAD dev set."

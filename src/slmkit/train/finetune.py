@@ -55,6 +55,10 @@ def _logged_step(line: str) -> int | None:
 class FineTune:
     """One fine-tuning run of ``config`` on tokenized train/validation examples.
 
+    Subclasses change what is learned by overriding :meth:`training_loss` (distillation does) and
+    what ``recipe.yaml`` records by overriding :meth:`recipe`; batching, checkpoints, resumption,
+    validation, early stopping and saving stay the same.
+
     Example:
         >>> run = FineTune(config, train_examples, val_examples)
         >>> result = run.train()
@@ -184,9 +188,7 @@ class FineTune:
         """
         config = self.config
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "recipe.yaml").write_text(
-            yaml.safe_dump({"train": config.model_dump()}, sort_keys=False)
-        )
+        (self.output_dir / "recipe.yaml").write_text(yaml.safe_dump(self.recipe(), sort_keys=False))
         state = load_checkpoint(self.output_dir, self.model, self.optimizer, self.scheduler) or {
             "step": 0,
             "epoch": 0,
@@ -229,6 +231,7 @@ class FineTune:
                 "loss": round(loss_sum, 5),
                 "lr": self.scheduler.get_last_lr()[0],
                 "tokens_per_second": round(tokens / elapsed, 1),
+                **self.step_metrics(),
             }
             progress.update(1)
             progress.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tokens / elapsed:.0f}")
@@ -255,10 +258,26 @@ class FineTune:
             self._save_final(summary)
         return summary
 
+    def recipe(self) -> dict[str, Any]:
+        """What ``recipe.yaml`` (kept in every saved model folder) records about this run."""
+        return {"train": self.config.model_dump()}
+
+    def step_metrics(self) -> dict[str, float]:
+        """Extra values for the metrics line of the optimizer step just taken (none here)."""
+        return {}
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss one micro-batch trains on: cross-entropy on answer tokens.
+
+        Validation always measures :func:`answer_loss`, so ``val_loss`` and perplexity keep their
+        meaning whatever a subclass trains on.
+        """
+        return answer_loss(self.model, batch)[0]
+
     def _backward(self, batch: dict[str, torch.Tensor], step: int) -> float:
         try:
             with self._autocast():
-                loss, _ = answer_loss(self.model, batch)
+                loss = self.training_loss(batch)
             (loss / self.config.optim.grad_accum).backward()
         except (RuntimeError, MemoryError) as err:
             if not is_out_of_memory(err):

@@ -21,8 +21,9 @@ def _causal_lm(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Mean cross-entropy over labelled tokens, and how many tokens it averaged over."""
+def answer_logits(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (fp32, ``[tokens, vocab]``) at the positions that predict a labelled token, and
+    those tokens (``[tokens]``), in batch order."""
     lm = _causal_lm(model)
     hidden = lm.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     # Position t predicts token t+1.
@@ -33,5 +34,42 @@ def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tenso
     softcap = getattr(lm.config, "final_logit_softcapping", None)
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
-    count = int(keep.sum())
-    return F.cross_entropy(logits, targets[keep], reduction="mean"), count
+    return logits, targets[keep]
+
+
+def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy over labelled tokens, and how many tokens it averaged over."""
+    logits, targets = answer_logits(model, batch)
+    return F.cross_entropy(logits, targets, reduction="mean"), int(targets.numel())
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float,
+    alpha: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Knowledge-distillation loss of Hinton et al. (2015), "Distilling the Knowledge in a Neural
+    Network", over answer tokens:
+
+        alpha · T² · KL(softmax(teacher / T) ‖ softmax(student / T)) + (1 − alpha) · CE(student, targets)
+
+    The KL is summed over the vocabulary and averaged over tokens. The gradient of the softened
+    KL shrinks as 1/T², so the T² factor keeps its weight against the hard-label term the same
+    whatever the temperature. Logits are ``[tokens, vocab]``; when the two vocabularies differ only
+    by padding rows (embedding tables rounded up), both are cut to the shorter one.
+
+    Returns:
+        ``(loss, kl, ce)``: the mixed loss and its two unweighted parts (KL without the T²).
+    """
+    vocab = min(student_logits.shape[-1], teacher_logits.shape[-1])
+    student_logits, teacher_logits = student_logits[..., :vocab].float(), teacher_logits[..., :vocab].float()
+    kl = F.kl_div(
+        F.log_softmax(student_logits / temperature, dim=-1),
+        F.log_softmax(teacher_logits / temperature, dim=-1),
+        log_target=True,
+        reduction="batchmean",
+    )
+    ce = F.cross_entropy(student_logits, targets, reduction="mean")
+    return alpha * temperature**2 * kl + (1 - alpha) * ce, kl, ce
