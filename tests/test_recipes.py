@@ -11,6 +11,7 @@ from slmkit.config import (
     EvalConfig,
     ExperimentConfig,
     IndexConfig,
+    SynthConfig,
     TrainConfig,
     load_yaml,
     parse_config,
@@ -24,6 +25,7 @@ SECTIONS = {
     "train": TrainConfig,
     "eval": EvalConfig,
     "experiment": ExperimentConfig,
+    "synth": SynthConfig,
 }
 
 

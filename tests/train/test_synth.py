@@ -29,6 +29,7 @@ from slmkit.train.synth import (
     drop_reason,
     format_summary,
     parse_pair,
+    strip_restatement,
     synthesize,
 )
 
@@ -236,6 +237,40 @@ def test_parse_pair_reads_the_forms_small_models_write(reply, pair):
     assert parse_pair(reply) == pair
 
 
+def test_a_question_without_answer_is_answered_by_the_teacher_from_its_chunk(kb, tmp_path):
+    class AsksOnly(ScriptedTeacher):
+        def generate(self, messages, config, on_text=None):
+            if messages[-1]["content"].startswith("Context:"):  # the QA prompt: the teacher answers
+                self.seen.append(messages[-1]["content"])
+                return Generation("It was France.", 10, 3, 0.01, 0.0)
+            return super().generate(messages, config, on_text)
+
+    teacher = AsksOnly({"gave their name to Normandy": "In what country is the region of Normandy?"})
+    result = synthesize(kb, teacher, _config(tmp_path, n=1), progress=False)
+    pair = next(a for a in result.attempts if a.kept)
+    assert (pair.question, pair.answer, pair.teacher_calls) == (
+        "In what country is the region of Normandy?",
+        "France",
+        2,
+    )
+    assert "[answer] It was France." in pair.raw
+    passage = _chunk_with(kb, "gave their name to Normandy").text
+    assert any(passage in prompt and "Question: In what country" in prompt for prompt in teacher.seen)
+
+
+@pytest.mark.parametrize(
+    ("answer", "question", "stripped"),
+    [
+        ("The Broncos won Super Bowl 50", "Who won Super Bowl 50?", "Broncos"),
+        ("The comb plate is used for swimming", "What is the comb plate for?", "used for swimming"),
+        ("Denver Broncos", "Who won Super Bowl 50?", "Denver Broncos"),
+        ("Super Bowl 50", "Was it Super Bowl 50?", "Super Bowl 50"),  # all restatement: unchanged
+    ],
+)
+def test_strip_restatement(answer, question, stripped):
+    assert strip_restatement(answer, question) == stripped
+
+
 def test_filters():
     filters = SynthFilterConfig()
     chunk = "The Denver Broncos defeated the Carolina Panthers 24-10 in Super Bowl 50."
@@ -271,3 +306,55 @@ def test_real_teacher_writes_grounded_pairs(kb, tmp_path, smollm):
         assert normalize_answer(pair.answer) in normalize_answer(kb.chunks[pair.chunk_id].text)
     if result.kept:
         assert len(read_task(tmp_path / "out" / TRAIN_FILE, "chat")) == len(result.kept)
+
+
+# ---- the command line ---------------------------------------------------------------------------
+
+
+def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    from slmkit.cli import main
+
+    monkeypatch.setattr("sys.argv", ["slmkit", "synth", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.err + captured.out
+
+
+def test_cli_prints_the_summary_table(kb, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("slmkit.models.backends.load_generator", lambda *a, **k: ScriptedTeacher(SCRIPT))
+    recipe = tmp_path / "synth.yaml"
+    recipe.write_text("synth:\n  n: 50\n  top_k: 2\n  filters:\n    max_answer_words: 8\n", encoding="utf-8")
+    out = tmp_path / "out"
+    code, printed = _cli(monkeypatch, capsys, str(recipe), "--kb", str(kb.path), "-o", str(out))
+    assert code == 0
+    assert "| kept" in printed and "dropped: ungrounded" in printed and str(out / TRAIN_FILE) in printed
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    assert summary["config"]["filters"]["max_answer_words"] == 8 and summary["kept"] == 2
+
+
+def test_cli_with_a_dead_teacher_endpoint_says_how_to_resume(kb, tmp_path, monkeypatch, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    recipe = tmp_path / "synth.yaml"
+    recipe.write_text("synth:\n  backend:\n    max_retries: 0\n    timeout_s: 5\n", encoding="utf-8")
+    out = tmp_path / "out"
+    code, output = _cli(
+        monkeypatch, capsys, str(recipe), "--kb", str(kb.path), "--teacher", "remote-model",
+        "--teacher-url", f"http://127.0.0.1:{port}/v1", "--n", "3", "-o", str(out),
+    )  # fmt: skip
+    assert code == 2 and "\nerror: the teacher 'remote-model'" in output and "Traceback" not in output
+    assert "Kept 0 pairs" in output and "resume" in output and str(out / ATTEMPTS_FILE) in output
+    assert json.loads((out / SUMMARY_FILE).read_text())["status"] == "partial"
+
+
+def test_cli_errors_name_the_missing_folder_and_bad_n(tmp_path, monkeypatch, capsys):
+    code, output = _cli(monkeypatch, capsys, "--kb", str(tmp_path / "no-kb"), "-o", str(tmp_path / "o"))
+    assert code == 2 and "no-kb" in output and "slmkit index build" in output
+    code, output = _cli(monkeypatch, capsys, "--kb", str(tmp_path), "--n", "0")
+    assert code == 2 and "'n'" in output
+    code, output = _cli(monkeypatch, capsys, "-o", str(tmp_path / "o"))
+    assert code == 2 and "--kb" in output

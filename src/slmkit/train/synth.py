@@ -59,19 +59,24 @@ PAIRS_FILE = "pairs.jsonl"
 TRAIN_FILE = "train.jsonl"
 SUMMARY_FILE = "summary.json"
 
-TEACHER_SYSTEM_PROMPT = (
-    "You write reading-comprehension questions. Reply with exactly two lines:\n"
-    "Question: <a question the passage answers>\n"
-    "Answer: <the answer, a few words copied from the passage>"
+# Measured on SmolLM2-135M: the instruction after the passage is followed (a question comes back);
+# a system prompt with the same words, or a worked example, is not (it summarises or copies).
+TEACHER_INSTRUCTION = (
+    "Write one question that this passage answers, and its short answer copied from the passage. "
+    "Format:\nQuestion: <question>\nAnswer: <answer>"
 )
 # The teacher's own answer, when its reply held only a question, is asked for with the prompt the
 # student will see: the same Context / Question / Answer layout, with the chunk as the one passage.
-ANSWER_GENERATION = GenerationConfig(max_new_tokens=32)
+ANSWER_GENERATION = GenerationConfig(max_new_tokens=24)
 EXAMPLES_PER_REASON = 2
 
 _LABEL = re.compile(r"^\W*(?:question|q)\s*\d*\s*[:.)-]\s*", re.IGNORECASE)
 _ANSWER_MARK = re.compile(r"(?:^|\s|\*)(?:answer|a)\s*\**\s*:", re.IGNORECASE)
 _CITATION = re.compile(r"\[\d+\]")
+# Words that join a restated question to its answer: "... was the X", "... is in X".
+_RESTATEMENT_GLUE = frozenset(
+    "is are was were be been the a an of in on at to by for from with as that it its".split()
+)
 
 
 @dataclass
@@ -110,10 +115,7 @@ class SynthResult:
 
 def teacher_messages(chunk: Chunk) -> list[dict[str, str]]:
     """The prompt asking the teacher for one question and its answer about ``chunk``."""
-    return [
-        {"role": "system", "content": TEACHER_SYSTEM_PROMPT},
-        {"role": "user", "content": f"Passage: {chunk.title}\n{chunk.text}"},
-    ]
+    return [{"role": "user", "content": f"Passage: {chunk.title}\n{chunk.text}\n\n{TEACHER_INSTRUCTION}"}]
 
 
 def parse_pair(text: str) -> tuple[str, str]:
@@ -132,6 +134,29 @@ def parse_pair(text: str) -> tuple[str, str]:
     question = question[: question.index("?") + 1] if "?" in question else question
     answer = tail.strip().split("\n")[0] if tail.strip() else ""
     return question.strip(), _clean_answer(answer)
+
+
+def strip_restatement(answer: str, question: str) -> str:
+    """``answer`` without the words at either end that restate ``question``.
+
+    Small models answer in sentences ("The comb plate is used for swimming", "The Broncos won Super
+    Bowl 50"); the words that repeat the question (and, at the start, the function words joining them
+    to the rest) are not the answer: "used for swimming", "Broncos". An answer that is all
+    restatement is returned unchanged.
+    """
+    asked = set(normalize_answer(question).split())
+    words = answer.split()
+    start = 0
+    while start < len(words) and (
+        not normalize_answer(words[start])
+        or normalize_answer(words[start]) in asked
+        or normalize_answer(words[start]) in _RESTATEMENT_GLUE
+    ):
+        start += 1
+    end = len(words)
+    while end > start and normalize_answer(words[end - 1]) in asked:
+        end -= 1
+    return " ".join(words[start:end]) if start < end else answer
 
 
 def _clean_answer(answer: str) -> str:
@@ -309,7 +334,9 @@ def _attempt(chunk: Chunk, teacher: Generator, config: SynthConfig, duplicates: 
     if question.endswith("?") and not answer:
         # Small teachers often write the question and stop: let them answer it from the chunk.
         passage = Passage(chunk.title, chunk.text)
-        answer = _clean_answer(teacher.generate(qa_messages(question, [passage]), ANSWER_GENERATION).text)
+        reply = teacher.generate(qa_messages(question, [passage]), ANSWER_GENERATION).text
+        raw = f"{raw}\n[answer] {reply}"
+        answer = _clean_answer(strip_restatement(_clean_answer(reply), question))
         calls = 2
     reason = drop_reason(question, answer, chunk.text, config.filters)
     if reason is None:
