@@ -9,6 +9,7 @@ reason:
 - ``unparseable``: no question could be read from the teacher's reply;
 - ``not_a_question``: the question does not end with a question mark;
 - ``question_too_short``: fewer than ``min_question_words`` words;
+- ``about_the_text``: the question asks about the passage itself ("What is the passage about?");
 - ``answer_too_long``: more than ``max_answer_words`` words (targets should be short spans);
 - ``answer_in_question``: the answer is already in the question (nothing to learn);
 - ``ungrounded``: the answer is not in its chunk (grounding ``span``), or too few of its claim words
@@ -73,6 +74,9 @@ EXAMPLES_PER_REASON = 2
 _LABEL = re.compile(r"^\W*(?:question|q)\s*\d*\s*[:.)-]\s*", re.IGNORECASE)
 _ANSWER_MARK = re.compile(r"(?:^|\s|\*)(?:answer|a)\s*\**\s*:", re.IGNORECASE)
 _CITATION = re.compile(r"\[\d+\]")
+_CLAUSE_BREAK = re.compile(r"[,;:]\s|\s(?:but|and|which|because|while)\s")
+# Questions about the text rather than its content ("What is the passage about?").
+_META_QUESTION = re.compile(r"\b(?:passage|this question|the question|the text|the context)\b", re.I)
 # Words that join a restated question to its answer: "... was the X", "... is in X".
 _RESTATEMENT_GLUE = frozenset(
     "is are was were be been the a an of in on at to by for from with as that it its".split()
@@ -187,6 +191,8 @@ def drop_reason(question: str, answer: str, chunk_text: str, filters: SynthFilte
         return "not_a_question"
     if len(question.split()) < filters.min_question_words:
         return "question_too_short"
+    if _META_QUESTION.search(question):
+        return "about_the_text"
     if len(answer.split()) > filters.max_answer_words:
         return "answer_too_long"
     normalized = normalize_answer(answer)
@@ -337,6 +343,8 @@ def _attempt(chunk: Chunk, teacher: Generator, config: SynthConfig, duplicates: 
         reply = teacher.generate(qa_messages(question, [passage]), ANSWER_GENERATION).text
         raw = f"{raw}\n[answer] {reply}"
         answer = _clean_answer(strip_restatement(_clean_answer(reply), question))
+        if len(answer.split()) > config.filters.max_answer_words:
+            answer = _clean_answer(_CLAUSE_BREAK.split(answer)[0])  # the first clause, if that is short
         calls = 2
     reason = drop_reason(question, answer, chunk.text, config.filters)
     if reason is None:
