@@ -321,14 +321,12 @@ def synthesize(
         ) from err
     finally:
         bar.close()
-    status = "complete" if kept >= config.n else "exhausted"
-    if status == "exhausted":
-        logger.warning(
-            "kept %d of %d requested pairs: every eligible chunk was tried (see %s)",
-            kept,
-            config.n,
-            out / SUMMARY_FILE,
-        )
+    status = "complete"
+    if kept < config.n:
+        capped = config.max_chunks is not None and len(attempts) >= config.max_chunks
+        status = "max_chunks" if capped else "exhausted"
+        why = f"max_chunks ({config.max_chunks}) were tried" if capped else "every eligible chunk was tried"
+        logger.warning("kept %d of %d requested pairs: %s (see %s)", kept, config.n, why, out / SUMMARY_FILE)
     return write_outputs(out, kb, attempts, config, teacher.name, status, len(order))
 
 
