@@ -282,6 +282,7 @@ def test_filters():
         "answer_in_question"
     )
     assert drop_reason("Who won Super Bowl 50 then?", "Seattle", chunk, filters) == "ungrounded"
+    assert drop_reason("Who won Super Bowl 50 then?", "Den", chunk, filters) == "ungrounded"  # whole words
     assert drop_reason("What is the passage about?", "Super Bowl 50", chunk, filters) == "about_the_text"
     long = "the Denver Broncos defeated the Carolina Panthers 24-10 in Super Bowl 50 at home"
     assert drop_reason("Who won Super Bowl 50 then?", long, chunk, filters) == "answer_too_long"

@@ -175,9 +175,14 @@ def _clean_answer(answer: str) -> str:
 def is_grounded(answer: str, chunk_text: str, question: str, filters: SynthFilterConfig) -> bool:
     """Whether ``answer`` is supported by ``chunk_text`` as ``filters.grounding`` says."""
     if filters.grounding == "span":
-        normalized = normalize_answer(answer)
-        return bool(normalized) and normalized in normalize_answer(chunk_text)
+        return _contains_words(chunk_text, answer)
     return support_score(answer, [chunk_text], question) >= filters.min_support
+
+
+def _contains_words(text: str, part: str) -> bool:
+    """Whether normalised ``part`` occurs in normalised ``text`` as whole words ("art" is not in "start")."""
+    normalized = normalize_answer(part)
+    return bool(normalized) and f" {normalized} " in f" {normalize_answer(text)} "
 
 
 def drop_reason(question: str, answer: str, chunk_text: str, filters: SynthFilterConfig) -> str | None:
@@ -195,8 +200,7 @@ def drop_reason(question: str, answer: str, chunk_text: str, filters: SynthFilte
         return "about_the_text"
     if len(answer.split()) > filters.max_answer_words:
         return "answer_too_long"
-    normalized = normalize_answer(answer)
-    if not normalized or normalized in normalize_answer(question):
+    if not normalize_answer(answer) or _contains_words(question, answer):
         return "answer_in_question"
     if not is_grounded(answer, chunk_text, question, filters):
         return "ungrounded"
