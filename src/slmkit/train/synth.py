@@ -60,11 +60,12 @@ PAIRS_FILE = "pairs.jsonl"
 TRAIN_FILE = "train.jsonl"
 SUMMARY_FILE = "summary.json"
 
-# Measured on SmolLM2-135M: the instruction after the passage is followed (a question comes back);
-# a system prompt with the same words, or a worked example, is not (it summarises or copies).
+# Measured on SmolLM2-135M (docs/synthetic-data.md): asked for "Question: ... / Answer: ..." lines it
+# mostly echoes them ("What is the answer to the question: ..."), and a system prompt or a worked
+# example makes it summarise or copy; asked for a question about one fact, it writes one, and
+# answers it in a second call. Stronger teachers may reply with both lines, which parse_pair reads.
 TEACHER_INSTRUCTION = (
-    "Write one question that this passage answers, and its short answer copied from the passage. "
-    "Format:\nQuestion: <question>\nAnswer: <answer>"
+    "Write a quiz question about one fact in this passage (a name, a number, a date or a place)."
 )
 # The teacher's own answer, when its reply held only a question, is asked for with the prompt the
 # student will see: the same Context / Question / Answer layout, with the chunk as the one passage.
