@@ -261,7 +261,7 @@ def open_kb(config: SynthConfig) -> KnowledgeBase:
 
     Raises:
         ConfigError: no knowledge base given.
-        KnowledgeBaseError: the folder is missing, not a knowledge base, or holds no chunks.
+        KnowledgeBaseError: the folder is missing or is not a knowledge base.
     """
     if not config.kb:
         raise ConfigError("give a knowledge base to write questions about: --kb DIR (or kb: in the recipe)")
