@@ -552,6 +552,60 @@ def harness(
         result.save(output)
 
 
+_SYNTH_FLAGS = {
+    "kb": "kb",
+    "teacher": "teacher",
+    "teacher_url": "backend.base_url",
+    "teacher_backend": "backend.type",
+    "n": "n",
+    "output_dir": "output_dir",
+    "max_chunks": "max_chunks",
+    "seed": "seed",
+}
+
+
+@app.command()
+def synth(
+    recipe: Annotated[Path | None, typer.Argument(help="YAML recipe with a synth: section.")] = None,
+    kb: Annotated[str | None, typer.Option(help="Knowledge base folder, or bundled:squad-train.")] = None,
+    teacher: Annotated[
+        str | None, typer.Option(help="Teacher model (with --teacher-url: the server's model name).")
+    ] = None,
+    teacher_url: Annotated[
+        str | None,
+        typer.Option(
+            help="OpenAI-compatible server of the teacher, e.g. http://host:8000/v1 (API key: "
+            "$OPENAI_API_KEY, or the variable backend.api_key_env names)."
+        ),
+    ] = None,
+    teacher_backend: Annotated[
+        str | None, typer.Option(help="auto, transformers, llama.cpp or openai.")
+    ] = None,
+    n: Annotated[int | None, typer.Option("--n", "-n", help="Question/answer pairs to keep.")] = None,
+    output_dir: Annotated[
+        str | None, typer.Option("--output", "-o", help="Folder for attempts, pairs, train.jsonl, summary.")
+    ] = None,
+    max_chunks: Annotated[int | None, typer.Option(help="Try at most this many chunks.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for chunk order and example shuffling.")] = None,
+) -> None:
+    """Write grounded question/answer training pairs from a knowledge base with a teacher model.
+
+    Re-running the same command resumes after the chunks already tried.
+    """
+    from slmkit.config import SynthConfig
+    from slmkit.models.backends import load_generator
+    from slmkit.train.synth import format_summary, open_kb, synthesize
+
+    flags = {name: value for name, value in locals().items() if name in _SYNTH_FLAGS}
+    cfg = parse_config(
+        SynthConfig, _merged(recipe, "synth", _SYNTH_FLAGS, flags), f"{recipe or 'options'} [synth]"
+    )
+    knowledge_base = open_kb(cfg)
+    generator = load_generator(cfg.teacher, cfg.backend, dtype=cfg.dtype)
+    result = synthesize(knowledge_base, generator, cfg)
+    typer.echo(format_summary(result.summary))
+
+
 @app.command()
 def experiment(
     matrix: Annotated[Path, typer.Argument(help="YAML with an experiment: section (models × contexts).")],

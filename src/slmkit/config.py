@@ -521,3 +521,73 @@ class ExperimentConfig(StrictModel):
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     abstention: AbstentionConfig = Field(default_factory=AbstentionConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
+
+
+class SynthFilterConfig(StrictModel):
+    """Which generated question/answer pairs are kept (every drop is counted with its reason)."""
+
+    grounding: Literal["span", "support"] = Field(
+        "span",
+        description="span: the answer must occur in its chunk (after SQuAD normalisation: case, "
+        "punctuation, articles); support: at least min_support of the answer's claim words must occur "
+        "in the chunk (allows paraphrased answers).",
+    )
+    min_support: float = Field(
+        1.0, ge=0.0, le=1.0, description="grounding 'support': share of claim words the chunk must hold."
+    )
+    min_question_words: int = Field(4, ge=1, description="Shorter questions are dropped (too_short).")
+    max_answer_words: int = Field(
+        12, ge=1, description="Longer answers are dropped (answer_too_long): targets should be short spans."
+    )
+    duplicate_similarity: float = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="A question whose embedding cosine similarity to an already kept question is at "
+        "least this is a near-duplicate (dropped).",
+    )
+
+
+class SynthConfig(StrictModel):
+    """``slmkit synth``: question/answer pairs from knowledge-base chunks; a recipe's ``synth:`` section."""
+
+    kb: str | None = Field(
+        None,
+        description="Knowledge base folder to write questions about; 'bundled:squad-train' builds one "
+        "from the bundled SQuAD training articles in output_dir/kb (never the eval articles).",
+    )
+    teacher: str = Field(
+        "smollm2-135m-instruct",
+        description="Model that writes the pairs: packaged name, folder, .gguf or hub id; with "
+        "backend.base_url, the model name the OpenAI-compatible server knows.",
+    )
+    backend: BackendConfig = Field(
+        default_factory=BackendConfig,
+        description="How the teacher runs; backend.base_url selects an OpenAI-compatible server (its API "
+        "key is read from the variable backend.api_key_env names).",
+    )
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Local teacher precision.")
+    n: int = Field(100, ge=1, description="Question/answer pairs to keep.")
+    max_chunks: int | None = Field(
+        None, ge=1, description="Give up after trying this many chunks (default: every chunk once)."
+    )
+    min_chunk_words: int = Field(
+        25, ge=1, description="Chunks with fewer words are skipped (headings, fragments)."
+    )
+    output_dir: str = Field(
+        "runs/synth", description="attempts.jsonl, pairs.jsonl, train.jsonl and summary.json go here."
+    )
+    top_k: int = Field(3, ge=1, description="Passages per training example (match ask.retrieval.top_k).")
+    abstain_share: float = Field(
+        0.2,
+        ge=0.0,
+        lt=1.0,
+        description="Share of training examples without the gold chunk, "
+        "whose target is the abstention sentence.",
+    )
+    seed: int = Field(0, description="Seed for the chunk order and the example shuffling.")
+    generation: GenerationConfig = Field(
+        default_factory=lambda: GenerationConfig(max_new_tokens=64),
+        description="Teacher decoding (greedy by default).",
+    )
+    filters: SynthFilterConfig = Field(default_factory=SynthFilterConfig)

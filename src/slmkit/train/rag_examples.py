@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
+from pathlib import Path
 
 from slmkit.data.prompts import ABSTAIN_ANSWER, Passage, qa_messages
-from slmkit.data.squad import SquadArticle
+from slmkit.data.squad import SquadArticle, write_squad_paragraphs
 from slmkit.data.tasks import Example
 from slmkit.eval.squad_metrics import normalize_answer
 from slmkit.rag.knowledge_base import KnowledgeBase
@@ -32,6 +33,30 @@ def _paragraph_key(hit: Hit) -> tuple[str | None, int | None]:
 def _mentions(passages: Sequence[Passage], answers: Sequence[str]) -> bool:
     texts = [normalize_answer(p.text) for p in passages]
     return any(normalize_answer(a) and normalize_answer(a) in t for a in answers for t in texts)
+
+
+def raft_messages(
+    question: str,
+    answers: Sequence[str],
+    gold: Passage,
+    distractors: Sequence[Passage],
+    top_k: int,
+    abstain_share: float,
+    rng: random.Random,
+) -> list[dict[str, str]]:
+    """Messages of one RAFT-style example: ``top_k`` passages with ``gold`` at a random place among
+    the first distractors and ``answers[0]`` as target; or, with probability ``abstain_share``, the
+    distractors alone and the abstention sentence as target.
+
+    An abstention example is only made when no distractor contains an answer, since "not in the
+    context" would then be a false target. ``distractors`` must not include the gold passage.
+    """
+    passages, target = list(distractors[:top_k]), ABSTAIN_ANSWER
+    if rng.random() >= abstain_share or _mentions(passages, answers):
+        passages = list(distractors[: top_k - 1])
+        passages.insert(rng.randrange(len(passages) + 1), gold)
+        target = answers[0]
+    return [*qa_messages(question, passages), {"role": "assistant", "content": target}]
 
 
 def retrieved_context_examples(
@@ -56,17 +81,9 @@ def retrieved_context_examples(
     for (article, paragraph, qa), hits in zip(items, hits_per_question, strict=True):
         gold_key = (article.title, paragraph.index)
         distractors = [Passage(h.chunk.title, h.chunk.text) for h in hits if _paragraph_key(h) != gold_key]
-        passages, target = distractors[:top_k], ABSTAIN_ANSWER
-        if rng.random() >= abstain_share or _mentions(passages, qa.answers):
-            passages = distractors[: top_k - 1]
-            passages.insert(
-                rng.randrange(len(passages) + 1),
-                _gold_passage(article, paragraph, qa.answers, hits, gold_key),
-            )
-            target = qa.answers[0]
-        else:
-            abstentions += 1
-        messages = [*qa_messages(qa.question, passages), {"role": "assistant", "content": target}]
+        gold = _gold_passage(article, paragraph, qa.answers, hits, gold_key)
+        messages = raft_messages(qa.question, qa.answers, gold, distractors, top_k, abstain_share, rng)
+        abstentions += messages[-1]["content"] == ABSTAIN_ANSWER
         examples.append(Example(messages, qa.id, f"{source}#{article.title}/{paragraph.index}"))
     logger.info("%d retrieved-context examples, %d with the abstention target", len(examples), abstentions)
     return examples
@@ -82,3 +99,15 @@ def _gold_passage(
         if _paragraph_key(hit) == gold_key and _mentions([passage], answers):
             return passage
     return Passage(article.display_title, paragraph.context)
+
+
+def paragraphs_kb(articles: Sequence[SquadArticle], kb_path: Path) -> KnowledgeBase:
+    """The knowledge base at ``kb_path``; if there is none yet, one built from the paragraphs of
+    ``articles`` (their questions left out), with the source file written beside it."""
+    if (kb_path / "CURRENT").exists():
+        return KnowledgeBase.open(kb_path)
+    kb_path.parent.mkdir(parents=True, exist_ok=True)
+    source = kb_path.parent / "kb-source.json"
+    write_squad_paragraphs(list(articles), source)
+    kb, _ = KnowledgeBase.build(kb_path, [source])
+    return kb

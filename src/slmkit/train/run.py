@@ -34,24 +34,16 @@ def _read(path: str, config: TrainConfig, split: str | None) -> list[Example]:
 
 
 def _retrieved_examples(path: str, config: TrainConfig, split: str) -> list[Example]:
-    from slmkit.data.squad import load_squad, split_articles, write_squad_paragraphs
-    from slmkit.rag.knowledge_base import KnowledgeBase
-    from slmkit.train.rag_examples import retrieved_context_examples
+    from slmkit.data.squad import load_squad, split_articles
+    from slmkit.train.rag_examples import paragraphs_kb, retrieved_context_examples
 
     articles = load_squad(path)
     if split != "all":
         articles = split_articles(articles, split)
     data = config.data
-    kb_path = Path(data.kb) if data.kb else Path(config.output_dir) / "kb"
-    if (kb_path / "CURRENT").exists():
-        kb = KnowledgeBase.open(kb_path)
-    else:
-        # Built from the training articles only, so eval paragraphs never reach training,
-        # not even as distractors.
-        kb_path.parent.mkdir(parents=True, exist_ok=True)
-        source = kb_path.parent / "kb-source.json"
-        write_squad_paragraphs(articles, source)
-        kb, _ = KnowledgeBase.build(kb_path, [source])
+    # Built from the training articles only, so eval paragraphs never reach training,
+    # not even as distractors.
+    kb = paragraphs_kb(articles, Path(data.kb) if data.kb else Path(config.output_dir) / "kb")
     return retrieved_context_examples(
         articles, kb, data.top_k, data.abstain_share, config.seed, Path(path).name
     )
