@@ -105,6 +105,7 @@ class LlamaCppGenerator:
         if config.temperature > 0:
             sampling.update(top_p=config.top_p, top_k=0, min_p=0.0)
         ids: list[int] = []
+        raw = b""
         emitted = 0
         first: float | None = None
         start = time.perf_counter()
@@ -116,7 +117,9 @@ class LlamaCppGenerator:
             if self._llama_cpp.llama_vocab_is_eog(vocab, token):
                 break
             ids.append(token)
-            text = self.llm.detokenize(ids).decode("utf-8", errors="replace")
+            # Pieces concatenate to the full detokenization: one ctypes call per token, not per prefix.
+            raw += self.llm.detokenize([token])
+            text = raw.decode("utf-8", errors="replace")
             if not self.has_chat_template and "\n" in text[emitted:]:
                 # A base model has no end-of-turn token; one answer line is one turn.
                 ids.pop()
