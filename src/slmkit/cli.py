@@ -392,7 +392,9 @@ def export(
     model: Annotated[str, typer.Argument(help="Packaged name, model folder (e.g. runs/x/final) or .gguf.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The .gguf file to write.")],
     format_: Annotated[str, typer.Option("--format", help="Export format (gguf: llama.cpp).")] = "gguf",
-    quant: Annotated[str, typer.Option(help="f16, q8_0 (deployment default) or q4_k_m.")] = "q8_0",
+    quant: Annotated[
+        str, typer.Option(help="f32 (answers as the source; see docs/serving.md), f16, q8_0 or q4_k_m.")
+    ] = "f32",
 ) -> None:
     """Export a model to GGUF for llama.cpp: packaged, fine-tuned, or a LoRA adapter (merged first)."""
     import tempfile

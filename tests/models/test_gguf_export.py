@@ -58,7 +58,7 @@ def test_converter_is_extracted_once_from_the_sdist_with_only_what_it_needs(tmp_
 
 
 def test_bad_export_requests_name_the_problem(tmp_path, monkeypatch):
-    with pytest.raises(ConfigError, match=r"unknown GGUF format 'q3'.*f16, q8_0, q4_k_m"):
+    with pytest.raises(ConfigError, match=r"unknown GGUF format 'q3'.*f32, f16, q8_0, q4_k_m"):
         export_gguf("smollm2-135m-instruct", tmp_path / "x.gguf", "q3")
     adapter = tmp_path / "adapter"
     adapter.mkdir()

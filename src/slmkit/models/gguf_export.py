@@ -29,8 +29,8 @@ from slmkit.models.loading import file_fingerprint, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
-Quant = Literal["f16", "q8_0", "q4_k_m"]
-QUANTS: tuple[str, ...] = ("f16", "q8_0", "q4_k_m")
+Quant = Literal["f32", "f16", "q8_0", "q4_k_m"]
+QUANTS: tuple[str, ...] = ("f32", "f16", "q8_0", "q4_k_m")
 # llama.cpp's llama_ftype values (llama.h): MOSTLY_Q8_0 = 7, MOSTLY_Q4_K_M = 15.
 _FTYPES = {"q8_0": 7, "q4_k_m": 15}
 _CONVERTER_FILES = ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "LICENSE")
@@ -154,9 +154,12 @@ def cached_export_path(model: str, quant: str, cache: Path | None = None) -> Pat
 
 
 def export_gguf(
-    model: str, output: Path | None = None, quant: str = "q8_0", cache: Path | None = None
+    model: str, output: Path | None = None, quant: str = "f32", cache: Path | None = None
 ) -> ExportResult:
-    """Convert ``model`` to a GGUF file in ``quant`` (``f16``, ``q8_0`` or ``q4_k_m``).
+    """Convert ``model`` to a GGUF file in ``quant`` (``f32``, ``f16``, ``q8_0`` or ``q4_k_m``).
+
+    ``f32`` is the default because it is the format measured to keep the source's greedy answers
+    (docs/serving.md); the smaller ones trade some of that agreement for size.
 
     Args:
         model: Packaged name, model folder (a fine-tuned run's ``final/``), or ``.gguf`` to re-export.
@@ -178,8 +181,8 @@ def export_gguf(
     # Write beside the target and rename: an interrupted export never leaves a truncated .gguf.
     with tempfile.TemporaryDirectory(prefix=f".{target.stem}.", dir=target.parent) as tmp:
         staged = Path(tmp) / target.name
-        if quant == "f16":
-            _convert(source, staged, "f16", cache)
+        if quant in ("f32", "f16"):
+            _convert(source, staged, quant, cache)
         else:
             # Quantize from full precision: re-quantizing f16 would round twice.
             full = Path(tmp) / "f32.gguf"

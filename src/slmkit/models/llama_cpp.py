@@ -72,7 +72,7 @@ class LlamaCppGenerator:
             )
 
     @classmethod
-    def load(cls, model: str, quant: str = "q8_0", threads: int | None = None) -> LlamaCppGenerator:
+    def load(cls, model: str, quant: str = "f32", threads: int | None = None) -> LlamaCppGenerator:
         """Open ``model``: a ``.gguf`` file as it is; anything else exported to ``quant`` once (cached)."""
         path = Path(model).expanduser()
         if path.is_file() and path.suffix == ".gguf":
