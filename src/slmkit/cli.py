@@ -459,6 +459,10 @@ def _main(
 
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
+        # bitsandbytes and torchao (the qlora extra, imported by transformers when installed) warn on
+        # every CPU run about optional GPU kernels; nothing slmkit runs outside QLoRA training uses them.
+        for noisy in ("bitsandbytes", "torchao", "torch.utils._pytree"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
 @app.command("eval")
