@@ -39,3 +39,19 @@ def test_atomic_write_bytes_writes_them_unchanged(tmp_path):
     atomic_write_bytes(path, b"%PDF-1.4\r\n\x00\xff")
     assert path.read_bytes() == b"%PDF-1.4\r\n\x00\xff"  # no newline or encoding translation
     assert [p.name for p in tmp_path.iterdir()] == ["upload.pdf"]
+
+
+def test_journal_drops_a_cut_off_last_line_and_appends_on_a_fresh_one(tmp_path):
+    from slmkit.atomic import append_journal, read_journal
+
+    path = tmp_path / "log.jsonl"
+    assert read_journal(path) == []
+    with path.open("a", encoding="utf-8") as journal:
+        append_journal(journal, {"n": 1})
+    with path.open("a", encoding="utf-8") as f:
+        f.write('{"n": 2, "tr')  # a crash in the middle of a write
+    assert read_journal(path) == ['{"n": 1}']
+    assert path.read_text() == '{"n": 1}\n'  # truncated, so the next record starts its own line
+    with path.open("a", encoding="utf-8") as journal:
+        append_journal(journal, {"n": 3, "text": "café"})
+    assert read_journal(path) == ['{"n": 1}', '{"n": 3, "text": "café"}']

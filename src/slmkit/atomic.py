@@ -1,13 +1,17 @@
-"""Atomic file writes: readers (and a crash) see the old content or the new, never half of it."""
+"""Crash-safe files: atomic writes (readers, and a crash, see the old content or the new, never half
+of it), and append-only JSONL journals that a resumed job reads back and extends."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+logger = logging.getLogger(__name__)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -41,3 +45,26 @@ def _atomic_write(path: Path, content: str | bytes, mode: str) -> None:
 def atomic_write_json(path: Path, data: Any) -> None:
     """:func:`atomic_write_text` of ``data`` as indented JSON (non-JSON values written as strings)."""
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def read_journal(path: Path) -> list[str]:
+    """The complete lines of an append-only JSONL journal (none if ``path`` does not exist).
+
+    A last line cut off by a crash is dropped and the file truncated to the last complete line, so
+    the next :func:`append_journal` starts a line of its own instead of gluing onto the fragment.
+    """
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]
+        os.truncate(path, len(data))
+        logger.warning("%s: dropped an incomplete last line (an interrupted write)", path)
+    return data.decode("utf-8").splitlines()
+
+
+def append_journal(journal: IO[str], record: Any) -> None:
+    """Append ``record`` as one JSON line to an open journal and push it to disk before returning."""
+    journal.write(json.dumps(record, ensure_ascii=False) + "\n")
+    journal.flush()
+    os.fsync(journal.fileno())

@@ -166,9 +166,9 @@ def index_info(
         typer.echo(f"{key:>15}: {value}")
 
 
-def _flags(arguments: dict[str, Any]) -> dict[str, Any]:
-    """The config-bearing options among a command's arguments (``ask`` and ``chat`` share them)."""
-    return {name: value for name, value in arguments.items() if name in _ASK_FLAGS}
+def _flags(arguments: dict[str, Any], paths: dict[str, str] = _ASK_FLAGS) -> dict[str, Any]:
+    """The config-bearing options among a command's arguments (those ``paths`` maps into a config)."""
+    return {name: value for name, value in arguments.items() if name in paths}
 
 
 def _load_answerer(kb: Path | None, no_rag: bool, config: Path | None, flags: dict[str, Any]) -> Any:
@@ -602,7 +602,7 @@ def synth(
     from slmkit.models.backends import load_generator
     from slmkit.train.synth import format_summary, open_kb, synthesize
 
-    flags = {name: value for name, value in locals().items() if name in _SYNTH_FLAGS}
+    flags = _flags(locals(), _SYNTH_FLAGS)
     cfg = parse_config(
         SynthConfig, _merged(recipe, "synth", _SYNTH_FLAGS, flags), f"{recipe or 'options'} [synth]"
     )

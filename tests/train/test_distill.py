@@ -165,7 +165,8 @@ def test_logit_distillation_between_vocabularies_that_differ_is_refused(cache_en
 
 @pytest.mark.slow
 def test_auto_method_picks_logit_for_a_shared_vocabulary_and_sequence_otherwise(cache_env, tmp_path):
-    from slmkit.train.distill import choose_method, load_tokenizer
+    from slmkit.models.loading import load_tokenizer
+    from slmkit.train.distill import choose_method
 
     smollm, gemma = load_tokenizer("smollm2-135m-instruct"), load_tokenizer("gemma3-270m")
     config = _config(tmp_path)

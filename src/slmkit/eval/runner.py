@@ -139,7 +139,7 @@ def run_eval(
     if config.context == "gold" and any(i.context is None for i in dataset.items):
         missing = next(i.id for i in dataset.items if i.context is None)
         raise ConfigError(f"context 'gold' needs a passage for every question; {missing} has no 'context'")
-    generator: Generator | None = None
+    generator: Generator
     if dataset.format == "text" or resolve_backend(config.backend) == "transformers":
         loaded = loaded or load_causal_lm(config.model, config.dtype)
         generator = TransformersGenerator(loaded)

@@ -78,13 +78,9 @@ def _openai(model: str, config: BackendConfig, api_key: str | None) -> Generator
             "backend 'openai' needs the server's URL: backend.base_url (or --base-url), "
             "e.g. http://127.0.0.1:8000/v1"
         )
-    tokenizer = None
-    if config.tokenizer:
-        from transformers import AutoTokenizer
+    from slmkit.models.loading import load_tokenizer
 
-        from slmkit.models.loading import resolve_model_path
-
-        tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_path(config.tokenizer)))
+    tokenizer = load_tokenizer(config.tokenizer) if config.tokenizer else None
     return OpenAIGenerator(
         config.base_url,
         model,

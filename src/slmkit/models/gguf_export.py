@@ -143,9 +143,8 @@ def source_folder(model: str, cache: Path | None = None) -> Path:
     return source
 
 
-def cached_export_path(model: str, quant: str, cache: Path | None = None) -> Path:
-    """Where :func:`export_gguf` keeps ``model`` in ``quant`` when no output path is given."""
-    source = source_folder(model, cache)
+def _cached_export_path(source: Path, quant: str, cache: Path | None) -> Path:
+    """Where :func:`export_gguf` keeps the model in ``source`` as ``quant`` when no output is given."""
     weights = sorted(source.glob("*.safetensors")) or sorted(source.glob("*.bin"))
     if not weights:
         raise ModelNotFoundError(f"{source}: no *.safetensors or *.bin weights to export")
@@ -174,7 +173,7 @@ def export_gguf(
     if quant not in QUANTS:
         raise ConfigError(f"unknown GGUF format '{quant}'; choose one of {', '.join(QUANTS)}")
     source = source_folder(model, cache)
-    target = Path(output) if output is not None else cached_export_path(model, quant, cache)
+    target = Path(output) if output is not None else _cached_export_path(source, quant, cache)
     if output is None and target.is_file():
         return ExportResult(target, quant, source, target.stat().st_size)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -168,6 +168,19 @@ def _hint() -> str:
     )
 
 
+def load_tokenizer(name: str, cache: Path | None = None) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model (packaged name, folder, GGUF file or hub id), without its weights.
+
+    Raises:
+        ModelNotFoundError: the model cannot be found, or its folder holds no tokenizer.
+    """
+    source = resolve_model_path(name, cache)
+    try:
+        return AutoTokenizer.from_pretrained(str(source))
+    except OSError as err:
+        raise ModelNotFoundError(f"could not load the tokenizer of '{name}' from {source}: {err}") from None
+
+
 def load_causal_lm(name: str, dtype: str = "float32", cache: Path | None = None) -> LoadedModel:
     """Load a generator by packaged name, folder, GGUF file or hub id.
 

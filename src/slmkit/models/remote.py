@@ -11,12 +11,9 @@ overhead), which trims context a little earlier than needed but never overflows 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -69,13 +66,14 @@ class OpenAIGenerator:
 
     def _served_window(self) -> int | None:
         """The window the server reports for this model, if it reports one (no retries: optional)."""
+        import openai
+
         try:
-            with urllib.request.urlopen(f"{self.base_url}/models", timeout=5) as response:
-                listing = json.load(response)
-        except (OSError, ValueError, urllib.error.URLError):
+            listing = self._client.with_options(max_retries=0, timeout=5).models.list().data
+        except openai.OpenAIError:
             return None
-        for entry in listing.get("data", []):
-            if entry.get("id") != self.name and len(listing.get("data", [])) > 1:
+        for entry in (model.model_dump() for model in listing):
+            if entry.get("id") != self.name and len(listing) > 1:
                 continue
             meta = entry.get("meta") or {}
             window = entry.get("max_model_len") or meta.get("n_ctx") or meta.get("n_ctx_train")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,11 +30,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from slmkit.atomic import atomic_write_json
+from slmkit.atomic import append_journal, atomic_write_json, read_journal
 from slmkit.config import DistillConfig, EvalConfig, EvalDataConfig, GenerationConfig
 from slmkit.data.tasks import Example
 from slmkit.errors import ConfigError
-from slmkit.models.loading import LoadedModel, load_causal_lm, resolve_model_path
+from slmkit.models.loading import LoadedModel, load_causal_lm, load_tokenizer
 from slmkit.train.finetune import FineTune
 from slmkit.train.loss import answer_logits, distillation_loss
 from slmkit.train.run import load_examples
@@ -49,13 +48,6 @@ REPORT = "distill.json"
 
 
 # -- which method ---------------------------------------------------------------------------------
-
-
-def load_tokenizer(name: str) -> Any:
-    """The tokenizer of a model, without loading its weights."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(resolve_model_path(name)))
 
 
 def same_vocabulary(a: Any, b: Any) -> bool:
@@ -93,14 +85,12 @@ def _prompt_key(messages: Sequence[dict[str, str]]) -> str:
 
 def _read_answers(path: Path) -> dict[str, str]:
     answers: dict[str, str] = {}
-    if not path.exists():
-        return answers
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_journal(path):
         try:
             record = json.loads(line)
             answers[record["prompt_sha256"]] = record["answer"]
         except (ValueError, KeyError, TypeError):
-            continue  # the last line of a run killed while writing it
+            continue  # not a record this run wrote; its prompt is answered again
     return answers
 
 
@@ -127,9 +117,7 @@ def teacher_answers(
         with path.open("a", encoding="utf-8") as f:
             for key, example in tqdm(missing, desc="teacher answers", unit="q", dynamic_ncols=True):
                 answer = generator.generate(example.messages[:-1], settings).text
-                f.write(json.dumps({"id": example.id, "prompt_sha256": key, "answer": answer}) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+                append_journal(f, {"id": example.id, "prompt_sha256": key, "answer": answer})
                 cached[key] = answer
     out = [
         Example([*e.messages[:-1], {"role": "assistant", "content": cached[k]}], e.id, e.source)

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from slmkit.atomic import atomic_write_json, atomic_write_text
+from slmkit.atomic import append_journal, atomic_write_json, atomic_write_text, read_journal
 from slmkit.config import GenerationConfig, SynthConfig, SynthFilterConfig
 from slmkit.data.prompts import ABSTAIN_ANSWER, Passage, qa_messages
 from slmkit.errors import BackendUnavailableError, ConfigError, InputError, KnowledgeBaseError
@@ -311,8 +311,7 @@ def synthesize(
                 if kept >= config.n:
                     break
                 attempt = _attempt(chunk, teacher, config, duplicates)
-                log.write(json.dumps(asdict(attempt), ensure_ascii=False) + "\n")
-                log.flush()
+                append_journal(log, asdict(attempt))
                 attempts.append(attempt)
                 kept += attempt.kept
                 bar.update(attempt.kept)
@@ -381,15 +380,8 @@ def read_attempts(path: Path, kb: KnowledgeBase) -> list[Attempt]:
     Raises:
         InputError: an attempt names a chunk the knowledge base does not hold (another knowledge base).
     """
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        data = data[: data.rfind(b"\n") + 1]
-        path.write_bytes(data)
-        logger.warning("%s: dropped an incomplete last line (an interrupted write)", path)
     attempts = []
-    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_journal(path), start=1):
         if not line.strip():
             continue
         attempt = Attempt(**json.loads(line))
