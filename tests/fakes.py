@@ -14,6 +14,7 @@ class ScriptedGenerator:
     """Streams ``reply`` one word at a time, ``delay`` seconds per word; counts words produced."""
 
     name = "scripted"
+    has_chat_template = True
     context_window = 2048
 
     def __init__(self, reply: str = "Denver Broncos won the game.", delay: float = 0.0) -> None:

@@ -197,7 +197,9 @@ BackendOpt = Annotated[
 ]
 BaseUrlOpt = Annotated[
     str | None,
-    typer.Option(help="OpenAI-compatible server (vLLM, llama.cpp) to generate with, e.g. http://host:8000/v1."),
+    typer.Option(
+        help="OpenAI-compatible server (vLLM, llama.cpp) to generate with, e.g. http://host:8000/v1."
+    ),
 ]
 
 
@@ -563,6 +565,7 @@ _SYNTH_FLAGS = {
     "teacher": "teacher",
     "teacher_url": "backend.base_url",
     "teacher_backend": "backend.type",
+    "prompt": "prompt",
     "n": "n",
     "output_dir": "output_dir",
     "max_chunks": "max_chunks",
@@ -586,6 +589,9 @@ def synth(
     ] = None,
     teacher_backend: Annotated[
         str | None, typer.Option(help="auto, transformers, llama.cpp or openai.")
+    ] = None,
+    prompt: Annotated[
+        str | None, typer.Option(help="auto, instruct (chat teachers) or few_shot (base teachers).")
     ] = None,
     n: Annotated[int | None, typer.Option("--n", "-n", help="Question/answer pairs to keep.")] = None,
     output_dir: Annotated[

@@ -568,6 +568,12 @@ class SynthConfig(StrictModel):
         "key is read from the variable backend.api_key_env names).",
     )
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Local teacher precision.")
+    prompt: Literal["auto", "instruct", "few_shot"] = Field(
+        "auto",
+        description="How the teacher is asked: instruct (one instruction, for chat models) or few_shot "
+        "(worked examples to continue, for base models); auto picks by whether the teacher has a chat "
+        "template.",
+    )
     n: int = Field(100, ge=1, description="Question/answer pairs to keep.")
     max_chunks: int | None = Field(
         None, ge=1, description="Give up after trying this many chunks (default: every chunk once)."

@@ -21,6 +21,7 @@ class ScriptedGenerator:
     """Says ``reply``; counts one token per whitespace-separated word."""
 
     name = "scripted"
+    has_chat_template = True
 
     def __init__(self, reply: str, context_window: int = 4096) -> None:
         self.reply, self.context_window = reply, context_window

@@ -22,6 +22,7 @@ from slmkit.models.generation import Generation
 from slmkit.rag.knowledge_base import KnowledgeBase
 from slmkit.train.synth import (
     ATTEMPTS_FILE,
+    FEW_SHOT_EXAMPLES,
     PAIRS_FILE,
     SUMMARY_FILE,
     TRAIN_FILE,
@@ -41,6 +42,7 @@ class ScriptedTeacher:
     """
 
     name = "scripted-teacher"
+    has_chat_template = True
     context_window = 4096
 
     def __init__(self, script: dict[str, str | Exception], default: str = "no idea") -> None:
@@ -256,6 +258,44 @@ def test_a_question_without_answer_is_answered_by_the_teacher_from_its_chunk(kb,
     assert "[answer] It was France." in pair.raw
     passage = _chunk_with(kb, "gave their name to Normandy").text
     assert any(passage in prompt and "Question: In what country" in prompt for prompt in teacher.seen)
+
+
+def test_a_base_teacher_continues_worked_examples_one_line_at_a_time(kb, tmp_path):
+    """A teacher without a chat template gets the few-shot completion prompt: question, then answer."""
+
+    class BaseTeacher(ScriptedTeacher):
+        has_chat_template = False
+
+        def generate(self, messages, config, on_text=None):
+            prompt = messages[-1]["content"]
+            self.seen.append(prompt)
+            if prompt.endswith("Answer:"):
+                return Generation(" France\nPassage: the next one", 10, 3, 0.01, 0.0)
+            reply = " In what country is Normandy located?\nAnswer: Paris" if "Normandy" in prompt else "?"
+            return Generation(reply, 10, 8, 0.01, 0.0)
+
+    teacher = BaseTeacher({})
+    result = synthesize(kb, teacher, _config(tmp_path, n=1), progress=False)
+    pair = next(a for a in result.attempts if a.kept)
+    assert (pair.question, pair.answer, pair.teacher_calls) == (
+        "In what country is Normandy located?",
+        "France",
+        2,
+    )
+    assert result.summary["prompt"] == "few_shot"
+    passage = _chunk_with(kb, "gave their name to Normandy").text
+    asked, answered = [p for p in teacher.seen if passage in p][:2]
+    example_question = FEW_SHOT_EXAMPLES[0][2]
+    assert asked.startswith("Passage: ") and f"Question: {example_question}\n" in asked
+    assert asked.endswith(f"{passage}\nQuestion:")
+    assert answered.endswith(f"{passage}\nQuestion: In what country is Normandy located?\nAnswer:")
+    # An instruct teacher told to use the few-shot prompt gets it too; auto picks instruct for it.
+    chat = ScriptedTeacher({})
+    synthesize(kb, chat, _config(tmp_path / "chat", n=1, max_chunks=1), progress=False)
+    assert "Question:" not in chat.seen[0]
+    chat = ScriptedTeacher({})
+    synthesize(kb, chat, _config(tmp_path / "forced", n=1, max_chunks=1, prompt="few_shot"), progress=False)
+    assert chat.seen[0].startswith("Passage: ") and chat.seen[0].endswith("\nQuestion:")
 
 
 @pytest.mark.parametrize(

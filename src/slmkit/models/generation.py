@@ -47,6 +47,8 @@ class Generator(Protocol):
 
     name: str
     context_window: int
+    # False for base models: they continue plain text (one line per turn) rather than follow a chat.
+    has_chat_template: bool
 
     def count_tokens(self, messages: Messages) -> int:
         """Tokens the rendered prompt for ``messages`` takes."""
@@ -97,6 +99,10 @@ class TransformersGenerator:
         self.loaded = loaded
         self.name = loaded.name
         self.context_window = loaded.context_window
+
+    @property
+    def has_chat_template(self) -> bool:
+        return self.loaded.has_chat_template
 
     def _encode(self, messages: Messages) -> dict[str, torch.Tensor]:
         tokenizer = self.loaded.tokenizer

@@ -31,6 +31,8 @@ _MESSAGE_OVERHEAD_TOKENS = 8
 class OpenAIGenerator:
     """Generates through an OpenAI-compatible ``/v1/chat/completions`` endpoint.
 
+    The server applies its model's chat template, so to slmkit every served model is a chat model.
+
     Args:
         base_url: The server's API root, e.g. ``http://127.0.0.1:8000/v1``.
         model: The model name the server knows (``GET /v1/models`` lists them).
@@ -57,6 +59,7 @@ class OpenAIGenerator:
 
         self.base_url = base_url.rstrip("/")
         self.name = model
+        self.has_chat_template = True
         self.tokenizer = tokenizer
         self.max_retries = max_retries
         self._client = openai.OpenAI(

@@ -2,9 +2,10 @@
 
 A teacher model (any :class:`~slmkit.models.generation.Generator`: a local slmkit model or an
 OpenAI-compatible server) reads one chunk at a time and writes a question with a short answer taken
-from it. Chunks are visited in a seeded order that moves from document to document, so the pairs
-spread over the whole knowledge base. Each pair passes the filters below or is dropped with its
-reason:
+from it: a chat model is given an instruction, a base model worked examples to continue
+(:func:`few_shot_prompt`). Chunks are visited in a seeded order that moves from document to
+document, so the pairs spread over the whole knowledge base. Each pair passes the filters below or
+is dropped with its reason:
 
 - ``unparseable``: no question could be read from the teacher's reply;
 - ``not_a_question``: the question does not end with a question mark;
@@ -70,6 +71,32 @@ TEACHER_INSTRUCTION = (
 # The teacher's own answer, when its reply held only a question, is asked for with the prompt the
 # student will see: the same Context / Question / Answer layout, with the chunk as the one passage.
 ANSWER_GENERATION = GenerationConfig(max_new_tokens=24)
+
+# Base models (no chat template, e.g. Gemma-3-270M) continue text instead of following an instruction:
+# shown worked examples, they write a question about the next passage and, prompted again, answer it
+# from the passage. Question first, then answer: asked for an answer span first, Gemma-3-270M wrote
+# questions that ignored it (docs/synthetic-data.md). The examples are written for slmkit, not taken
+# from any dataset, so no evaluation set leaks into the pairs through the prompt; their answers are
+# short spans of their passages, which is what the teacher imitates.
+FEW_SHOT_EXAMPLES: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "Golden Gate Bridge",
+        "The Golden Gate Bridge is a suspension bridge spanning the Golden Gate, the one-mile-wide "
+        "strait connecting San Francisco Bay and the Pacific Ocean. It opened in 1937 and was, at the "
+        "time, the longest suspension bridge in the world, with a main span of 4,200 feet. Its chief "
+        "engineer was Joseph Strauss.",
+        "Who was the chief engineer of the Golden Gate Bridge?",
+        "Joseph Strauss",
+    ),
+    (
+        "Photosynthesis",
+        "Photosynthesis takes place mainly in the leaves of plants, inside organelles called "
+        "chloroplasts. The green pigment chlorophyll absorbs light energy, which is used to turn carbon "
+        "dioxide and water into glucose, releasing oxygen as a by-product.",
+        "In which organelles does photosynthesis take place?",
+        "chloroplasts",
+    ),
+)
 EXAMPLES_PER_REASON = 2
 
 _LABEL = re.compile(r"^\W*(?:question|q)\s*\d*\s*[:.)-]\s*", re.IGNORECASE)
@@ -121,6 +148,16 @@ class SynthResult:
 def teacher_messages(chunk: Chunk) -> list[dict[str, str]]:
     """The prompt asking the teacher for one question and its answer about ``chunk``."""
     return [{"role": "user", "content": f"Passage: {chunk.title}\n{chunk.text}\n\n{TEACHER_INSTRUCTION}"}]
+
+
+def few_shot_prompt(chunk: Chunk, question: str | None = None) -> list[dict[str, str]]:
+    """A completion prompt for base-model teachers: the worked examples, then ``chunk`` and
+    ``Question:`` to continue, or, given its ``question``, ``Answer:`` to continue."""
+    shots = "".join(
+        f"Passage: {title}\n{text}\nQuestion: {q}\nAnswer: {a}\n\n" for title, text, q, a in FEW_SHOT_EXAMPLES
+    )
+    ending = "Question:" if question is None else f"Question: {question}\nAnswer:"
+    return [{"role": "user", "content": f"{shots}Passage: {chunk.title}\n{chunk.text}\n{ending}"}]
 
 
 def parse_pair(text: str) -> tuple[str, str]:
@@ -301,6 +338,7 @@ def synthesize(
     kept = sum(a.kept for a in attempts)
     if attempts:
         logger.info("resuming: %d chunks tried, %d pairs kept before", len(attempts), kept)
+    style = prompt_style(config, teacher)
     todo = [c for c in order if c.id not in tried]
     if config.max_chunks is not None:
         todo = todo[: max(0, config.max_chunks - len(attempts))]
@@ -310,14 +348,14 @@ def synthesize(
             for chunk in todo:
                 if kept >= config.n:
                     break
-                attempt = _attempt(chunk, teacher, config, duplicates)
+                attempt = _attempt(chunk, teacher, config, duplicates, style)
                 append_journal(log, asdict(attempt))
                 attempts.append(attempt)
                 kept += attempt.kept
                 bar.update(attempt.kept)
                 bar.set_postfix(tried=len(attempts), dropped=len(attempts) - kept)
     except BackendUnavailableError as err:
-        write_outputs(out, kb, attempts, config, teacher.name, "partial", len(order))
+        write_outputs(out, kb, attempts, config, teacher.name, style, "partial", len(order))
         raise BackendUnavailableError(
             f"the teacher '{teacher.name}' stopped answering ({err}). Kept {kept} pairs from "
             f"{len(attempts)} chunks in {out / ATTEMPTS_FILE} (partial summary: {out / SUMMARY_FILE}); "
@@ -331,20 +369,35 @@ def synthesize(
         status = "max_chunks" if capped else "exhausted"
         why = f"max_chunks ({config.max_chunks}) were tried" if capped else "every eligible chunk was tried"
         logger.warning("kept %d of %d requested pairs: %s (see %s)", kept, config.n, why, out / SUMMARY_FILE)
-    return write_outputs(out, kb, attempts, config, teacher.name, status, len(order))
+    return write_outputs(out, kb, attempts, config, teacher.name, style, status, len(order))
 
 
-def _attempt(chunk: Chunk, teacher: Generator, config: SynthConfig, duplicates: DuplicateFilter) -> Attempt:
+def prompt_style(config: SynthConfig, teacher: Generator) -> str:
+    """``instruct`` or ``few_shot``: what ``config.prompt`` says, ``auto`` deciding by the teacher."""
+    if config.prompt != "auto":
+        return config.prompt
+    return "instruct" if teacher.has_chat_template else "few_shot"
+
+
+def _attempt(
+    chunk: Chunk, teacher: Generator, config: SynthConfig, duplicates: DuplicateFilter, style: str
+) -> Attempt:
     start = time.perf_counter()
-    raw = teacher.generate(teacher_messages(chunk), config.generation).text
-    question, answer = parse_pair(raw)
+    if style == "few_shot":
+        raw = teacher.generate(few_shot_prompt(chunk), config.generation).text
+        question, answer = parse_pair(raw.strip().split("\n")[0])
+        answer_prompt = few_shot_prompt(chunk, question)
+    else:
+        raw = teacher.generate(teacher_messages(chunk), config.generation).text
+        question, answer = parse_pair(raw)
+        answer_prompt = qa_messages(question, [Passage(chunk.title, chunk.text)])
     calls = 1
     if question.endswith("?") and not answer:
-        # Small teachers often write the question and stop: let them answer it from the chunk.
-        passage = Passage(chunk.title, chunk.text)
-        reply = teacher.generate(qa_messages(question, [passage]), ANSWER_GENERATION).text
+        # The teacher wrote a question and stopped (small instruct models do; the few-shot prompt asks
+        # for one line at a time): let it answer the question from the chunk.
+        reply = teacher.generate(answer_prompt, ANSWER_GENERATION).text
         raw = f"{raw}\n[answer] {reply}"
-        answer = _clean_answer(strip_restatement(_clean_answer(reply), question))
+        answer = _clean_answer(strip_restatement(_clean_answer(reply.strip().split("\n")[0]), question))
         if len(answer.split()) > config.filters.max_answer_words:
             answer = _clean_answer(_CLAUSE_BREAK.split(answer)[0])  # the first clause, if that is short
         calls = 2
@@ -434,6 +487,7 @@ def write_outputs(
     attempts: list[Attempt],
     config: SynthConfig,
     teacher: str,
+    prompt: str,
     status: str,
     eligible: int,
 ) -> SynthResult:
@@ -442,7 +496,7 @@ def write_outputs(
     records = training_records(kb, pairs, config.top_k, config.abstain_share, config.seed) if pairs else []
     atomic_write_text(out / PAIRS_FILE, _jsonl(_pair_record(p) for p in pairs))
     atomic_write_text(out / TRAIN_FILE, _jsonl(records))
-    summary = _summary(attempts, records, config, teacher, status, eligible, out)
+    summary = _summary(attempts, records, config, teacher, prompt, status, eligible, out)
     atomic_write_json(out / SUMMARY_FILE, summary)
     return SynthResult(out, summary, attempts)
 
@@ -467,6 +521,7 @@ def _summary(
     records: Sequence[dict[str, Any]],
     config: SynthConfig,
     teacher: str,
+    prompt: str,
     status: str,
     eligible: int,
     out: Path,
@@ -496,6 +551,7 @@ def _summary(
         "training_examples": len(records),
         "abstention_examples": sum(r["kind"] == "abstain" for r in records),
         "teacher": teacher,
+        "prompt": prompt,
         "teacher_calls": sum(a.teacher_calls for a in attempts),
         "seconds": round(seconds, 1),
         "pairs_per_minute": round(60 * kept / seconds, 2) if seconds > 0 else 0.0,
