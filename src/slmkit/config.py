@@ -384,6 +384,13 @@ class DistillConfig(StrictModel):
         le=1.0,
         description="Weight of the KL term; 1 - alpha weighs cross-entropy on the gold answers (logit).",
     )
+    kl_tokens: Literal["answer", "all"] = Field(
+        "answer",
+        description="Logit method: where the KL term is taken. answer: the answer tokens only; all: "
+        "every token, context and question included (a denser signal that also teaches the student "
+        "to read like the teacher, at a vocabulary projection per token). Cross-entropy stays on the "
+        "gold answer tokens.",
+    )
     teacher_max_new_tokens: int = Field(
         48, ge=1, description="Sequence method: upper bound on each teacher answer (greedy decoding)."
     )

@@ -13,8 +13,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from slmkit.config import DistillConfig, StudentArchitecture, parse_config
 from slmkit.errors import ConfigError
 from slmkit.models.loading import LoadedModel
-from slmkit.train.loss import distillation_loss
+from slmkit.train.loss import answer_logits, distillation_loss
 from slmkit.train.student import build_student, teacher_layer_indices
+from slmkit.train.tokenize import IGNORE
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TINY = {"layers": 2, "hidden_size": 64, "heads": 2, "kv_heads": 1, "intermediate_size": 128}
@@ -63,6 +64,21 @@ def test_distillation_loss_ignores_padding_rows_of_a_larger_vocabulary():
     loss, _, _ = distillation_loss(student, teacher, torch.tensor([1]), 1.0, 1.0)
     expected, _, _ = distillation_loss(student, teacher[:, :3], torch.tensor([1]), 1.0, 1.0)
     assert float(loss) == pytest.approx(float(expected))
+
+
+def test_kl_over_every_token_averages_all_positions_and_ce_only_labelled_ones():
+    student = [[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]]
+    teacher = [[1.0, 1.0, 0.0], [-2.0, 0.5, 2.5]]
+    temperature = 2.0
+    kl_rows = []
+    for s, t in zip(student, teacher, strict=True):
+        p_s, p_t = _softmax(s, temperature), _softmax(t, temperature)
+        kl_rows.append(sum(pt * math.log(pt / ps) for pt, ps in zip(p_t, p_s, strict=True)))
+    _, kl, ce = distillation_loss(
+        torch.tensor(student), torch.tensor(teacher), torch.tensor([IGNORE, 2]), temperature, 0.5
+    )
+    assert float(kl) == pytest.approx(sum(kl_rows) / 2, rel=1e-5)  # the prompt row counts for the KL
+    assert float(ce) == pytest.approx(-math.log(_softmax(student[1], 1.0)[2]), rel=1e-5)  # not the CE
 
 
 # -- new students ---------------------------------------------------------------------------------
@@ -114,6 +130,18 @@ def test_teacher_init_copies_embeddings_and_evenly_spaced_layers(tiny_teacher):
     assert torch.equal(student.model.embed_tokens.weight, teacher.model.embed_tokens.weight)
     for mine, theirs in zip(student.model.layers, [0, 2, 4], strict=True):
         assert torch.equal(mine.mlp.down_proj.weight, teacher.model.layers[theirs].mlp.down_proj.weight)
+
+
+def test_every_token_keeps_each_position_that_predicts_a_real_token(tiny_teacher):
+    batch = {
+        "input_ids": torch.tensor([[5, 6, 7, 8, 0]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1, 0]]),
+        "labels": torch.tensor([[IGNORE, IGNORE, IGNORE, 8, IGNORE]]),
+    }
+    logits, targets = answer_logits(tiny_teacher.model, batch)
+    assert logits.shape == (1, 100) and targets.tolist() == [8]
+    logits, targets = answer_logits(tiny_teacher.model, batch, every_token=True)
+    assert logits.shape == (3, 100) and targets.tolist() == [IGNORE, IGNORE, 8]  # padding predicts nothing
 
 
 def test_teacher_init_needs_the_teachers_width(tiny_teacher):

@@ -163,9 +163,10 @@ class Distillation(FineTune):
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.teacher is None:
             return super().training_loss(batch)
-        student_logits, targets = answer_logits(self.model, batch)
+        every_token = self.distill_config.kl_tokens == "all"
+        student_logits, targets = answer_logits(self.model, batch, every_token)
         with torch.no_grad():
-            teacher_logits, _ = answer_logits(self.teacher, batch)
+            teacher_logits, _ = answer_logits(self.teacher, batch, every_token)
         loss, kl, ce = distillation_loss(
             student_logits,
             teacher_logits,

@@ -21,14 +21,20 @@ def _causal_lm(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def answer_logits(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def answer_logits(
+    model: Any, batch: dict[str, torch.Tensor], every_token: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (fp32, ``[tokens, vocab]``) at the positions that predict a labelled token, and
-    those tokens (``[tokens]``), in batch order."""
+    those tokens (``[tokens]``), in batch order.
+
+    With ``every_token``, every position that predicts a real (not padding) token is kept, prompt
+    included; the targets of prompt positions are ``IGNORE``.
+    """
     lm = _causal_lm(model)
     hidden = lm.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     # Position t predicts token t+1.
     targets = batch["labels"][:, 1:]
-    keep = targets != IGNORE
+    keep = batch["attention_mask"][:, 1:].bool() if every_token else targets != IGNORE
     selected = hidden[:, :-1][keep]
     logits = lm.lm_head(selected).float()
     softcap = getattr(lm.config, "final_logit_softcapping", None)
@@ -55,10 +61,12 @@ def distillation_loss(
 
         alpha · T² · KL(softmax(teacher / T) ‖ softmax(student / T)) + (1 − alpha) · CE(student, targets)
 
-    The KL is summed over the vocabulary and averaged over tokens. The gradient of the softened
-    KL shrinks as 1/T², so the T² factor keeps its weight against the hard-label term the same
-    whatever the temperature. Logits are ``[tokens, vocab]``; when the two vocabularies differ only
-    by padding rows (embedding tables rounded up), both are cut to the shorter one.
+    The KL is summed over the vocabulary and averaged over tokens; the cross-entropy is averaged
+    over the tokens whose target is not ``IGNORE`` (all of them, unless prompt positions were passed
+    too). The gradient of the softened KL shrinks as 1/T², so the T² factor keeps its weight against
+    the hard-label term the same whatever the temperature. Logits are ``[tokens, vocab]``; when the
+    two vocabularies differ only by padding rows (embedding tables rounded up), both are cut to the
+    shorter one.
 
     Returns:
         ``(loss, kl, ce)``: the mixed loss and its two unweighted parts (KL without the T²).
@@ -71,5 +79,5 @@ def distillation_loss(
         log_target=True,
         reduction="batchmean",
     )
-    ce = F.cross_entropy(student_logits, targets, reduction="mean")
+    ce = F.cross_entropy(student_logits, targets, ignore_index=IGNORE, reduction="mean")
     return alpha * temperature**2 * kl + (1 - alpha) * ce, kl, ce
