@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slmkit.config import ExperimentConfig, parse_config
+from slmkit.config import EvalConfig, ExperimentConfig, parse_config
 from slmkit.errors import ConfigError
-from slmkit.eval.experiment import load_experiment, run_experiment
+from slmkit.eval.experiment import _cached_scenario, load_experiment, run_experiment
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -27,6 +27,23 @@ def test_a_matrix_file_needs_an_experiment_section(tmp_path):
     path.write_text("train: {}\n")
     with pytest.raises(ConfigError, match="no 'experiment:' section"):
         load_experiment(path)
+
+
+def test_a_finished_scenario_is_reused_unless_its_configuration_changed(tmp_path):
+    config = EvalConfig(model="smollm2-135m-instruct", context="gold", output_dir=str(tmp_path))
+    saved = json.loads(json.dumps(config.model_dump()))
+    scenario = {"name": "base · gold", "metrics": {"f1": 12.5}}
+
+    def cached(config_on_disk: dict):
+        (tmp_path / "scenario.json").write_text(json.dumps({"config": config_on_disk, "scenario": scenario}))
+        return _cached_scenario(config)
+
+    assert cached(saved) == scenario
+    # Saved by an older slmkit, before a field existed: the field's default changes nothing measured.
+    assert cached({k: v for k, v in saved.items() if k != "backend"}) == scenario
+    assert cached({**saved, "context": "closed-book"}) is None  # another scenario
+    assert cached({**saved, "generation": {**saved["generation"], "max_new_tokens": 7}}) is None
+    assert cached({**saved, "retired_field": 1}) is None  # a field slmkit no longer knows: redo
 
 
 class _Tags(HTMLParser):

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from slmkit.atomic import atomic_write_json
 from slmkit.config import (
     EvalConfig,
@@ -231,7 +233,13 @@ def _cached_scenario(config: EvalConfig) -> dict[str, Any] | None:
     if not path.exists():
         return None
     saved = json.loads(path.read_text())
-    return saved["scenario"] if saved.get("config") == json.loads(json.dumps(config.model_dump())) else None
+    try:
+        # Read back through the model: a field added since (at its default) changes nothing measured.
+        then = EvalConfig.model_validate(saved.get("config") or {})
+    except ValidationError:  # a field removed or renamed since: evaluate again
+        return None
+    same = json.loads(json.dumps(then.model_dump())) == json.loads(json.dumps(config.model_dump()))
+    return saved["scenario"] if same else None
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
