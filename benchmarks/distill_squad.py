@@ -15,6 +15,7 @@ parameter and disk compression beside it). Steps are the CPU budget: ``--steps 2
 per student fits in ~25 minutes on 2 cores together with the evaluations.
 
     python benchmarks/distill_squad.py [--steps 25] [--questions 30] [--students scratch,teacher-init]
+        [--teacher smollm2-135m-instruct] [--kl-tokens answer|all] [--lr LR]
 """
 
 from __future__ import annotations
@@ -39,9 +40,18 @@ RECIPE = REPO / "recipes" / "distill-squad-smollm2.yaml"
 TEACHER_INIT = {"layers": 6, "hidden_size": 576, "heads": 9, "kv_heads": 3, "intermediate_size": 1536}
 
 
-def train_student(name: str, steps: int, output: Path) -> dict:
+def train_student(
+    name: str, steps: int, output: Path, teacher: str, kl_tokens: str, lr: float | None
+) -> dict:
     data = load_yaml(RECIPE)["distill"]
-    data.update(output_dir=str(output / name), eval={"questions": 0}, save_every=10_000, eval_every=10_000)
+    data.update(
+        teacher=teacher,
+        kl_tokens=kl_tokens,
+        output_dir=str(output / name),
+        eval={"questions": 0},
+        save_every=10_000,
+        eval_every=10_000,
+    )
     data["optim"] = {**data["optim"], "max_steps": steps}
     data["data"] = {
         **data["data"],
@@ -51,6 +61,8 @@ def train_student(name: str, steps: int, output: Path) -> dict:
     if name == "teacher-init":
         data["student"] = {"architecture": TEACHER_INIT, "init": "teacher"}
         data["optim"]["lr"] = 1e-4  # the copied layers are trained, not learnt anew
+    if lr is not None:
+        data["optim"]["lr"] = lr
     started = time.perf_counter()
     report = distill(parse_config(DistillConfig, data, f"distill_squad [{name}]"))
     report["wall_minutes"] = round((time.perf_counter() - started) / 60, 1)
@@ -81,16 +93,26 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=30)
     parser.add_argument("--students", default="scratch,teacher-init")
     parser.add_argument("--output", default=str(REPO / "runs" / "bench-distill"))
+    parser.add_argument(
+        "--teacher",
+        default="smollm2-135m-instruct",
+        help="Teacher model: the packaged default, or e.g. a SQuAD fine-tune's final/ folder.",
+    )
+    parser.add_argument("--kl-tokens", choices=["answer", "all"], default="answer")
+    parser.add_argument("--lr", type=float, default=None, help="Override every student's learning rate.")
     args = parser.parse_args()
     output = Path(args.output)
     shutil.rmtree(output, ignore_errors=True)  # a benchmark measures a fresh run, not a resumed one
-    reports = {name: train_student(name, args.steps, output) for name in args.students.split(",")}
+    reports = {
+        name: train_student(name, args.steps, output, args.teacher, args.kl_tokens, args.lr)
+        for name in args.students.split(",")
+    }
     kb, _ = squad_kb()
     questions = eval_questions(args.questions)
-    teacher = evaluate("smollm2-135m-instruct", questions, kb)
+    teacher = evaluate(args.teacher, questions, kb)
     first = next(iter(reports.values()))
     teacher.update(
-        fixed_decode_tokens_per_second=decode_tokens_per_second("smollm2-135m-instruct"),
+        fixed_decode_tokens_per_second=decode_tokens_per_second(args.teacher),
         parameters=first["teacher_parameters"],
         safetensors_mb=_mb(first["teacher_safetensors_bytes"]),
     )
@@ -118,8 +140,9 @@ def main() -> None:
             "method": first["method"],
             "temperature": first["temperature"],
             "alpha": first["alpha"],
+            "kl_tokens": args.kl_tokens,
             "eval_questions": len(questions),
-            "baseline": "teacher smollm2-135m-instruct",
+            "baseline": f"teacher {args.teacher}",
             "teacher": teacher,
             "students": students,
             "ratio": main_student["f1_vs_teacher"],

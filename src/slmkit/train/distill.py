@@ -284,6 +284,7 @@ def build_report(
         "student_init": config.student.init if config.student.model is None else "pretrained",
         "temperature": config.temperature if method == "logit" else None,
         "alpha": config.alpha if method == "logit" else None,
+        "kl_tokens": config.kl_tokens if method == "logit" else None,
         "teacher_parameters": teacher_params,
         "student_parameters": student_params,
         "parameter_compression": _ratio(teacher_params, student_params),
