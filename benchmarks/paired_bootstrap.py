@@ -1,0 +1,64 @@
+"""Is the F1 gap between two evaluated scenarios real? A paired bootstrap over their questions.
+
+Reads the ``predictions.jsonl`` that ``slmkit eval`` / ``slmkit experiment`` write for two scenarios
+over the same questions, scores every question with SQuAD F1 (``slmkit.eval.squad_metrics``), and
+resamples the per-question differences. Prints one JSON line: both means, the mean difference and
+its 95 % interval; ``ratio`` = mean F1 of A / mean F1 of B (the baseline).
+
+    python benchmarks/paired_bootstrap.py runs/experiment-squad/scenarios/A runs/experiment-squad/scenarios/B
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+from _common import emit
+from slmkit.eval.squad_metrics import f1_score
+
+
+def per_question_f1(scenario: Path) -> dict[str, float]:
+    """SQuAD F1 (0-100) per answerable question, as the report averages it (questions whose passage
+    is not in the knowledge base measure abstention, not F1)."""
+    rows = [json.loads(line) for line in (scenario / "predictions.jsonl").read_text().splitlines() if line]
+    return {
+        row["id"]: 100 * f1_score(row["prediction"], row["references"])
+        for row in rows
+        if row.get("answerable", True)
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("a", type=Path, help="Scenario folder (with predictions.jsonl).")
+    parser.add_argument("b", type=Path, help="Baseline scenario folder over the same questions.")
+    parser.add_argument("--resamples", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    a, b = per_question_f1(args.a), per_question_f1(args.b)
+    ids = sorted(set(a) & set(b))
+    if not ids:
+        raise SystemExit(f"{args.a} and {args.b} share no question ids")
+    diffs = [a[i] - b[i] for i in ids]
+    rng = random.Random(args.seed)
+    means = sorted(sum(rng.choices(diffs, k=len(diffs))) / len(diffs) for _ in range(args.resamples))
+    mean_a, mean_b = sum(a[i] for i in ids) / len(ids), sum(b[i] for i in ids) / len(ids)
+    emit(
+        {
+            "benchmark": "paired_bootstrap",
+            "a": str(args.a),
+            "baseline": str(args.b),
+            "questions": len(ids),
+            "f1_a": round(mean_a, 2),
+            "f1_baseline": round(mean_b, 2),
+            "difference": round(mean_a - mean_b, 2),
+            "ci95": [round(means[int(0.025 * len(means))], 2), round(means[int(0.975 * len(means)) - 1], 2)],
+            "ratio": round(mean_a / mean_b, 3) if mean_b else None,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
