@@ -41,7 +41,7 @@ TEACHER_INIT = {"layers": 6, "hidden_size": 576, "heads": 9, "kv_heads": 3, "int
 
 
 def train_student(
-    name: str, steps: int, output: Path, teacher: str, kl_tokens: str, lr: float | None
+    name: str, steps: int, output: Path, teacher: str, kl_tokens: str, lr: float | None, eval_every: int
 ) -> dict:
     data = load_yaml(RECIPE)["distill"]
     data.update(
@@ -50,7 +50,7 @@ def train_student(
         output_dir=str(output / name),
         eval={"questions": 0},
         save_every=10_000,
-        eval_every=10_000,
+        eval_every=eval_every,
     )
     data["optim"] = {**data["optim"], "max_steps": steps}
     data["data"] = {
@@ -100,11 +100,14 @@ def main() -> None:
     )
     parser.add_argument("--kl-tokens", choices=["answer", "all"], default="answer")
     parser.add_argument("--lr", type=float, default=None, help="Override every student's learning rate.")
+    parser.add_argument(
+        "--eval-every", type=int, default=10_000, help="Validation loss every N steps (a learning curve)."
+    )
     args = parser.parse_args()
     output = Path(args.output)
     shutil.rmtree(output, ignore_errors=True)  # a benchmark measures a fresh run, not a resumed one
     reports = {
-        name: train_student(name, args.steps, output, args.teacher, args.kl_tokens, args.lr)
+        name: train_student(name, args.steps, output, args.teacher, args.kl_tokens, args.lr, args.eval_every)
         for name in args.students.split(",")
     }
     kb, _ = squad_kb()
