@@ -350,6 +350,23 @@ def test_real_teacher_writes_grounded_pairs(kb, tmp_path, smollm):
         assert len(read_task(tmp_path / "out" / TRAIN_FILE, "chat")) == len(result.kept)
 
 
+@pytest.mark.slow
+def test_real_base_model_teacher_writes_questions_with_the_few_shot_prompt(kb, tmp_path, model_cache):
+    """The packaged Gemma-3-270M base model as teacher: auto picks the few-shot prompt, the model
+    writes one question line per chunk and answers it; whatever is kept is grounded."""
+    from slmkit.models.generation import TransformersGenerator
+    from slmkit.models.loading import load_causal_lm
+
+    teacher = TransformersGenerator(load_causal_lm("gemma3-270m", cache=model_cache))
+    result = synthesize(kb, teacher, _config(tmp_path, n=6, max_chunks=6), progress=False)
+    assert result.summary["prompt"] == "few_shot" and result.summary["chunks_tried"] == 6
+    questions = [a.question for a in result.attempts]
+    assert sum(q.endswith("?") and "\n" not in q for q in questions) >= 5, questions
+    assert all(a.teacher_calls == 2 for a in result.attempts if a.question.endswith("?"))
+    for pair in result.kept:
+        assert normalize_answer(pair.answer) in normalize_answer(kb.chunks[pair.chunk_id].text)
+
+
 # ---- the command line ---------------------------------------------------------------------------
 
 
