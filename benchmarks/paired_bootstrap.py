@@ -1,8 +1,9 @@
 """Is the F1 gap between two evaluated scenarios real? A paired bootstrap over their questions.
 
 Reads the ``predictions.jsonl`` that ``slmkit eval`` / ``slmkit experiment`` write for two scenarios
-over the same questions, scores every question with SQuAD F1 (``slmkit.eval.squad_metrics``), and
-resamples the per-question differences. Prints one JSON line: both means, the mean difference and
+over the same questions, scores every question with the runs' own SQuAD metric
+(``slmkit.eval.metrics.squad_metric``, so the means are the report's), and resamples the
+per-question differences. Prints one JSON line: both means, the mean difference and
 its 95 % interval; ``ratio`` = mean F1 of A / mean F1 of B (the baseline).
 
     python benchmarks/paired_bootstrap.py runs/experiment-squad/scenarios/A runs/experiment-squad/scenarios/B
@@ -11,23 +12,20 @@ its 95 % interval; ``ratio`` = mean F1 of A / mean F1 of B (the baseline).
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from pathlib import Path
 
 from _common import emit
-from slmkit.eval.squad_metrics import f1_score
+from slmkit.eval.metrics import squad_metric
+from slmkit.eval.predictions import read_predictions
 
 
 def per_question_f1(scenario: Path) -> dict[str, float]:
-    """SQuAD F1 (0-100) per answerable question, as the report averages it (questions whose passage
-    is not in the knowledge base measure abstention, not F1)."""
-    rows = [json.loads(line) for line in (scenario / "predictions.jsonl").read_text().splitlines() if line]
-    return {
-        row["id"]: 100 * f1_score(row["prediction"], row["references"])
-        for row in rows
-        if row.get("answerable", True)
-    }
+    """SQuAD F1 (0-100) per graded question, exactly as the run's own ``squad`` metric scores it
+    (abstentions score 0; questions the knowledge base cannot answer are not graded)."""
+    predictions = read_predictions(scenario / "predictions.jsonl")
+    scores = squad_metric(predictions).per_example["f1"]
+    return {p.id: score for p, score in zip(predictions, scores, strict=True) if score is not None}
 
 
 def main() -> None:
