@@ -238,8 +238,7 @@ def _cached_scenario(config: EvalConfig) -> dict[str, Any] | None:
         then = EvalConfig.model_validate(saved.get("config") or {})
     except ValidationError:  # a field removed or renamed since: evaluate again
         return None
-    same = json.loads(json.dumps(then.model_dump())) == json.loads(json.dumps(config.model_dump()))
-    return saved["scenario"] if same else None
+    return saved["scenario"] if then == config else None
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -150,14 +150,16 @@ def teacher_messages(chunk: Chunk) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"Passage: {chunk.title}\n{chunk.text}\n\n{TEACHER_INSTRUCTION}"}]
 
 
+_FEW_SHOT_PREFIX = "".join(
+    f"Passage: {title}\n{text}\nQuestion: {q}\nAnswer: {a}\n\n" for title, text, q, a in FEW_SHOT_EXAMPLES
+)
+
+
 def few_shot_prompt(chunk: Chunk, question: str | None = None) -> list[dict[str, str]]:
     """A completion prompt for base-model teachers: the worked examples, then ``chunk`` and
     ``Question:`` to continue, or, given its ``question``, ``Answer:`` to continue."""
-    shots = "".join(
-        f"Passage: {title}\n{text}\nQuestion: {q}\nAnswer: {a}\n\n" for title, text, q, a in FEW_SHOT_EXAMPLES
-    )
     ending = "Question:" if question is None else f"Question: {question}\nAnswer:"
-    return [{"role": "user", "content": f"{shots}Passage: {chunk.title}\n{chunk.text}\n{ending}"}]
+    return [{"role": "user", "content": f"{_FEW_SHOT_PREFIX}Passage: {chunk.title}\n{chunk.text}\n{ending}"}]
 
 
 def parse_pair(text: str) -> tuple[str, str]:
@@ -199,6 +201,10 @@ def strip_restatement(answer: str, question: str) -> str:
     while end > start and normalize_answer(words[end - 1]) in asked:
         end -= 1
     return " ".join(words[start:end]) if start < end else answer
+
+
+def _first_line(text: str) -> str:
+    return text.strip().split("\n")[0]
 
 
 def _clean_answer(answer: str) -> str:
@@ -385,7 +391,7 @@ def _attempt(
     start = time.perf_counter()
     if style == "few_shot":
         raw = teacher.generate(few_shot_prompt(chunk), config.generation).text
-        question, answer = parse_pair(raw.strip().split("\n")[0])
+        question, answer = parse_pair(_first_line(raw))
         answer_prompt = few_shot_prompt(chunk, question)
     else:
         raw = teacher.generate(teacher_messages(chunk), config.generation).text
@@ -397,7 +403,7 @@ def _attempt(
         # for one line at a time): let it answer the question from the chunk.
         reply = teacher.generate(answer_prompt, ANSWER_GENERATION).text
         raw = f"{raw}\n[answer] {reply}"
-        answer = _clean_answer(strip_restatement(_clean_answer(reply.strip().split("\n")[0]), question))
+        answer = _clean_answer(strip_restatement(_clean_answer(_first_line(reply)), question))
         if len(answer.split()) > config.filters.max_answer_words:
             answer = _clean_answer(_CLAUSE_BREAK.split(answer)[0])  # the first clause, if that is short
         calls = 2
