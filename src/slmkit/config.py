@@ -208,11 +208,13 @@ class TrainDataConfig(StrictModel):
     split: Literal["train", "eval", "all"] = Field(
         "train", description="SQuAD only: the agreed by-article split to train on (never 'eval')."
     )
-    context: Literal["gold", "retrieved"] = Field(
+    context: Literal["gold", "retrieved", "passage"] = Field(
         "gold",
         description="SQuAD only: 'gold' gives the gold paragraph as context; 'retrieved' gives the "
         "top_k chunks a retriever returns with the gold one among them (RAFT-style), and for "
-        "abstain_share of questions leaves it out with the abstention sentence as target.",
+        "abstain_share of questions leaves it out with the abstention sentence as target; "
+        "'passage' trains a reader: one passage per example (the gold chunk with the answer, or "
+        "for `negatives` of the questions also a retrieved chunk without it, with an empty answer).",
     )
     kb: str | None = Field(
         None,
@@ -223,6 +225,10 @@ class TrainDataConfig(StrictModel):
         3, ge=1, description="Passages per retrieved-context example (match ask.retrieval.top_k)."
     )
     abstain_share: float = Field(0.2, ge=0.0, lt=1.0, description="Share of abstention examples.")
+    negatives: float = Field(
+        0.5, ge=0.0, le=1.0, description="context 'passage' only: share of questions that also get a "
+        "hard-negative passage (retrieved, without the answer; target: no answer)."
+    )
     val_path: str | None = Field(None, description="Validation file; without it, val_fraction is held out.")
     val_fraction: float = Field(0.05, gt=0.0, lt=1.0, description="Share held out for validation.")
     max_examples: int | None = Field(None, ge=1, description="Use only the first N training examples.")
@@ -287,7 +293,11 @@ class TrainConfig(StrictModel):
     lora: LoraSettings = Field(default_factory=LoraSettings)
     quantization: QuantizationSettings = Field(default_factory=QuantizationSettings)
     optim: OptimConfig = Field(default_factory=OptimConfig)
-    bf16: bool = Field(True, description="bfloat16 autocast for the forward pass (weights stay fp32).")
+    bf16: bool | Literal["auto"] = Field(
+        "auto",
+        description="bfloat16 autocast for the forward pass (weights stay fp32); auto: where it is "
+        "faster (CUDA with bf16, CPUs with AMX), fp32 elsewhere.",
+    )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations: less memory, ~30% slower."
     )
@@ -398,7 +408,11 @@ class DistillConfig(StrictModel):
     output_dir: str = Field("runs/distill", description="Where checkpoints, metrics and the student go.")
     data: TrainDataConfig = Field(default_factory=TrainDataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
-    bf16: bool = Field(True, description="bfloat16 autocast for both forward passes (weights stay fp32).")
+    bf16: bool | Literal["auto"] = Field(
+        "auto",
+        description="bfloat16 autocast for both forward passes (weights stay fp32); auto: where it is "
+        "faster (CUDA with bf16, CPUs with AMX), fp32 elsewhere.",
+    )
     gradient_checkpointing: bool = Field(False, description="Recompute student activations: less memory.")
     eval_every: int = Field(50, ge=1, description="Optimizer steps between validation passes.")
     save_every: int = Field(50, ge=1, description="Optimizer steps between resumable checkpoints.")

@@ -17,6 +17,12 @@ SYSTEM_PROMPT = (
 )
 CLOSED_BOOK_SYSTEM_PROMPT = "Answer the question with a short, factual answer."
 
+# What a reader (a model trained to read one passage at a time, see reader_messages) replies when
+# the passage does not answer the question: nothing. An empty answer is the end-of-turn token
+# straight away, so its probability is one number read off the first decoding step, and no real
+# answer's first token can be mistaken for it (the abstention sentence starts with "The").
+NO_ANSWER = ""
+
 
 @dataclass(frozen=True)
 class Passage:
@@ -56,6 +62,16 @@ def qa_messages(
         messages.append({"role": "assistant", "content": past_answer})
     messages.append({"role": "user", "content": qa_prompt(question, passages)})
     return messages
+
+
+def reader_messages(question: str, passage: Passage) -> list[dict[str, str]]:
+    """The prompt of a reader: one passage and the question, no instruction.
+
+    A reader is fine-tuned on exactly this layout (the span that answers, or :data:`NO_ANSWER`), so
+    an instruction would only cost prompt tokens; each retrieved passage is read on its own and the
+    answers compete by confidence (slmkit.rag.reading).
+    """
+    return [{"role": "user", "content": qa_prompt(question, [passage])}]
 
 
 def plain_prompt(messages: Sequence[dict[str, str]]) -> str:

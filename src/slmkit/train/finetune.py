@@ -32,6 +32,7 @@ from slmkit.train.checkpoint import load_checkpoint, save_checkpoint
 from slmkit.train.loss import answer_loss
 from slmkit.train.memory import OutOfMemoryError, advice, check_fits, is_out_of_memory
 from slmkit.train.merge import save_merged
+from slmkit.train.precision import resolve_bf16
 from slmkit.train.quantize import quantize_base, resolve_backend, resolve_device
 from slmkit.train.tokenize import TokenizedExample
 
@@ -77,6 +78,8 @@ class FineTune:
         self.output_dir = Path(config.output_dir)
         seed_everything(config.seed)
         self.device = resolve_device(config.device)
+        # What `bf16: auto` stands for on this machine is what ran, so recipe.yaml records it.
+        config = self.config = config.model_copy(update={"bf16": resolve_bf16(config.bf16, self.device)})
         self.loaded = loaded or load_causal_lm(config.model)
         self.model = self._prepare_model(self.loaded)
         self.pad_id = self.loaded.tokenizer.pad_token_id

@@ -16,7 +16,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from slmkit.data.prompts import ABSTAIN_ANSWER, Passage, qa_messages
+from slmkit.data.prompts import ABSTAIN_ANSWER, NO_ANSWER, Passage, qa_messages, reader_messages
 from slmkit.data.squad import SquadArticle, write_squad_paragraphs
 from slmkit.data.tasks import Example
 from slmkit.eval.squad_metrics import normalize_answer
@@ -87,6 +87,62 @@ def retrieved_context_examples(
         examples.append(Example(messages, qa.id, f"{source}#{article.title}/{paragraph.index}"))
     logger.info("%d retrieved-context examples, %d with the abstention target", len(examples), abstentions)
     return examples
+
+
+def passage_examples(
+    articles: Sequence[SquadArticle],
+    kb: KnowledgeBase,
+    negatives: float = 0.5,
+    seed: int = 0,
+    source: str = "squad",
+) -> list[Example]:
+    """Examples for a reader that reads one retrieved passage at a time (slmkit.rag.reading).
+
+    Every question gets its gold passage (the knowledge-base chunk of its paragraph that holds the
+    answer, so training sees the same chunks as answering) with its first gold answer as target.
+    About ``negatives`` of the questions also get a *hard negative*: the best-ranked retrieved chunk
+    that holds none of the gold answers (often another part of the same article, or the same
+    paragraph's other chunk), with :data:`NO_ANSWER` as target. Reading a passage that does not
+    answer and saying so is what lets the answers of several passages compete, and lets the reader
+    abstain when none answers.
+    """
+    rng = random.Random(seed)
+    items = [(a, p, qa) for a in articles for p in a.paragraphs for qa in p.qas if qa.answers]
+    chunks_of: dict[tuple[str | None, int | None], list[Passage]] = {}
+    for chunk in kb.chunks:
+        key = (chunk.metadata.get("article"), chunk.metadata.get("paragraph"))
+        chunks_of.setdefault(key, []).append(Passage(chunk.title, chunk.text))
+    hits_per_question = Retriever(kb).search_many([qa.question for _, _, qa in items], top_k=10)
+    examples, negative_count = [], 0
+    for (article, paragraph, qa), hits in zip(items, hits_per_question, strict=True):
+        key = (article.title, paragraph.index)
+        gold = next(
+            (p for p in chunks_of.get(key, []) if _mentions([p], qa.answers)),
+            Passage(article.display_title, paragraph.context),
+        )
+        where = f"{source}#{article.title}/{paragraph.index}"
+        examples.append(Example([*reader_messages(qa.question, gold), _target(qa.answers[0])], qa.id, where))
+        if rng.random() >= negatives:
+            continue
+        negative = next(
+            (
+                Passage(h.chunk.title, h.chunk.text)
+                for h in hits
+                if not _mentions([Passage(h.chunk.title, h.chunk.text)], qa.answers)
+            ),
+            None,
+        )
+        if negative is not None:
+            messages = [*reader_messages(qa.question, negative), _target(NO_ANSWER)]
+            examples.append(Example(messages, f"{qa.id}-negative", where))
+            negative_count += 1
+    rng.shuffle(examples)
+    logger.info("%d passage examples, %d of them negatives (target: no answer)", len(examples), negative_count)
+    return examples
+
+
+def _target(answer: str) -> dict[str, str]:
+    return {"role": "assistant", "content": answer}
 
 
 def _gold_passage(

@@ -27,7 +27,7 @@ def _resolve(path: str) -> str:
 
 def _read(path: str, config: TrainConfig, split: str | None) -> list[Example]:
     data = config.data
-    if data.task == "squad" and data.context == "retrieved":
+    if data.task == "squad" and data.context in ("retrieved", "passage"):
         return _retrieved_examples(_resolve(path), config, split or "all")
     options: dict[str, Any] = {"split": split} if data.task == "squad" and split else {}
     return read_task(_resolve(path), data.task, **options)
@@ -35,7 +35,7 @@ def _read(path: str, config: TrainConfig, split: str | None) -> list[Example]:
 
 def _retrieved_examples(path: str, config: TrainConfig, split: str) -> list[Example]:
     from slmkit.data.squad import load_squad, split_articles
-    from slmkit.train.rag_examples import paragraphs_kb, retrieved_context_examples
+    from slmkit.train.rag_examples import paragraphs_kb, passage_examples, retrieved_context_examples
 
     articles = load_squad(path)
     if split != "all":
@@ -44,6 +44,8 @@ def _retrieved_examples(path: str, config: TrainConfig, split: str) -> list[Exam
     # Built from the training articles only, so eval paragraphs never reach training,
     # not even as distractors.
     kb = paragraphs_kb(articles, Path(data.kb) if data.kb else Path(config.output_dir) / "kb")
+    if data.context == "passage":
+        return passage_examples(articles, kb, data.negatives, config.seed, Path(path).name)
     return retrieved_context_examples(
         articles, kb, data.top_k, data.abstain_share, config.seed, Path(path).name
     )

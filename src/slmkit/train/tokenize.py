@@ -66,9 +66,10 @@ def _render(messages: Sequence[dict[str, str]], tokenizer: Any) -> tuple[list[in
         answer_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
         return prompt_ids, answer_ids
     # Base model: the plain layout; the answer follows "Answer:" and ends with a newline, which
-    # is where generation stops for base models (see TransformersGenerator).
+    # is where generation stops for base models (see TransformersGenerator). An empty answer (a
+    # reader's NO_ANSWER) is the newline alone, so it is one token, as the end-of-turn is for chat models.
     prompt_ids = tokenizer(plain_prompt(context))["input_ids"]
-    answer_ids = tokenizer(" " + answer + "\n", add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer((" " + answer if answer else "") + "\n", add_special_tokens=False)["input_ids"]
     return prompt_ids, answer_ids
 
 
