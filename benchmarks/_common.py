@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from slmkit.data.squad import SquadArticle, bundled_squad, load_squad
+from slmkit.data.squad import SquadArticle, bundled_squad, load_squad, split_articles, write_squad_paragraphs
 from slmkit.rag.knowledge_base import KnowledgeBase
 
 REPO = Path(__file__).resolve().parent.parent
 KB_PATH = Path(os.environ.get("SLMKIT_BENCH_KB", REPO / ".slmkit" / "squad-kb"))
+TRAIN_KB_PATH = Path(os.environ.get("SLMKIT_BENCH_TRAIN_KB", REPO / ".slmkit" / "squad-train-kb"))
 
 
 def squad_articles() -> list[SquadArticle]:
@@ -30,6 +32,26 @@ def squad_kb(rebuild: bool = False) -> tuple[KnowledgeBase, dict]:
         kb, report = KnowledgeBase.build(KB_PATH, [str(bundled_squad())], progress=sys.stderr.isatty())
         return kb, {"build_seconds": report.seconds, "chunks_per_second": report.chunks_per_second}
     return KnowledgeBase.open(KB_PATH), {}
+
+
+def train_kb() -> KnowledgeBase:
+    """The knowledge base of the 38 *train* articles only: questions about the eval articles have no
+    answer in it (their topics are close to what it holds, so this is a hard abstention test)."""
+    if (TRAIN_KB_PATH / "CURRENT").exists():
+        return KnowledgeBase.open(TRAIN_KB_PATH)
+    TRAIN_KB_PATH.parent.mkdir(parents=True, exist_ok=True)
+    source = TRAIN_KB_PATH.parent / "squad-train-paragraphs.json"
+    write_squad_paragraphs(split_articles(squad_articles(), "train"), source)
+    return KnowledgeBase.build(TRAIN_KB_PATH, [source], progress=False)[0]
+
+
+def bootstrap_ci(values: Sequence[float], resamples: int = 2000, seed: int = 0) -> list[float]:
+    """95 % percentile-bootstrap interval of the mean of ``values`` (resampling the questions)."""
+    if not values:
+        return [float("nan"), float("nan")]
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choices(values, k=len(values))) / len(values) for _ in range(resamples))
+    return [means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]]
 
 
 def emit(record: dict) -> None:

@@ -16,28 +16,15 @@ inventions on unanswerable questions with the default gates / without any gate.
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
-from _common import REPO, emit, squad_articles
+from _common import emit, squad_articles, train_kb
 from slmkit.config import AbstentionConfig, AskConfig
-from slmkit.data.squad import split_articles, write_squad_paragraphs
+from slmkit.data.squad import split_articles
 from slmkit.eval.squad_metrics import normalize_answer
 from slmkit.rag.abstention import coverage_score, is_refusal, support_score
 from slmkit.rag.answer import Answerer
-from slmkit.rag.knowledge_base import KnowledgeBase
 
-TRAIN_KB = Path(os.environ.get("SLMKIT_BENCH_TRAIN_KB", REPO / ".slmkit" / "squad-train-kb"))
 GRID = [(r, c, s) for r in (0.35, 0.40, 0.45) for c in (0.0, 0.5) for s in (0.0, 0.5)]
-
-
-def train_kb() -> KnowledgeBase:
-    if (TRAIN_KB / "CURRENT").exists():
-        return KnowledgeBase.open(TRAIN_KB)
-    TRAIN_KB.parent.mkdir(parents=True, exist_ok=True)
-    source = TRAIN_KB.parent / "squad-train-paragraphs.json"
-    write_squad_paragraphs(split_articles(squad_articles(), "train"), source)
-    return KnowledgeBase.build(TRAIN_KB, [source], progress=False)[0]
 
 
 def spread(split: str, n: int) -> list[tuple[str, list[str]]]:

@@ -12,10 +12,9 @@ its 95 % interval; ``ratio`` = mean F1 of A / mean F1 of B (the baseline).
 from __future__ import annotations
 
 import argparse
-import random
 from pathlib import Path
 
-from _common import emit
+from _common import bootstrap_ci, emit
 from slmkit.eval.metrics import squad_metric
 from slmkit.eval.predictions import read_predictions
 
@@ -40,8 +39,7 @@ def main() -> None:
     if not ids:
         raise SystemExit(f"{args.a} and {args.b} share no question ids")
     diffs = [a[i] - b[i] for i in ids]
-    rng = random.Random(args.seed)
-    means = sorted(sum(rng.choices(diffs, k=len(diffs))) / len(diffs) for _ in range(args.resamples))
+    low, high = bootstrap_ci(diffs, args.resamples, args.seed)
     mean_a, mean_b = sum(a[i] for i in ids) / len(ids), sum(b[i] for i in ids) / len(ids)
     emit(
         {
@@ -52,7 +50,7 @@ def main() -> None:
             "f1_a": round(mean_a, 2),
             "f1_baseline": round(mean_b, 2),
             "difference": round(mean_a - mean_b, 2),
-            "ci95": [round(means[int(0.025 * len(means))], 2), round(means[int(0.975 * len(means)) - 1], 2)],
+            "ci95": [round(low, 2), round(high, 2)],
             "ratio": round(mean_a / mean_b, 3) if mean_b else None,
         }
     )

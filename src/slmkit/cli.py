@@ -399,21 +399,13 @@ def export(
     ] = "f32",
 ) -> None:
     """Export a model to GGUF for llama.cpp: packaged, fine-tuned, or a LoRA adapter (merged first)."""
-    import tempfile
-
     from slmkit.models.gguf_export import export_gguf
-    from slmkit.train.merge import ADAPTER_CONFIG, merge_adapter
 
     if format_ != "gguf":
         raise SlmkitError(f"unknown export format '{format_}'; supported: gguf")
-    folder = Path(model)
-    if (folder / ADAPTER_CONFIG).is_file() and not (folder / "config.json").is_file():
-        # llama.cpp can load a LoRA GGUF beside its base, but one merged file is simpler to deploy
-        # and runs at the base model's speed.
-        with tempfile.TemporaryDirectory(prefix="slmkit-merge-") as tmp:
-            result = export_gguf(str(merge_adapter(folder, Path(tmp) / "merged")), output, quant)
-    else:
-        result = export_gguf(model, output, quant)
+    # An adapter folder is merged into its base first (cached): llama.cpp could load a LoRA GGUF
+    # beside its base, but one merged file is simpler to deploy and runs at the base model's speed.
+    result = export_gguf(model, output, quant)
     typer.echo(f"wrote {result.path} ({result.quant}, {result.bytes / 1e6:.1f} MB) from {model}")
 
 

@@ -65,6 +65,13 @@ class AbstentionConfig(StrictModel):
         description="Abstain when less than this share of the answer's content words occur in the "
         "retrieved text (the answer is not supported by the knowledge base).",
     )
+    max_no_answer: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Per-passage reading only: abstain when the reader gives every passage at least "
+        "this probability of holding no answer (calibrated on SQuAD train articles: docs/abstention.md).",
+    )
 
 
 class GenerationConfig(StrictModel):
@@ -77,6 +84,11 @@ class GenerationConfig(StrictModel):
         ge=64,
         description="Prompt budget; retrieved context beyond it (or beyond the model window) is trimmed "
         "with a warning. Long prompts are the main CPU cost.",
+    )
+    grounded: bool | Literal["auto"] = Field(
+        "auto",
+        description="Keep the answer a verbatim span of the passage it is read from (a constraint on "
+        "decoding; transformers and llama.cpp backends). auto: on for per-passage reading.",
     )
 
 
@@ -123,6 +135,12 @@ class AskConfig(StrictModel):
     )
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weights and compute precision.")
     backend: BackendConfig = Field(default_factory=BackendConfig)
+    reading: Literal["auto", "per-passage", "joint"] = Field(
+        "auto",
+        description="per-passage: read each retrieved passage on its own and answer from the one the "
+        "model is surest holds the answer (for readers trained with data.context: passage); joint: all "
+        "passages in one prompt. auto: per-passage for readers, joint for other models.",
+    )
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     abstention: AbstentionConfig = Field(default_factory=AbstentionConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
@@ -475,6 +493,12 @@ class EvalConfig(StrictModel):
     backend: BackendConfig = Field(
         default_factory=BackendConfig, description="Generator backend (perplexity always uses transformers)."
     )
+    reading: Literal["auto", "per-passage", "joint"] = Field(
+        "auto",
+        description="per-passage: read each retrieved passage on its own and answer from the one the "
+        "model is surest holds the answer (for readers trained with data.context: passage); joint: all "
+        "passages in one prompt. auto: per-passage for readers, joint for other models.",
+    )
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     abstention: AbstentionConfig = Field(default_factory=AbstentionConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
@@ -484,6 +508,7 @@ class EvalConfig(StrictModel):
             model=self.model,
             dtype=self.dtype,
             backend=self.backend,
+            reading=self.reading,
             retrieval=self.retrieval,
             abstention=self.abstention,
             generation=self.generation,

@@ -14,7 +14,7 @@ import tarfile
 import pytest
 
 from slmkit.config import GenerationConfig
-from slmkit.errors import ConfigError, ModelNotFoundError, SlmkitError
+from slmkit.errors import ConfigError, InputError, ModelNotFoundError, SlmkitError
 from slmkit.models import gguf_export
 from slmkit.models.gguf_export import converter_dir, export_gguf
 
@@ -63,7 +63,7 @@ def test_bad_export_requests_name_the_problem(tmp_path, monkeypatch):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 8}))
-    with pytest.raises(ModelNotFoundError, match="LoRA adapter; export the merged model"):
+    with pytest.raises(InputError, match=r"no adapter_model\.safetensors"):
         export_gguf(str(adapter), tmp_path / "x.gguf")
     with pytest.raises(ModelNotFoundError, match="unknown model 'no-such-model'"):
         export_gguf("no-such-model", tmp_path / "x.gguf")

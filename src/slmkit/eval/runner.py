@@ -26,7 +26,6 @@ from tqdm.auto import tqdm
 
 from slmkit.atomic import atomic_write_json
 from slmkit.config import EvalConfig
-from slmkit.data.prompts import Passage, qa_messages
 from slmkit.errors import ConfigError, InputError
 from slmkit.eval.eval_sets import EvalItem, EvalSet, load_eval_set, resolve_path
 from slmkit.eval.metrics import METRIC_NAMES, MetricResult, compute_metrics
@@ -35,8 +34,7 @@ from slmkit.eval.provenance import file_sha256, model_fingerprint, provenance
 from slmkit.models.backends import load_generator, resolve_backend
 from slmkit.models.generation import Generator, TransformersGenerator
 from slmkit.models.loading import LoadedModel, load_causal_lm
-from slmkit.rag.abstention import is_refusal
-from slmkit.rag.answer import Answerer, strip_markers
+from slmkit.rag.answer import Answerer, passage_hit, strip_markers
 from slmkit.rag.knowledge_base import KnowledgeBase
 from slmkit.rag.retrieval import Retriever
 
@@ -182,18 +180,17 @@ def _predict_one(context: str, item: EvalItem, answerer: Answerer, in_kb: dict[s
             generated_tokens=generation.completion_tokens,
         )
     if context == "gold":
-        start = time.perf_counter()
-        messages = qa_messages(item.question, [Passage(item.title, item.context or "")])
-        generation = answerer.generator.generate(messages, answerer.config.generation)
-        text = generation.text.strip()
+        # The same path as a retrieved answer, minus retrieval: prompt fitting, reading, gates, citations.
+        answer = answerer.answer_from(item.question, [passage_hit(item.title, item.context or "")])
         return Prediction(
             **common,
-            prediction=text,
+            prediction=strip_markers(answer.text),
             contexts=(item.context or "",),
             gold_context=item.context,
-            abstained=is_refusal(text),
-            latency_s=time.perf_counter() - start,
-            generated_tokens=generation.completion_tokens,
+            abstained=answer.abstained,
+            latency_s=answer.timings["total"],
+            generated_tokens=answer.completion_tokens,
+            extra={"reason": answer.reason},
         )
     answer = answerer.ask(item.question, use_retrieval=context == "retrieved")
     answerable = in_kb.get(item.context, True) if item.context else True

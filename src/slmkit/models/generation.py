@@ -6,9 +6,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from functools import cached_property
+from typing import Any, Protocol, runtime_checkable
 
 import torch
+from transformers import LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
 
 from slmkit.config import GenerationConfig
@@ -55,10 +57,39 @@ class Generator(Protocol):
         ...
 
     def generate(
-        self, messages: Messages, config: GenerationConfig, on_text: Callable[[str], None] | None = None
+        self,
+        messages: Messages,
+        config: GenerationConfig,
+        on_text: Callable[[str], None] | None = None,
+        spans: Sequence[str] | None = None,
     ) -> Generation:
-        """Complete ``messages``; stream decoded text pieces to ``on_text`` as they are produced."""
+        """Complete ``messages``; stream decoded text pieces to ``on_text`` as they are produced.
+
+        With ``spans``, the answer is kept a verbatim, non-empty substring of one of them (grounded
+        decoding) by backends that can constrain decoding; the others ignore it.
+        """
         ...
+
+
+@runtime_checkable
+class PassageScorer(Protocol):
+    """A generator that can say, before answering, how likely a prompt's answer is empty.
+
+    Per-passage reading (slmkit.rag.reading) needs it: a reader replies with nothing when the passage
+    does not answer the question, so the probability of ending the reply at once is the reader's
+    "no answer here" probability for that passage. transformers and llama.cpp backends have it;
+    a remote server does not report it reliably, so answering falls back to joint reading there.
+    """
+
+    def no_answer_probabilities(self, prompts: Sequence[Messages]) -> list[float]:
+        """For each prompt, the probability that the first generated token ends the answer."""
+        ...
+
+
+def softmax_mass(logits: Any, ids: Sequence[int]) -> float:
+    """The probability mass a logit vector (torch or numpy) puts on ``ids``."""
+    values = torch.as_tensor(logits, dtype=torch.float32).reshape(-1)
+    return float(torch.softmax(values, dim=-1)[list(ids)].sum())
 
 
 class _CallbackStreamer(BaseStreamer):
@@ -116,8 +147,37 @@ class TransformersGenerator:
     def count_tokens(self, messages: Messages) -> int:
         return int(self._encode(messages)["input_ids"].shape[1])
 
+    @cached_property
+    def stop_ids(self) -> list[int]:
+        """Tokens that end an answer: the end-of-turn/EOS tokens of a chat model; for a base model,
+        whose answer is one line, every token that starts with a newline."""
+        tokenizer = self.loaded.tokenizer
+        if not self.has_chat_template:
+            from slmkit.models.grounding import token_bytes
+
+            return [i for i, piece in enumerate(token_bytes(tokenizer)) if piece.startswith(b"\n")]
+        eos = getattr(self.loaded.model.generation_config, "eos_token_id", None)
+        ids = {tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])}
+        return sorted(i for i in ids if i is not None)
+
+    def no_answer_probabilities(self, prompts: Sequence[Messages]) -> list[float]:
+        model = self.loaded.model
+        probabilities = []
+        with torch.inference_mode():
+            for messages in prompts:
+                inputs = {k: v.to(model.device) for k, v in self._encode(messages).items()}
+                # Only the last position's logits: a full [tokens, vocab] projection is most of the
+                # cost for a 262k-entry vocabulary such as Gemma's.
+                logits = model(**inputs, use_cache=False, logits_to_keep=1).logits[0, -1]
+                probabilities.append(softmax_mass(logits, self.stop_ids))
+        return probabilities
+
     def generate(
-        self, messages: Messages, config: GenerationConfig, on_text: Callable[[str], None] | None = None
+        self,
+        messages: Messages,
+        config: GenerationConfig,
+        on_text: Callable[[str], None] | None = None,
+        spans: Sequence[str] | None = None,
     ) -> Generation:
         inputs = self._encode(messages)
         model, tokenizer = self.loaded.model, self.loaded.tokenizer
@@ -135,6 +195,12 @@ class TransformersGenerator:
         if not self.loaded.has_chat_template:
             # A base model has no end-of-turn token; one answer line is one turn.
             kwargs.update(stop_strings=["\n"], tokenizer=tokenizer)
+        if spans is not None:
+            from slmkit.models.grounding import SpanConstraint, SpanLogitsProcessor, token_bytes
+
+            constraint = SpanConstraint(token_bytes(tokenizer), spans, self.stop_ids)
+            prompt_length = int(inputs["input_ids"].shape[1])
+            kwargs["logits_processor"] = LogitsProcessorList([SpanLogitsProcessor(constraint, prompt_length)])
         start = time.perf_counter()
         with torch.inference_mode():
             output = model.generate(**inputs, **kwargs)

@@ -124,17 +124,12 @@ def _extract_converter(sdist: Path, into: Path) -> None:
 
 
 def source_folder(model: str, cache: Path | None = None) -> Path:
-    """The local transformers folder ``model`` names (packaged GGUFs come dequantized from the cache).
+    """The local transformers folder ``model`` names (packaged GGUFs come dequantized from the cache,
+    LoRA adapter folders merged into their base).
 
     Raises:
-        ModelNotFoundError: unknown model, a LoRA adapter folder (merge it first), or a hub id.
+        ModelNotFoundError: unknown model, or a hub id.
     """
-    path = Path(model).expanduser()
-    if path.is_dir() and (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
-        raise ModelNotFoundError(
-            f"{path} is a LoRA adapter; export the merged model instead (a training run's final/ "
-            f"folder, or `slmkit merge {path} --output DIR`)"
-        )
     source = resolve_model_path(model, cache)
     if not isinstance(source, Path):
         raise ModelNotFoundError(

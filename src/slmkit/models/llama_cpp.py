@@ -12,13 +12,16 @@ from __future__ import annotations
 import os
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from slmkit.config import GenerationConfig
 from slmkit.data.prompts import plain_prompt
-from slmkit.models.generation import Generation, Messages
+from slmkit.models.generation import Generation, Messages, softmax_mass
 
 # llama.cpp allocates the KV cache for the whole window up front; RAG prompts never need more.
 _MAX_WINDOW = 8192
@@ -96,14 +99,66 @@ class LlamaCppGenerator:
     def count_tokens(self, messages: Messages) -> int:
         return len(self._tokens(messages))
 
+    @cached_property
+    def token_bytes(self) -> list[bytes]:
+        """The bytes each token id stands for inside a text (one ctypes call per token, once)."""
+        from slmkit.models.grounding import llama_token_bytes
+
+        return llama_token_bytes(self.llm)
+
+    @cached_property
+    def stop_ids(self) -> list[int]:
+        """Tokens that end an answer: end-of-generation tokens for a chat model; for a base model,
+        whose answer is one line, every token that starts with a newline."""
+        if self.has_chat_template:
+            vocab = self.llm._model.vocab
+            return [i for i in range(self.llm.n_vocab()) if self._llama_cpp.llama_vocab_is_eog(vocab, i)]
+        return [i for i, piece in enumerate(self.token_bytes) if piece.startswith(b"\n")]
+
+    def no_answer_probabilities(self, prompts: Sequence[Messages]) -> list[float]:
+        probabilities = [0.0] * len(prompts)
+        # Last prompt first: the first (best-ranked passage, the one most often answered from) is then
+        # left in the KV cache, and generating from it reads no prompt token again.
+        for i in reversed(range(len(prompts))):
+            self._evaluate(self._tokens(prompts[i]))
+            logits = np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.llm.n_vocab(),))
+            probabilities[i] = softmax_mass(logits, self.stop_ids)
+        return probabilities
+
+    def _evaluate(self, tokens: list[int]) -> None:
+        """Run ``tokens`` through the model, reusing the KV cache of the prefix they share with what
+        it holds; the last token is always read again, since its logits are the ones wanted."""
+        llm = self.llm
+        common = 0
+        for cached, token in zip(llm.input_ids[: llm.n_tokens].tolist(), tokens, strict=False):
+            if cached != token:
+                break
+            common += 1
+        common = min(common, len(tokens) - 1)
+        # A cache that cannot drop a suffix (some sliding-window caches) is cleared instead.
+        if common == 0 or not llm._ctx.kv_cache_seq_rm(-1, common, -1):
+            llm.reset()
+            common = 0
+        llm.n_tokens = common
+        llm.eval(tokens[common:])
+
     def generate(
-        self, messages: Messages, config: GenerationConfig, on_text: Callable[[str], None] | None = None
+        self,
+        messages: Messages,
+        config: GenerationConfig,
+        on_text: Callable[[str], None] | None = None,
+        spans: Sequence[str] | None = None,
     ) -> Generation:
         prompt = self._tokens(messages)
         vocab = self.llm._model.vocab
         sampling: dict[str, Any] = {"temp": config.temperature, "repeat_penalty": config.repetition_penalty}
         if config.temperature > 0:
             sampling.update(top_p=config.top_p, top_k=0, min_p=0.0)
+        if spans is not None:
+            from slmkit.models.grounding import SpanConstraint, llama_logits_processor
+
+            constraint = SpanConstraint(self.token_bytes, spans, self.stop_ids)
+            sampling["logits_processor"] = llama_logits_processor(constraint, len(prompt))
         ids: list[int] = []
         raw = b""
         emitted = 0

@@ -22,6 +22,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from slmkit.errors import ModelNotFoundError
+from slmkit.models.adapters import adapter_fingerprint, base_model_of, is_adapter_folder, save_merged
 from slmkit.models.cache import cache_dir
 from slmkit.models.registry import PACKAGED_MODELS, packaged_names
 
@@ -127,6 +128,45 @@ def dequantized_folder(gguf: Path, cache: Path | None = None) -> Path:
     return target
 
 
+def merged_folder(adapter_dir: Path, cache: Path | None = None) -> Path:
+    """Return a cached model folder holding ``adapter_dir``'s base with the adapters merged in,
+    creating it on first use (written to a temporary sibling and renamed into place)."""
+    root = (cache or cache_dir()) / "models"
+    target = root / f"{adapter_dir.name}-merged-{adapter_fingerprint(adapter_dir)}"
+    if (target / "config.json").is_file():
+        return target
+    base_name = base_model_of(adapter_dir)
+    logger.info("merging %s into %s once (later loads use the cache at %s)", adapter_dir, base_name, target)
+    base_path = resolve_model_path(base_name, cache)
+    tokenizer = AutoTokenizer.from_pretrained(str(base_path))
+    base = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32)
+    return save_merged(base, tokenizer, adapter_dir, target)
+
+
+def model_recipe(name: str) -> dict[str, Any]:
+    """The ``train:`` section of the recipe a model was trained with ({} when there is none): read
+    from a model or adapter folder's ``recipe.yaml``, or a packaged adapter's."""
+    import yaml
+
+    path = Path(name).expanduser()
+    if name in PACKAGED_MODELS and PACKAGED_MODELS[name].kind == "causal-lm":
+        try:
+            path = PACKAGED_MODELS[name].locate(cache_dir())
+        except ModelNotFoundError:
+            return {}
+    recipe = path / "recipe.yaml" if path.is_dir() else None
+    if recipe is None or not recipe.is_file():
+        return {}
+    data = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    return (data.get("train") or {}) if isinstance(data, dict) else {}
+
+
+def is_reader(name: str) -> bool:
+    """True for a model trained as a passage reader (``data.context: passage``): it answers from one
+    passage with a span, or with nothing when the passage does not hold the answer."""
+    return (model_recipe(name).get("data") or {}).get("context") == "passage"
+
+
 def resolve_model_path(name: str, cache: Path | None = None) -> Path | str:
     """Map a user's model name to a local folder (or, online, a hub id).
 
@@ -138,10 +178,15 @@ def resolve_model_path(name: str, cache: Path | None = None) -> Path | str:
         spec = PACKAGED_MODELS[name]
         if spec.kind != "causal-lm":
             raise ModelNotFoundError(f"'{name}' is an embedder, not a generator; generators: {_known()}")
-        return dequantized_folder(spec.locate(cache), cache)
+        located = spec.locate(cache)
+        if is_adapter_folder(located):
+            return merged_folder(located, cache)
+        return dequantized_folder(located, cache)
     path = Path(name).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return dequantized_folder(path.resolve(), cache)
+    if is_adapter_folder(path):
+        return merged_folder(path.resolve(), cache)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"{path}: not a model folder (no config.json); {_hint()}")

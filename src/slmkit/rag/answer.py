@@ -12,18 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from slmkit.config import AskConfig
-from slmkit.data.prompts import ABSTAIN_ANSWER, Passage, qa_messages
-from slmkit.errors import InputError
-from slmkit.models.generation import Generation, Generator
+from slmkit.data.prompts import ABSTAIN_ANSWER, Passage, qa_messages, reader_messages
+from slmkit.errors import ConfigError, InputError
+from slmkit.models.generation import Generation, Generator, PassageScorer
 from slmkit.rag.abstention import (
     Decision,
     check_coverage,
+    check_reader_confidence,
     check_relevance,
     check_support,
     is_refusal,
     support_score,
 )
+from slmkit.rag.documents import Chunk, content_hash
 from slmkit.rag.knowledge_base import KnowledgeBase
+from slmkit.rag.reading import Reading, most_confident, read_passages
 from slmkit.rag.retrieval import Hit, Retriever
 
 logger = logging.getLogger(__name__)
@@ -58,8 +61,10 @@ class Answer:
         citations: Sources cited by the markers in ``text``.
         hits: All retrieved chunks that went into the prompt, best first.
         raw_text: The model's output before post-processing ("" when it was not asked).
-        timings: Seconds for ``retrieval``, ``generation``, ``first_token`` and ``total``.
+        timings: Seconds for ``retrieval``, ``reading`` (per-passage reading), ``generation``,
+            ``first_token`` and ``total``.
         prompt_tokens, completion_tokens, tokens_per_second: Generation cost.
+        no_answer: Per-passage reading only: the reader's no-answer probability for each hit.
     """
 
     question: str
@@ -73,6 +78,7 @@ class Answer:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     tokens_per_second: float = 0.0
+    no_answer: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` form: answer, citations, abstained, reason, timings, token counts."""
@@ -89,8 +95,9 @@ class Answer:
                     "source": h.chunk.source,
                     "score": h.score,
                     "similarity": h.dense_score,
+                    **({"no_answer": self.no_answer[i]} if self.no_answer else {}),
                 }
-                for h in self.hits
+                for i, h in enumerate(self.hits)
             ],
             "raw_answer": self.raw_text,
             "timings": self.timings,
@@ -101,12 +108,19 @@ class Answer:
 
 
 class Answerer:
-    """Retrieves, prompts the generator, cites and abstains.
+    """Retrieves, reads, cites and abstains.
+
+    Two ways of reading the retrieved passages (``config.reading``): *joint*, all passages in one
+    prompt (any instruction-following model); *per-passage*, each passage read on its own by a
+    reader model and the answer taken from the one it is surest about (slmkit.rag.reading).
 
     Args:
         generator: Any :class:`~slmkit.models.generation.Generator` backend.
         retriever: Searches the knowledge base; None answers closed-book.
-        config: Retrieval, abstention and generation settings.
+        config: Reading, retrieval, abstention and generation settings.
+
+    Raises:
+        ConfigError: per-passage reading asked of a backend that cannot score passages.
     """
 
     def __init__(
@@ -115,6 +129,23 @@ class Answerer:
         self.generator = generator
         self.retriever = retriever
         self.config = config or AskConfig()
+        self.per_passage = self._reads_per_passage()
+        grounded = self.config.generation.grounded
+        self.grounded = self.per_passage if grounded == "auto" else bool(grounded)
+
+    def _reads_per_passage(self) -> bool:
+        mode = self.config.reading
+        scorer = isinstance(self.generator, PassageScorer)
+        if mode == "per-passage" and not scorer:
+            raise ConfigError(
+                f"reading: per-passage needs a backend that scores passages (transformers or llama.cpp); "
+                f"{type(self.generator).__name__} does not: use reading: joint"
+            )
+        if mode == "auto":
+            from slmkit.models.loading import is_reader
+
+            return scorer and is_reader(self.generator.name)
+        return mode == "per-passage"
 
     @classmethod
     def load(cls, kb: str | Path | KnowledgeBase | None = None, config: AskConfig | None = None) -> Answerer:
@@ -162,9 +193,31 @@ class Answerer:
             return self._finish(
                 question, ABSTAIN_ANSWER, True, decision.reason, hits, [], None, start, retrieval_s
             )
+        return self.answer_from(question, hits, history, on_text, start=start, retrieval_s=retrieval_s)
 
-        messages, used = self._fit_context(question, hits, history)
-        generation = self._generate(messages, on_text)
+    def answer_from(
+        self,
+        question: str,
+        hits: Sequence[Hit],
+        history: Sequence[tuple[str, str]] = (),
+        on_text: Callable[[str], None] | None = None,
+        *,
+        start: float | None = None,
+        retrieval_s: float = 0.0,
+    ) -> Answer:
+        """Answer from given passages: the retrieved ones (:meth:`ask`), or a dataset's own passage
+        (``slmkit eval --context gold``, see :func:`passage_hit`). Everything after retrieval runs
+        here: fitting the prompt, reading, generating, the support and reader-confidence gates, and
+        citations, so every caller gets the same answer for the same passages.
+
+        Raises:
+            InputError: the question alone does not fit in the model's window.
+        """
+        start = time.perf_counter() if start is None else start
+        if self.per_passage:
+            return self._answer_per_passage(question.strip(), list(hits), on_text, start, retrieval_s)
+        messages, used = self._fit_context(question, list(hits), history)
+        generation = self._generate(messages, on_text, [h.chunk.text for h in used])
         contexts = [h.chunk.text for h in used]
         decision = check_support(generation.text, contexts, self.config.abstention, question)
         if decision.abstain:
@@ -177,7 +230,53 @@ class Answerer:
             question, text.strip(), False, None, used, citations, generation, start, retrieval_s
         )
 
-    def _generate(self, messages: list[dict[str, str]], on_text: Callable[[str], None] | None) -> Generation:
+    def _answer_per_passage(
+        self,
+        question: str,
+        hits: list[Hit],
+        on_text: Callable[[str], None] | None,
+        start: float,
+        retrieval_s: float,
+    ) -> Answer:
+        budget = self.prompt_budget()
+        self._check_question_fits(reader_messages(question, Passage("", "")), budget)
+        reading_start = time.perf_counter()
+        readings = read_passages(
+            self.generator,  # type: ignore[arg-type]  # checked in __init__
+            question,
+            hits,
+            lambda passage: self._fit_passage(lambda p: reader_messages(question, p), passage, budget),
+        )
+        reading_s = time.perf_counter() - reading_start
+        no_answer = [r.no_answer for r in readings]
+        best = most_confident(readings)
+        decision = check_reader_confidence(best.no_answer, len(readings), self.config.abstention)
+        generation = None
+        if not decision.abstain:
+            generation = self._generate(best.messages, on_text, [best.passage.text])
+            decision = check_support(generation.text, [best.passage.text], self.config.abstention, question)
+        if decision.abstain:
+            answer = self._finish(
+                question, ABSTAIN_ANSWER, True, decision.reason, hits, [], generation, start, retrieval_s
+            )
+        else:
+            citations = cite_span(generation.text, readings, best)
+            text = f"{generation.text.strip()} " + "".join(f"[{c.index}]" for c in citations)
+            answer = self._finish(
+                question, text, False, None, hits, citations, generation, start, retrieval_s
+            )
+        answer.no_answer = no_answer
+        answer.timings["reading"] = reading_s
+        return answer
+
+    def _generate(
+        self,
+        messages: Sequence[dict[str, str]],
+        on_text: Callable[[str], None] | None,
+        spans: Sequence[str] | None = None,
+    ) -> Generation:
+        if self.grounded and spans:
+            return self.generator.generate(messages, self.config.generation, on_text, spans=spans)
         return self.generator.generate(messages, self.config.generation, on_text)
 
     def prompt_budget(self) -> int:
@@ -190,12 +289,7 @@ class Answerer:
     ) -> tuple[list[dict[str, str]], list[Hit]]:
         """Build the prompt, dropping the lowest-ranked passages (then cutting the last one) to fit."""
         budget = self.prompt_budget()
-        bare = self.generator.count_tokens(qa_messages(question, [], history))
-        if bare > budget:
-            raise InputError(
-                f"the question (with chat history) takes {bare} tokens, more than the {budget}-token prompt "
-                "budget; shorten it or raise generation.max_prompt_tokens"
-            )
+        self._check_question_fits(qa_messages(question, [], history), budget)
         used = list(hits)
         passages = [Passage(h.chunk.title, h.chunk.text) for h in used]
         messages = qa_messages(question, passages, history)
@@ -207,7 +301,10 @@ class Answerer:
             messages = qa_messages(question, passages, history)
         cut = 0
         if self.generator.count_tokens(messages) > budget:
-            passages[0], cut = self._truncate(question, passages[0], history, budget)
+            cut = len(passages[0].text)
+            render = lambda p: qa_messages(question, [p], history)  # noqa: E731
+            passages[0] = self._fit_passage(render, passages[0], budget)
+            cut -= len(passages[0].text)
             messages = qa_messages(question, passages, history)
         if dropped or cut:
             message = (
@@ -218,19 +315,29 @@ class Answerer:
             logger.warning(message)
         return messages, used
 
-    def _truncate(
-        self, question: str, passage: Passage, history: Sequence[tuple[str, str]], budget: int
-    ) -> tuple[Passage, int]:
+    def _check_question_fits(self, bare: Sequence[dict[str, str]], budget: int) -> None:
+        tokens = self.generator.count_tokens(bare)
+        if tokens > budget:
+            raise InputError(
+                f"the question (with chat history) takes {tokens} tokens, more than the {budget}-token "
+                "prompt budget; shorten it or raise generation.max_prompt_tokens"
+            )
+
+    def _fit_passage(
+        self, render: Callable[[Passage], Sequence[dict[str, str]]], passage: Passage, budget: int
+    ) -> Passage:
+        """``passage``, cut at the end as little as needed for ``render(passage)`` to fit ``budget``."""
+        if self.generator.count_tokens(render(passage)) <= budget:
+            return passage
         # Binary search on characters: token counts are monotone in the prefix length.
         low, high = 0, len(passage.text)
         while low < high:
             mid = (low + high + 1) // 2
-            trial = [Passage(passage.title, passage.text[:mid])]
-            if self.generator.count_tokens(qa_messages(question, trial, history)) <= budget:
+            if self.generator.count_tokens(render(Passage(passage.title, passage.text[:mid]))) <= budget:
                 low = mid
             else:
                 high = mid - 1
-        return Passage(passage.title, passage.text[:low]), len(passage.text) - low
+        return Passage(passage.title, passage.text[:low])
 
     def _finish(
         self,
@@ -277,8 +384,41 @@ def cite(answer: str, used: Sequence[Hit], min_support: float, question: str = "
     ]
 
 
+def cite_span(answer: str, readings: Sequence[Reading], best: Reading) -> list[Citation]:
+    """Per-passage reading: the passage the answer was read from, and every other passage that holds
+    the same answer text; ``[n]`` is the passage's place among the hits."""
+    wanted = " ".join(answer.lower().split())
+    citations = []
+    for i, reading in enumerate(readings, start=1):
+        text = " ".join(reading.passage.text.lower().split())
+        if reading is best or (wanted and wanted in text):
+            h = reading.hit
+            support = support_score(answer, [reading.passage.text])
+            citations.append(
+                Citation(i, h.chunk.id, h.chunk.title, h.chunk.source, h.chunk.position, h.score, support)
+            )
+    return citations
+
+
+def passage_hit(title: str, text: str, source: str = "", position: int = 0) -> Hit:
+    """A passage given rather than retrieved (a dataset's gold passage), as a hit for
+    :meth:`Answerer.answer_from`; its id is -1 since no knowledge base holds it."""
+    chunk = Chunk(-1, text, source, title, position, 0, 0, len(text), content_hash(text))
+    return Hit(chunk, 1.0, 1.0, None, 1)
+
+
 def strip_markers(text: str) -> str:
     return re.sub(r"\s*\[\d+\]", "", text).strip()
 
 
-__all__ = ["Answer", "Answerer", "Citation", "ContextTrimmedWarning", "Decision", "cite", "strip_markers"]
+__all__ = [
+    "Answer",
+    "Answerer",
+    "Citation",
+    "ContextTrimmedWarning",
+    "Decision",
+    "cite",
+    "cite_span",
+    "passage_hit",
+    "strip_markers",
+]

@@ -26,12 +26,12 @@ from transformers import get_cosine_schedule_with_warmup
 
 from slmkit.config import TrainConfig
 from slmkit.errors import InputError
+from slmkit.models.adapters import save_merged
 from slmkit.models.loading import LoadedModel, load_causal_lm
 from slmkit.train.batching import batch_order, collate
 from slmkit.train.checkpoint import load_checkpoint, save_checkpoint
 from slmkit.train.loss import answer_loss
 from slmkit.train.memory import OutOfMemoryError, advice, check_fits, is_out_of_memory
-from slmkit.train.merge import save_merged
 from slmkit.train.precision import resolve_bf16
 from slmkit.train.quantize import quantize_base, resolve_backend, resolve_device
 from slmkit.train.tokenize import TokenizedExample
@@ -112,7 +112,7 @@ class FineTune:
             from peft import LoraConfig, get_peft_model
 
             # PEFT warns that a torchao base cannot merge adapters in place; slmkit never does:
-            # it merges into a fresh full-precision base (slmkit.train.merge).
+            # it merges into a fresh full-precision base (slmkit.models.adapters).
             warnings.filterwarnings("ignore", message="TorchaoLoraLinear was instantiated without")
 
             lora = self.config.lora
@@ -364,7 +364,7 @@ class FineTune:
         self.model.save_pretrained(adapter)
         shutil.copy(self.output_dir / "recipe.yaml", adapter / "recipe.yaml")
         base = load_causal_lm(str(self.loaded.path or self.loaded.name))
-        save_merged(base, adapter, folder)
+        save_merged(base.model, base.tokenizer, adapter, folder)
         adapter.rename(folder / "adapter")
 
     def _save_final(self, summary: dict[str, Any]) -> None:

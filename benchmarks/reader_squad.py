@@ -1,0 +1,153 @@
+"""The shipped reader against the untuned base model, on SQuAD eval articles (never trained on).
+
+For each model, in one process and on the same questions (spread evenly over all 10 eval articles):
+
+- **gold**: the question with its own paragraph (``Answerer.answer_from``, as ``slmkit eval --context
+  gold``): EM / F1, and how often the model refused;
+- **open book**: ``ask`` over the full knowledge base of all 2,067 paragraphs: EM / F1, and *wrong
+  refusals* (every one of these questions is answerable from that KB);
+- **closed book**: the question alone: F1;
+- **absent**: ``ask`` over a knowledge base of the 38 *train* articles only, on questions about the
+  eval articles: the share refused (the right reply here is "I don't know").
+
+EM/F1 follow the official SQuAD v1.1 script; an abstention scores 0. Each mean comes with a 95 %
+bootstrap interval over questions; ``ask_p50_s`` is the in-process open-book latency. ``ratio`` =
+reader gold F1 / base gold F1. Per-question rows go to ``--output`` (JSONL) beside the JSON line.
+
+    python benchmarks/reader_squad.py                        # 500 questions, 200 absent (~1.5 h)
+    python benchmarks/reader_squad.py --questions 40 --absent 20 --base none   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from _common import REPO, bootstrap_ci, emit, squad_kb, train_kb
+from slmkit.config import AskConfig, BackendConfig
+from slmkit.data.squad import bundled_squad
+from slmkit.eval.eval_sets import EvalItem, load_eval_set
+from slmkit.eval.squad_metrics import exact_match, f1_score
+from slmkit.models.backends import load_generator, resolve_backend
+from slmkit.rag.answer import Answer, Answerer, passage_hit, strip_markers
+from slmkit.rag.knowledge_base import KnowledgeBase
+from slmkit.rag.retrieval import Retriever
+
+SETTINGS = ("gold", "open", "closed", "absent")
+
+
+def answer(setting: str, answerers: dict[str, Answerer], item: EvalItem) -> Answer:
+    if setting == "gold":
+        return answerers["full"].answer_from(item.question, [passage_hit(item.title, item.context or "")])
+    if setting == "closed":
+        return answerers["full"].ask(item.question, use_retrieval=False)
+    return answerers["train" if setting == "absent" else "full"].ask(item.question)
+
+
+def row(setting: str, item: EvalItem, reply: Answer) -> dict:
+    text = "" if reply.abstained else strip_markers(reply.text)
+    return {
+        "setting": setting,
+        "id": item.id,
+        "question": item.question,
+        "answer": text,
+        "abstained": reply.abstained,
+        "reason": reply.reason,
+        "em": 100 * exact_match(text, item.references) if text else 0.0,
+        "f1": 100 * f1_score(text, item.references) if text else 0.0,
+        "seconds": reply.timings["total"],
+    }
+
+
+def summarize(rows: list[dict]) -> dict:
+    by = {s: [r for r in rows if r["setting"] == s] for s in SETTINGS}
+    summary: dict = {}
+    for setting in ("gold", "open", "closed"):
+        f1 = [r["f1"] for r in by[setting]]
+        em = [r["em"] for r in by[setting]]
+        refused = [100.0 * r["abstained"] for r in by[setting]]
+        summary[setting] = {
+            "n": len(f1),
+            "em": round(statistics.fmean(em), 2),
+            "f1": round(statistics.fmean(f1), 2),
+            "f1_ci95": [round(v, 2) for v in bootstrap_ci(f1)],
+            "refused_pct": round(statistics.fmean(refused), 2),
+            "refused_ci95": [round(v, 2) for v in bootstrap_ci(refused)],
+            "p50_s": round(statistics.median(r["seconds"] for r in by[setting]), 3),
+        }
+    refused = [100.0 * r["abstained"] for r in by["absent"]]
+    summary["absent"] = {
+        "n": len(refused),
+        "refused_pct": round(statistics.fmean(refused), 2),
+        "refused_ci95": [round(v, 2) for v in bootstrap_ci(refused)],
+    }
+    summary["ask_p50_s"] = summary["open"]["p50_s"]
+    return summary
+
+
+def evaluate(
+    model: str,
+    backend: str,
+    kbs: dict[str, KnowledgeBase],
+    items: list[EvalItem],
+    absent: list[EvalItem],
+    closed: list[EvalItem],
+) -> list[dict]:
+    config = AskConfig(model=model, backend=BackendConfig(type=backend))
+    generator = load_generator(model, config.backend)
+    answerers = {n: Answerer(generator, Retriever(kb, config.retrieval), config) for n, kb in kbs.items()}
+    plan = [("gold", i) for i in items] + [("open", i) for i in items]
+    plan += [("closed", i) for i in closed] + [("absent", i) for i in absent]
+    rows = []
+    for setting, item in tqdm(plan, desc=model, unit="q", dynamic_ncols=True):
+        rows.append({"model": model, **row(setting, item, answer(setting, answerers, item))})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reader", default="slmkit-reader-270m")
+    parser.add_argument("--base", default="smollm2-135m-instruct", help="'none' to skip the baseline.")
+    parser.add_argument("--questions", type=int, default=500, help="Eval questions (gold and open book).")
+    parser.add_argument("--closed", type=int, default=None, help="Closed-book questions (default: same).")
+    parser.add_argument("--absent", type=int, default=200, help="Eval questions asked of the train-only KB.")
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--output", type=Path, default=REPO / "runs" / "bench" / "reader_squad.jsonl")
+    args = parser.parse_args()
+
+    source = str(bundled_squad())
+    items = load_eval_set(source, "squad", "eval", args.questions).items
+    closed = load_eval_set(source, "squad", "eval", args.closed or args.questions).items
+    # Different questions from those of the open-book set where possible (every 5th shifted by 2).
+    pool = load_eval_set(source, "squad", "eval", None).items
+    absent = pool[2 :: max(1, len(pool) // args.absent)][: args.absent]
+    kbs = {"full": squad_kb()[0], "train": train_kb()}
+
+    models = [args.reader] + ([] if args.base == "none" else [args.base])
+    rows = [r for m in models for r in evaluate(m, args.backend, kbs, items, absent, closed)]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+    results = {m: summarize([r for r in rows if r["model"] == m]) for m in models}
+    reader_f1 = results[args.reader]["gold"]["f1"]
+    base_f1 = results[args.base]["gold"]["f1"] if args.base != "none" else None
+    emit(
+        {
+            "benchmark": "reader_squad",
+            "backend": resolve_backend(BackendConfig(type=args.backend)),
+            "questions": len(items),
+            "absent_questions": len(absent),
+            "results": results,
+            "baseline": args.base,
+            "ratio": round(reader_f1 / base_f1, 3) if base_f1 else None,
+            "rows": str(args.output),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Per-passage reading (slmkit.rag.reading through Answerer) with a scripted reader.
+
+The scripted reader knows, for each passage, its probability of "no answer here" and what it would
+answer; so which passage wins, when slmkit abstains and what is cited can be checked exactly.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from slmkit.config import AbstentionConfig, AskConfig
+from slmkit.data.prompts import ABSTAIN_ANSWER
+from slmkit.errors import ConfigError
+from slmkit.models.generation import Generation, PassageScorer
+from slmkit.rag.answer import Answerer, passage_hit
+from slmkit.rag.documents import Chunk
+from slmkit.rag.reading import most_confident, read_passages
+from slmkit.rag.retrieval import Hit
+
+BRONCOS = "The Denver Broncos defeated the Carolina Panthers 24-10 in Super Bowl 50."
+PANTHERS = "The Carolina Panthers were the NFC champions of the 2015 season."
+WARSAW = "Warsaw is the capital and largest city of Poland."
+
+
+class ScriptedReader:
+    """Scores each passage by ``no_answer[first word of passage]``; answers ``answers[...]``."""
+
+    name = "scripted-reader"
+    has_chat_template = False
+    context_window = 4096
+
+    def __init__(self, no_answer: dict[str, float], answers: dict[str, str]) -> None:
+        self.no_answer, self.answers = no_answer, answers
+        self.scored: list[str] = []
+        self.generated: list[tuple[str, list[str] | None]] = []
+
+    @staticmethod
+    def _passage(messages) -> str:
+        text = messages[-1]["content"].split("\n")
+        return text[2]  # "Context:", "[1] title", passage text, ...
+
+    def count_tokens(self, messages):
+        return sum(len(m["content"].split()) for m in messages)
+
+    def no_answer_probabilities(self, prompts):
+        self.scored += [self._passage(p) for p in prompts]
+        return [self.no_answer[self._passage(p).split()[0]] for p in prompts]
+
+    def generate(self, messages, config, on_text=None, spans=None):
+        passage = self._passage(messages)
+        self.generated.append((passage, spans))
+        reply = self.answers[passage.split()[0]]
+        if on_text:
+            on_text(reply)
+        return Generation(reply, self.count_tokens(messages), len(reply.split()), 0.2, 0.1)
+
+
+def _hit(i: int, text: str, similarity: float = 0.6) -> Hit:
+    chunk = Chunk(i, text, f"src{i}.txt", f"Doc {i}", 0, 0, 0, len(text), f"h{i}")
+    return Hit(chunk, similarity, similarity, None, i + 1)
+
+
+class FixedRetriever:
+    def __init__(self, hits):
+        self.hits, self.config = hits, None
+
+    def search(self, question, top_k=None, mode=None):
+        return list(self.hits)[:top_k]
+
+
+def _answerer(reader, hits, **abstention) -> Answerer:
+    config = AskConfig(reading="per-passage", abstention=AbstentionConfig(min_coverage=0.0, **abstention))
+    return Answerer(reader, FixedRetriever(hits), config)
+
+
+def test_the_scripted_reader_is_a_passage_scorer():
+    assert isinstance(ScriptedReader({}, {}), PassageScorer)
+
+
+def test_answer_comes_from_the_passage_the_reader_is_surest_about_and_cites_it():
+    reader = ScriptedReader({"Warsaw": 0.9, "The": 0.05}, {"The": "Denver Broncos"})
+    answer = _answerer(reader, [_hit(0, WARSAW), _hit(1, BRONCOS)]).ask("Who won Super Bowl 50?")
+    assert not answer.abstained
+    assert answer.text == "Denver Broncos [2]"
+    assert [c.chunk_id for c in answer.citations] == [1]
+    assert answer.no_answer == [0.9, 0.05]
+    assert answer.to_dict()["retrieved"][1]["no_answer"] == 0.05
+    # Grounded decoding is on by default for per-passage reading: the span is kept to that passage.
+    assert reader.generated == [(BRONCOS, [BRONCOS])]
+    assert "reading" in answer.timings
+
+
+def test_every_passage_holding_the_answer_is_cited():
+    panthers = "The Panthers lost to the Denver Broncos in Super Bowl 50."
+    reader = ScriptedReader({"The": 0.1, "Warsaw": 0.99}, {"The": "Denver Broncos"})
+    hits = [_hit(0, BRONCOS), _hit(1, WARSAW, 0.5), _hit(2, panthers)]
+    answer = _answerer(reader, hits).ask("Who won Super Bowl 50?")
+    assert [c.index for c in answer.citations] == [1, 3]
+
+
+def test_reader_that_finds_no_answer_anywhere_abstains_without_generating():
+    reader = ScriptedReader({"Warsaw": 0.97, "The": 0.8}, {})
+    answer = _answerer(reader, [_hit(0, WARSAW), _hit(1, PANTHERS)], max_no_answer=0.5).ask(
+        "Who won Super Bowl 50?"
+    )
+    assert answer.abstained and answer.text == ABSTAIN_ANSWER
+    assert "lowest no-answer probability 0.80 >= max_no_answer 0.50" in answer.reason
+    assert reader.generated == []
+
+
+def test_max_no_answer_is_the_threshold():
+    reader = ScriptedReader({"The": 0.45}, {"The": "Denver Broncos"})
+    hits = [_hit(0, BRONCOS)]
+    assert not _answerer(reader, hits, max_no_answer=0.5).ask("Who won?").abstained
+    assert _answerer(reader, hits, max_no_answer=0.4).ask("Who won?").abstained
+
+
+def test_gold_passage_goes_through_the_same_path():
+    reader = ScriptedReader({"The": 0.1}, {"The": "Denver Broncos"})
+    answerer = Answerer(reader, None, AskConfig(reading="per-passage"))
+    answer = answerer.answer_from("Who won Super Bowl 50?", [passage_hit("Super Bowl 50", BRONCOS)])
+    assert answer.text == "Denver Broncos [1]" and answer.citations[0].chunk_id == -1
+
+
+def test_grounding_can_be_switched_off():
+    reader = ScriptedReader({"The": 0.1}, {"The": "Denver Broncos"})
+    config = AskConfig(reading="per-passage", generation={"grounded": False})
+    Answerer(reader, None, config).answer_from("Who won?", [passage_hit("t", BRONCOS)])
+    assert reader.generated == [(BRONCOS, None)]
+
+
+def test_an_ungrounded_answer_missing_from_the_passage_is_still_refused():
+    reader = ScriptedReader({"The": 0.1}, {"The": "Seattle Seahawks"})
+    config = AskConfig(reading="per-passage", generation={"grounded": False})
+    answer = Answerer(reader, None, config).answer_from("Who won?", [passage_hit("t", BRONCOS)])
+    assert answer.abstained and "not supported" in answer.reason
+
+
+def test_an_oversized_passage_is_cut_to_the_prompt_budget():
+    reader = ScriptedReader({"The": 0.1}, {"The": "Denver Broncos"})
+    config = AskConfig(reading="per-passage", generation={"max_prompt_tokens": 64, "max_new_tokens": 8})
+    long_text = "The " + " ".join(["word"] * 200)
+    answer = Answerer(reader, None, config).answer_from("Who won?", [passage_hit("t", long_text)])
+    assert len(reader.scored[0].split()) < 64 and answer.text == "Denver Broncos [1]"
+
+
+def test_per_passage_reading_needs_a_scoring_backend():
+    class Remote:
+        name, has_chat_template, context_window = "remote", True, 4096
+
+    with pytest.raises(ConfigError, match="per-passage needs a backend that scores passages"):
+        Answerer(Remote(), None, AskConfig(reading="per-passage"))
+
+
+def test_auto_reads_jointly_with_a_model_that_is_no_reader():
+    reader = ScriptedReader({}, {})
+    assert not Answerer(reader, None, AskConfig()).per_passage
+    assert Answerer(reader, None, AskConfig(reading="per-passage")).per_passage
+
+
+def test_read_passages_keeps_hit_order_and_most_confident_breaks_ties_by_rank():
+    reader = ScriptedReader({"The": 0.2, "Warsaw": 0.2}, {})
+    readings = read_passages(reader, "q", [_hit(0, WARSAW), _hit(1, BRONCOS)])
+    assert [r.hit.chunk.id for r in readings] == [0, 1]
+    assert most_confident(readings).hit.chunk.id == 0
