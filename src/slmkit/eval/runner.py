@@ -190,13 +190,15 @@ def _predict_one(context: str, item: EvalItem, answerer: Answerer, in_kb: dict[s
             **common,
             prediction=text,
             contexts=(item.context or "",),
-            gold_context=item.context,
+            gold_context=item.context if item.answerable else None,
+            answerable=item.answerable,
             abstained=is_refusal(text),
             latency_s=time.perf_counter() - start,
             generated_tokens=generation.completion_tokens,
         )
     answer = answerer.ask(item.question, use_retrieval=context == "retrieved")
-    answerable = in_kb.get(item.context, True) if item.context else True
+    # Unanswerable: the dataset says so (SQuAD 2.0), or the knowledge base lacks the gold passage.
+    answerable = item.answerable and (in_kb.get(item.context, True) if item.context else True)
     if not answerable:
         common["references"] = ()
     return Prediction(
@@ -247,7 +249,8 @@ def score_predictions(config: EvalConfig, path: str | Path) -> EvalResult:
                 prediction=fields["prediction"],
                 references=item.references,
                 contexts=tuple(fields.get("contexts") or ()),
-                gold_context=item.context,
+                gold_context=item.context if item.answerable else None,
+                answerable=item.answerable,
                 abstained=bool(fields.get("abstained", False)),
                 latency_s=fields.get("latency_s"),
                 choices=item.choices,
