@@ -164,9 +164,9 @@ def test_pdf_without_title_uses_stem_and_skips_empty_page(
 
 
 PAGE = """<!doctype html>
-<html><head><title>Comb jellies</title><style>p { color: red }</style></head>
+<html><head><link rel="icon" href="x.svg"><title>Comb jellies</title><style>p { color: red }</style></head>
 <body>
-  <header><a href="/">Home</a> <a href="/about">About us</a></header>
+  <header><svg><title>Logo</title></svg><a href="/">Home</a> <a href="/about">About us</a></header>
   <nav><ul><li><a href="/a">Sponges</a></li><li><a href="/b">Corals</a></li></ul></nav>
   <main>
     <article>
@@ -200,6 +200,18 @@ def test_html_reads_main_text_by_section_without_navigation(tmp_path: Path) -> N
     text = " ".join(d.text for d in documents)
     for furniture in ("Home", "Sponges", "Sea anemones", "Copyright", "track", "color"):
         assert furniture not in text
+
+
+def test_html_without_title_is_titled_by_stem_not_by_an_icon(tmp_path: Path) -> None:
+    page = "<p><svg><title>Search icon</title></svg>Plain page.</p>"
+    [document] = read_html(_write(tmp_path / "plain.html", page))
+    assert (document.title, document.text) == ("plain", "Plain page.")
+
+
+def test_html_in_utf16_with_byte_order_mark(tmp_path: Path) -> None:
+    page = "<html><head><title>Notes</title></head><body><p>Ünïcode text.</p></body></html>"
+    [document] = read_html(_write(tmp_path / "notes.html", page.encode("utf-16")))
+    assert (document.title, document.text) == ("Notes", "Ünïcode text.")
 
 
 def test_html_without_landmarks_keeps_body_and_reads_declared_charset(tmp_path: Path) -> None:

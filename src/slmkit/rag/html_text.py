@@ -61,7 +61,8 @@ def html_main_text(data: bytes) -> tuple[str, list[HtmlBlock]]:
         ValueError: the data holds no parsable HTML element at all.
     """
     tree = _parse(data)
-    title = " ".join(" ".join(tree.xpath("//title//text()")).split())
+    # The page's own <title>, not an inline SVG icon's.
+    title = " ".join(" ".join(tree.xpath("(//title[not(ancestor::svg)])[1]//text()")).split())
     for element in tree.xpath(_FURNITURE):
         if element.getparent() is not None:
             element.drop_tree()

@@ -10,6 +10,7 @@ record or field at fault; empty pieces are skipped with a warning.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -142,6 +143,8 @@ def read_html(path: str | Path) -> Iterator[Document]:
         InputError: the file holds binary data (NUL bytes) or no HTML at all.
     """
     data = _read_bytes(path)
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        data = data.decode("utf-16", errors="replace").encode("utf-8")  # as some Windows tools save it
     if b"\x00" in data:
         raise InputError(f"{path}: binary data, not an HTML page. Check that the file is an HTML text file.")
     if not data.strip():
@@ -378,8 +381,14 @@ def _document(
 
 def _section_documents(path: str | Path, title: str, sections: list[tuple[str, str]]) -> Iterator[Document]:
     """One document per ``(heading, body)`` section, titled ``"<title> › <heading>"`` (section 0, the
-    text before the first heading, by ``title`` alone); ``position`` is the section number."""
+    text before the first heading, by ``title`` alone); ``position`` is the section number.
+
+    Empty sections are skipped with a warning, except an empty section 0 before a first heading: most
+    documents start with one, so it says nothing about the file.
+    """
     for number, (heading, body) in enumerate(sections):
+        if number == 0 and len(sections) > 1 and not body.strip():
+            continue
         section_title = f"{title} › {heading}" if heading else title
         document = _document(body, str(path), section_title, number, {}, f"{path}: section {number}")
         if document:
