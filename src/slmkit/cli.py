@@ -110,8 +110,8 @@ def index_build(
     embedder: Annotated[str | None, typer.Option(help="Embedder name, folder or hub id.")] = None,
     chunk_tokens: Annotated[int | None, typer.Option(help="Max tokens per chunk.")] = None,
     overlap_tokens: Annotated[int | None, typer.Option(help="Tokens shared by neighbouring chunks.")] = None,
-    text_field: Annotated[str | None, typer.Option(help="JSON/JSONL field with the text.")] = None,
-    title_field: Annotated[str | None, typer.Option(help="JSON/JSONL field with the title.")] = None,
+    text_field: Annotated[str | None, typer.Option(help="Record field / CSV column with the text.")] = None,
+    title_field: Annotated[str | None, typer.Option(help="Record field / CSV column with the title.")] = None,
 ) -> None:
     """Create (or atomically replace) a knowledge base from SOURCES."""
     from slmkit.rag.knowledge_base import KnowledgeBase

@@ -31,8 +31,10 @@ class ChunkingConfig(StrictModel):
 
 
 class IngestConfig(StrictModel):
-    text_field: str = Field("text", description="JSON/JSONL/HF field holding the document text.")
-    title_field: str = Field("title", description="JSON/JSONL/HF field holding the title (optional).")
+    text_field: str = Field("text", description="JSON/JSONL/HF field or CSV/TSV column holding the text.")
+    title_field: str = Field(
+        "title", description="JSON/JSONL/HF field or CSV/TSV column holding the title (optional)."
+    )
 
 
 class RetrievalConfig(StrictModel):

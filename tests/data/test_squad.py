@@ -62,11 +62,40 @@ def test_is_squad_detects_shape() -> None:
     assert not is_squad([{"text": "a record"}])
     assert not is_squad({"data": []})
     assert not is_squad({"data": [{"text": "no paragraphs"}]})
+    assert is_squad({"data": [{"paragraphs": []}]})  # a title is optional
+
+
+def test_titles_fall_back_to_document_id_then_file_and_position() -> None:
+    articles = load_squad(ASSETS / "squad_v2_tiny.json")
+    assert [a.title for a in articles] == ["amazon-1", "squad_v2_tiny, article 2"]
+    assert parse_squad({"data": [{"id": 7, "title": " ", "paragraphs": []}]}, "x.json")[0].title == "7"
+
+
+def test_int_ids_and_squad_v2_fields() -> None:
+    questions = [q for a in load_squad(ASSETS / "squad_v2_tiny.json") for p in a.paragraphs for q in p.qas]
+    assert [(q.id, q.is_impossible, q.answers) for q in questions] == [
+        ("101", False, ["about 390 billion"]),
+        ("102", True, []),
+        ("201", False, ["1,642 metres"]),
+        ("202", True, []),
+    ]
+    assert questions[1].plausible_answers == ["A 2013 study"]
+    # SQuAD v1.1 questions carry neither field: answerable, no distractors.
+    tiny = load_squad(ASSETS / "squad_tiny.json")[0].paragraphs[0].qas[0]
+    assert (tiny.is_impossible, tiny.plausible_answers) == (False, [])
 
 
 def _squad_with(paragraph: object) -> dict[str, object]:
     good = {"context": "ok", "qas": []}
     return {"data": [{"title": "A", "paragraphs": [good]}, {"title": "B", "paragraphs": [good, paragraph]}]}
+
+
+QA = "dev.json: data[1].paragraphs[1].qas[0]"
+
+
+def _question(**fields: object) -> dict[str, object]:
+    """A paragraph whose one question has ``fields`` over a valid unanswered question."""
+    return {"context": "c", "qas": [{"id": 1, "question": "q?", "answers": [], **fields}]}
 
 
 @pytest.mark.parametrize(
@@ -81,6 +110,18 @@ def _squad_with(paragraph: object) -> dict[str, object]:
         (
             {"context": "c", "qas": [{"id": "x", "question": "q?", "answers": [{"text": "c"}]}]},
             "dev.json: data[1].paragraphs[1].qas[0].answers[0]: missing field 'answer_start'",
+        ),
+        (_question(id=1.5), f"{QA}: field 'id' should be a string or an integer, got a number"),
+        (_question(id=True), f"{QA}: field 'id' should be a string or an integer, got a boolean"),
+        (_question(is_impossible="yes"), f"{QA}: field 'is_impossible' should be a boolean, got a string"),
+        (
+            _question(is_impossible=True, answers=[{"text": "c", "answer_start": 0}]),
+            f"{QA}: 'is_impossible' is true but 'answers' is not empty; an unanswerable question has "
+            '"answers": [] (put distractors in \'plausible_answers\')',
+        ),
+        (
+            _question(is_impossible=True, plausible_answers=[{}]),
+            f"{QA}.plausible_answers[0]: missing field 'text'",
         ),
     ],
 )

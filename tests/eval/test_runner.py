@@ -83,6 +83,50 @@ def test_prediction_ids_must_match_the_references(tmp_path):
         score_predictions(config, short)
 
 
+def test_squad_v2_unanswerable_questions_are_scored_as_abstention(tmp_path):
+    path = str(ASSETS / "squad_v2_tiny.json")
+    dataset = load_eval_set(path, split="all")
+    assert dataset.format == "squad"
+    assert [(i.id, i.answerable, i.references) for i in dataset.items] == [
+        ("101", True, ("about 390 billion",)),
+        ("102", False, ()),
+        ("201", True, ("1,642 metres",)),
+        ("202", False, ()),
+    ]
+    replies = {"101": ("about 390 billion", False), "102": ("", True), "201": ("1,642 m", False)}
+    replies["202"] = ("In 1990.", False)  # an invented answer to an unanswerable question
+    predictions = tmp_path / "predictions.jsonl"
+    rows = [{"id": i, "prediction": text, "abstained": abstained} for i, (text, abstained) in replies.items()]
+    predictions.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = _config(
+        tmp_path, context="closed-book", metrics=["squad", "abstention"], data={"path": path, "split": "all"}
+    )
+    result = score_predictions(config, predictions)
+    # EM/F1 over the two answerable questions only; each unanswerable one is a refusal item.
+    assert result.metrics["squad"].scores["n_scored"] == 2 and result.scores["exact_match"] == 50.0
+    assert result.scores["n_unanswerable"] == 2 and result.scores["correct_refusals"] == 50.0
+    assert result.scores["false_refusals"] == 0.0
+    assert [p.gold_context is None for p in result.predictions] == [False, True, False, True]
+
+
+def test_gold_context_run_keeps_squad_v2_questions_unanswerable(tmp_path):
+    from fakes import ScriptedGenerator
+    from slmkit.eval.runner import _predict
+
+    path = str(ASSETS / "squad_v2_tiny.json")
+    config = _config(tmp_path, context="gold", data={"path": path, "split": "all"})
+    dataset = load_eval_set(path, split="all")
+    predictions = _predict(config, dataset, ScriptedGenerator("I don't know."), None, progress=False)
+    assert [(p.answerable, p.references != ()) for p in predictions] == [
+        (True, True),
+        (False, False),
+        (True, True),
+        (False, False),
+    ]
+    assert [p.gold_context is not None for p in predictions] == [True, False, True, False]
+    assert all(p.contexts for p in predictions)  # the paragraph is still shown to the model
+
+
 @pytest.mark.slow
 def test_closed_book_and_gold_runs_write_predictions_metrics_and_provenance(tmp_path, smollm):
     closed = run_eval(

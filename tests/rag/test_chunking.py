@@ -10,7 +10,7 @@ import pytest
 
 from slmkit.config import ChunkingConfig
 from slmkit.errors import ConfigError
-from slmkit.rag.chunking import chunk_documents, chunk_spans
+from slmkit.rag.chunking import _sentence_spans, chunk_documents, chunk_spans
 from slmkit.rag.documents import Document, content_hash
 
 PROSE = (
@@ -60,6 +60,32 @@ def test_prose_is_covered_within_budget(minilm_tokenizer: Any) -> None:
 def test_chunks_end_at_sentence_ends(minilm_tokenizer: Any) -> None:
     for _, end in chunk_spans(PROSE, minilm_tokenizer, 24, 8):
         assert PROSE[end - 1] in ".!?"
+
+
+ABBREVIATED = [
+    "Dr. Smith moved to the U.S. in 1990.",
+    "He studied birds, e.g. robins and jays, at St. Louis.",
+    "Item No. 5 costs $4.50, i.e. 3.7% more than in Jan. 2020.",
+    "J. R. R. Tolkien and John F. Kennedy were born in the 20th century.",
+    '"Is it done?" she asked.',
+    "Mr. and Mrs. Jones arrived at 5 p.m. yesterday!",
+]
+
+
+def test_sentences_do_not_end_at_abbreviations_initials_or_decimals() -> None:
+    text = "  " + " ".join(ABBREVIATED[:3]) + "\n" + " ".join(ABBREVIATED[3:]) + "\n\nNext paragraph"
+    assert [text[s:e] for s, e in _sentence_spans(text)] == [*ABBREVIATED, "Next paragraph"]
+
+
+def test_chunks_pack_whole_sentences_across_abbreviations(minilm_tokenizer: Any) -> None:
+    text = " ".join(ABBREVIATED)
+    longest = max(_token_count(minilm_tokenizer, sentence) for sentence in ABBREVIATED)
+    spans = chunk_spans(text, minilm_tokenizer, longest + 1, 0)
+    _assert_well_formed(text, spans, minilm_tokenizer, longest + 1)
+    starts = [text.index(sentence) for sentence in ABBREVIATED]
+    ends = [start + len(sentence) for start, sentence in zip(starts, ABBREVIATED, strict=True)]
+    assert len(spans) >= 4  # a budget of about one sentence
+    assert all(start in starts and end in ends for start, end in spans), "chunks are whole sentences"
 
 
 def test_neighbours_share_trailing_sentences(minilm_tokenizer: Any) -> None:

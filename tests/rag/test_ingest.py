@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,10 @@ import pytest
 from slmkit.config import IngestConfig
 from slmkit.errors import InputError
 from slmkit.rag.ingest import (
+    read_csv,
+    read_docx,
     read_hf_dataset,
+    read_html,
     read_json,
     read_jsonl,
     read_markdown,
@@ -57,6 +61,14 @@ def make_pdf(pages: list[str], title: str | None = None) -> bytes:
     out.write(f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R{info} >>\n".encode())
     out.write(f"startxref\n{xref}\n%%EOF\n".encode())
     return out.getvalue()
+
+
+def _zip_bytes(files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
 
 
 def _write(path: Path, content: str | bytes) -> Path:
@@ -102,6 +114,13 @@ def test_squad_json_is_one_document_per_paragraph() -> None:
     assert documents[0].text.startswith("Super Bowl 50 was")
 
 
+def test_squad_without_titles_with_int_ids_and_v2_fields() -> None:
+    documents = list(read_json(ASSETS / "squad_v2_tiny.json"))
+    # Titled by the article's doc_id, else by the file name and the article's 1-based position.
+    assert [(d.title, d.position) for d in documents] == [("amazon-1", 0), ("squad v2 tiny, article 2", 0)]
+    assert documents[0].metadata == {"article": "amazon-1", "paragraph": 0, "squad_ids": ["101", "102"]}
+
+
 def test_json_records_use_text_and_title_fields(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         documents = list(read_json(ASSETS / "records.json"))
@@ -144,6 +163,129 @@ def test_pdf_without_title_uses_stem_and_skips_empty_page(
     assert "page 2: empty" in caplog.text
 
 
+PAGE = """<!doctype html>
+<html><head><link rel="icon" href="x.svg"><title>Comb jellies</title><style>p { color: red }</style></head>
+<body>
+  <header><svg><title>Logo</title></svg><a href="/">Home</a> <a href="/about">About us</a></header>
+  <nav><ul><li><a href="/a">Sponges</a></li><li><a href="/b">Corals</a></li></ul></nav>
+  <main>
+    <article>
+      <header><h1>Ctenophores</h1></header>
+      <p>Comb jellies swim with <b>combs</b> of cilia.<br>They are not jellyfish.</p>
+      <script>track("visit")</script>
+      <h2>Feeding</h2>
+      <ul><li>They eat plankton.</li><li>Some eat other comb jellies.</li></ul>
+      <table><tr><th>Genus</th><th>Length</th></tr><tr><td>Beroe</td><td>30 cm</td></tr></table>
+      <pre>size = 30  # cm
+print(size)</pre>
+    </article>
+  </main>
+  <aside>Related: <a href="/c">Sea anemones</a></aside>
+  <footer>Copyright 2026 Ocean Site</footer>
+</body></html>
+"""
+
+
+def test_html_reads_main_text_by_section_without_navigation(tmp_path: Path) -> None:
+    documents = list(read_html(_write(tmp_path / "comb.html", PAGE)))
+    assert [(d.title, d.position) for d in documents] == [
+        ("Comb jellies › Ctenophores", 1),
+        ("Comb jellies › Feeding", 2),
+    ]
+    assert documents[0].text == "Comb jellies swim with combs of cilia. They are not jellyfish."
+    assert documents[1].text == (
+        "They eat plankton.\n\nSome eat other comb jellies.\n\nGenus | Length\n\nBeroe | 30 cm"
+        "\n\nsize = 30  # cm\nprint(size)"
+    )
+    text = " ".join(d.text for d in documents)
+    for furniture in ("Home", "Sponges", "Sea anemones", "Copyright", "track", "color"):
+        assert furniture not in text
+
+
+def test_html_without_title_is_titled_by_stem_not_by_an_icon(tmp_path: Path) -> None:
+    page = "<p><svg><title>Search icon</title></svg>Plain page.</p>"
+    [document] = read_html(_write(tmp_path / "plain.html", page))
+    assert (document.title, document.text) == ("plain", "Plain page.")
+
+
+def test_html_in_utf16_with_byte_order_mark(tmp_path: Path) -> None:
+    page = "<html><head><title>Notes</title></head><body><p>Ünïcode text.</p></body></html>"
+    [document] = read_html(_write(tmp_path / "notes.html", page.encode("utf-16")))
+    assert (document.title, document.text) == ("Notes", "Ünïcode text.")
+
+
+def test_html_without_landmarks_keeps_body_and_reads_declared_charset(tmp_path: Path) -> None:
+    page = (
+        '<html><head><meta charset="iso-8859-1"><title>Caf\xe9s</title></head><body>'
+        "<div class='menu'><a href='/'>Index</a></div>"
+        "<div><p>Un caf\xe9 cr\xe8me co\xfbte 3,50 \x80.</p></div>"
+        "<footer>Mentions l\xe9gales</footer></body></html>"
+    ).encode("latin-1")
+    [document] = read_html(_write(tmp_path / "cafe.htm", page))
+    assert document.title == "Cafés" and document.position == 0
+    assert document.text == "Index\n\nUn café crème coûte 3,50 \x80."
+
+
+def test_docx_is_one_document_per_heading_section(tmp_path: Path) -> None:
+    import docx
+
+    word = docx.Document()
+    word.core_properties.title = "Field guide"
+    word.add_paragraph("Read this first.")
+    word.add_heading("Ctenophores", level=1)
+    word.add_paragraph("Comb jellies swim with combs of cilia.")
+    word.add_heading("Anatomy", level=3)  # deeper headings stay inside their section, as in Markdown
+    word.add_paragraph("")
+    word.add_paragraph("They have eight rows of combs.")
+    word.add_heading("Sizes", level=2)
+    table = word.add_table(rows=2, cols=2)
+    for row, cells in zip(table.rows, [("Genus", "Length"), ("Beroe", "30 cm")], strict=True):
+        for cell, text in zip(row.cells, cells, strict=True):
+            cell.text = text
+    word.save(tmp_path / "guide.docx")
+    documents = list(read_docx(tmp_path / "guide.docx"))
+    assert [(d.title, d.position, d.text) for d in documents] == [
+        ("Field guide", 0, "Read this first."),
+        (
+            "Field guide › Ctenophores",
+            1,
+            "Comb jellies swim with combs of cilia.\n\nAnatomy\n\nThey have eight rows of combs.",
+        ),
+        ("Field guide › Sizes", 2, "Genus | Length\n\nBeroe | 30 cm"),
+    ]
+
+
+def test_docx_without_title_uses_stem(tmp_path: Path) -> None:
+    import docx
+
+    word = docx.Document()
+    word.add_paragraph("Only a body.")
+    word.save(tmp_path / "notes.docx")
+    [document] = read_sources([tmp_path / "notes.docx"])
+    assert (document.title, document.text) == ("notes", "Only a body.")
+
+
+def test_csv_rows_use_text_and_title_columns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = _write(
+        tmp_path / "notes.csv",
+        'title,text,lang\nOxygen,"Oxygen is element 8.\nIt is a gas.",en\n\n,,en\n,Carbon is element 6.,en\n',
+    )
+    with caplog.at_level(logging.WARNING):
+        documents = list(read_csv(path))
+    assert [(d.title, d.position, d.text, d.metadata) for d in documents] == [
+        ("Oxygen", 2, "Oxygen is element 8.\nIt is a gas.", {"lang": "en"}),
+        ("notes", 6, "Carbon is element 6.", {"lang": "en"}),
+    ]
+    assert "notes.csv:5: empty" in caplog.text
+
+
+def test_tsv_with_a_chosen_text_column(tmp_path: Path) -> None:
+    path = _write(tmp_path / "pairs.tsv", "id\tbody\tname\n7\tHello, there.\tGreeting\n")
+    [document] = read_sources([path], IngestConfig(text_field="body", title_field="name"))
+    assert (document.title, document.position, document.text) == ("Greeting", 2, "Hello, there.")
+    assert document.metadata == {"id": "7"}
+
+
 def test_folder_is_read_recursively_in_sorted_order(tmp_path: Path) -> None:
     folder = tmp_path / "kb"
     (folder / "sub").mkdir(parents=True)
@@ -151,7 +293,8 @@ def test_folder_is_read_recursively_in_sorted_order(tmp_path: Path) -> None:
     _write(folder / "b.txt", "Bee text.")
     _write(folder / "sub" / "a.md", "# Heading\nNested text.")
     _write(folder / "a.txt", "Ay text.")
-    _write(folder / "ignored.docx", "not supported, skipped in folders")
+    _write(folder / "ignored.xlsx", "not supported, skipped in folders")
+    _write(folder / "~$a.docx", "Word's lock file, skipped in folders")
     _write(folder / ".git" / "notes.txt", "hidden")
     documents = list(read_sources([str(folder)]))
     assert [d.source for d in documents] == [
@@ -191,8 +334,8 @@ def test_missing_path(tmp_path: Path) -> None:
 
 
 def test_unsupported_extension_lists_supported(tmp_path: Path) -> None:
-    path = _write(tmp_path / "report.docx", "x")
-    with pytest.raises(InputError, match=r"report\.docx: unsupported file type '\.docx'.*\.txt, \.md.*\.pdf"):
+    path = _write(tmp_path / "report.xlsx", "x")
+    with pytest.raises(InputError, match=r"report\.xlsx: unsupported file type '\.xlsx'.*\.txt, \.md.*\.pdf"):
         list(read_sources([path]))
 
 
@@ -242,6 +385,46 @@ def test_broken_squad_names_json_path(tmp_path: Path) -> None:
     path = _write(tmp_path / "squad.json", json.dumps(data))
     with pytest.raises(InputError, match=r"squad\.json: data\[0\]\.paragraphs\[1\]: missing field 'context'"):
         list(read_json(path))
+
+
+def test_squad_article_with_a_bad_title_names_json_path(tmp_path: Path) -> None:
+    data = {"data": [{"title": ["A"], "paragraphs": [{"context": "ok", "qas": []}]}]}
+    path = _write(tmp_path / "squad.json", json.dumps(data))
+    with pytest.raises(InputError, match=r"squad\.json: data\[0\]: field 'title' should be a string, got a"):
+        list(read_json(path))
+
+
+def test_html_binary_or_empty(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(InputError, match=r"image\.html: binary data, not an HTML page"):
+        list(read_html(_write(tmp_path / "image.html", b"\x89PNG\r\n\x1a\n\x00\x00")))
+    with caplog.at_level(logging.WARNING):
+        assert list(read_html(_write(tmp_path / "blank.html", "  \n"))) == []
+        assert list(read_html(_write(tmp_path / "chrome.html", "<nav>Home</nav><footer>(c)</footer>"))) == []
+    assert "blank.html: empty" in caplog.text and "chrome.html: section 0: empty" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "content", [b"plain text saved as .docx", b"PK\x03\x04truncated zip", _zip_bytes({"hello.txt": "hi"})]
+)
+def test_unreadable_docx(tmp_path: Path, content: bytes) -> None:
+    path = _write(tmp_path / "report.docx", content)
+    with pytest.raises(InputError, match=r"report\.docx: not a readable Word \.docx document .*as \.docx"):
+        list(read_docx(path))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("empty.csv", "", r"empty\.csv: no header row"),
+        ("cols.csv", "title,body\nA,b\n", r"cols\.csv:1: no text column 'text'; the header has 'title', 'bo"),
+        ("short.csv", "text,title\nok,A\n\nonly\n", r"short\.csv:4: row has 1 field\(s\) but the header has"),
+        ("quote.csv", 'text,n\nok,1\n"a"b,2\n', r"quote\.csv:3: not valid CSV: ',' expected after"),
+        ("open.tsv", 'text\tn\n"never closed\t1\n', r"open\.tsv:2: not valid CSV: unexpected end of data"),
+    ],
+)
+def test_malformed_csv_names_line(tmp_path: Path, name: str, content: str, expected: str) -> None:
+    with pytest.raises(InputError, match=expected):
+        list(read_csv(_write(tmp_path / name, content)))
 
 
 def test_corrupt_pdf(tmp_path: Path) -> None:

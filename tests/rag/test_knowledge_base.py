@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from slmkit.errors import InputError, KnowledgeBaseError
+from slmkit.rag import lexical_index
 from slmkit.rag.knowledge_base import KnowledgeBase
 from slmkit.rag.retrieval import Retriever
 
@@ -59,6 +60,86 @@ def test_add_appends_and_skips_duplicates(small_kb, embedder, tmp_path):
     reopened = KnowledgeBase.open(kb.path, embedder=embedder)
     assert len(reopened.chunks) == before + 1 and len(reopened.dense) == before + 1
     assert Retriever(reopened).search("comb jellies cilia", top_k=1)[0].chunk.source == str(extra)
+
+
+class CountingEmbedder:
+    """The real embedder, recording every text it is asked to encode."""
+
+    def __init__(self, inner):
+        self.inner, self.encoded = inner, []
+
+    def encode(self, texts, **kwargs):
+        self.encoded.extend(texts)
+        return self.inner.encode(texts, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def _searches(kb):
+    """Ids and scores of the top hits for a few queries in every mode."""
+    retriever = Retriever(kb)
+    queries = ["Who won Super Bowl 50?", "comb jellies cilia", "Where is Warsaw?", "stadium in California"]
+    results = [retriever.search(q, top_k=4, mode=m) for q in queries for m in ("dense", "bm25", "hybrid")]
+    return [[h.chunk.id for h in hits] for hits in results], [h.score for hits in results for h in hits]
+
+
+def test_incremental_add_embeds_only_new_chunks_and_equals_a_full_build(
+    tmp_path, embedder, monkeypatch
+):
+    extra = tmp_path / "extra.md"
+    extra.write_text(
+        "# Ctenophores\nComb jellies swim with combs of cilia. Dr. Mills counted 150 species.\n\n"
+        "# Sponges\nSponges filter water through their pores.",
+        encoding="utf-8",
+    )
+    counting = CountingEmbedder(embedder)
+    built, _ = KnowledgeBase.build(
+        tmp_path / "kb", [ASSETS / "squad_tiny.json"], embedder=counting, progress=False
+    )
+    counting.encoded.clear()
+    tokenized = []
+    real_tokenize = lexical_index.tokenize
+
+    def counting_tokenize(texts):
+        tokenized.extend(texts)
+        return real_tokenize(texts)
+
+    monkeypatch.setattr(lexical_index, "tokenize", counting_tokenize)
+    added, report = KnowledgeBase.open(built.path, embedder=counting).add(
+        [ASSETS / "squad_tiny.json", extra], progress=False
+    )
+    new_texts = [c.text for c in added.chunks[len(built.chunks) :]]
+    assert report.chunks_added == len(new_texts) == 2
+    assert counting.encoded == new_texts  # the old chunks are neither embedded nor tokenized again
+    assert tokenized == new_texts
+    monkeypatch.undo()
+
+    full, _ = KnowledgeBase.build(
+        tmp_path / "full", [ASSETS / "squad_tiny.json", extra], embedder=embedder, progress=False
+    )
+    reopened = KnowledgeBase.open(added.path, embedder=embedder)
+    assert [c.to_dict() for c in reopened.chunks] == [c.to_dict() for c in full.chunks]
+    (ids, scores), (full_ids, full_scores) = _searches(reopened), _searches(full)
+    assert ids == full_ids
+    # Embedding in other batches moves a cosine by float rounding only.
+    assert scores == pytest.approx(full_scores, abs=1e-5)
+
+
+def test_add_to_a_kb_without_stored_tokens_tokenizes_again(small_kb, embedder, tmp_path):
+    kb, _ = small_kb
+    version = kb.path / (kb.path / "CURRENT").read_text()
+    (version / "bm25" / lexical_index.TOKENS_FILE).unlink()  # as written before tokens were kept
+    extra = tmp_path / "extra.txt"
+    extra.write_text("Ctenophores are marine invertebrates that swim with combs of cilia.", encoding="utf-8")
+    added, _ = KnowledgeBase.open(kb.path, embedder=embedder).add([extra], progress=False)
+    assert Retriever(added).search("ctenophores cilia", top_k=1, mode="bm25")[0].chunk.source == str(extra)
+    new_version = kb.path / (kb.path / "CURRENT").read_text()
+    assert new_version != version and (new_version / "bm25" / lexical_index.TOKENS_FILE).is_file()
+    reopened = KnowledgeBase.open(kb.path, embedder=embedder)
+    assert [h.chunk.id for h in Retriever(reopened).search("Warsaw", top_k=1, mode="bm25")] == [
+        h.chunk.id for h in Retriever(kb).search("Warsaw", top_k=1, mode="bm25")
+    ]
 
 
 def test_info_reports_counts_model_and_sizes(small_kb):

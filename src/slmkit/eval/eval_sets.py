@@ -31,6 +31,8 @@ class EvalItem:
         context: The gold passage, when the dataset has one.
         title: The passage's title (SQuAD article), shown with the gold context.
         choices: Option letter -> text, for multiple choice.
+        answerable: False for a question the dataset marks unanswerable (SQuAD 2.0 ``is_impossible``):
+            it has no references, and the right reply is to abstain.
     """
 
     id: str
@@ -39,6 +41,7 @@ class EvalItem:
     context: str | None = None
     title: str = ""
     choices: dict[str, str] | None = None
+    answerable: bool = True
 
 
 @dataclass
@@ -117,11 +120,14 @@ def spread(values: list, limit: int | None) -> list:
 
 
 def _squad_items(path: Path, split: str) -> list[EvalItem]:
+    """One item per question; SQuAD 2.0 impossible questions become unanswerable (abstention) items."""
     articles = load_squad(path)
     if split != "all":
         articles = split_articles(articles, split)
     return [
-        EvalItem(qa.id, qa.question, tuple(qa.answers), p.context, a.display_title)
+        EvalItem(
+            qa.id, qa.question, tuple(qa.answers), p.context, a.display_title, answerable=not qa.is_impossible
+        )
         for a in articles
         for p in a.paragraphs
         for qa in p.qas

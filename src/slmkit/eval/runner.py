@@ -186,14 +186,16 @@ def _predict_one(context: str, item: EvalItem, answerer: Answerer, in_kb: dict[s
             **common,
             prediction=strip_markers(answer.text),
             contexts=(item.context or "",),
-            gold_context=item.context,
+            gold_context=item.context if item.answerable else None,
+            answerable=item.answerable,
             abstained=answer.abstained,
             latency_s=answer.timings["total"],
             generated_tokens=answer.completion_tokens,
             extra={"reason": answer.reason},
         )
     answer = answerer.ask(item.question, use_retrieval=context == "retrieved")
-    answerable = in_kb.get(item.context, True) if item.context else True
+    # Unanswerable: the dataset says so (SQuAD 2.0), or the knowledge base lacks the gold passage.
+    answerable = item.answerable and (in_kb.get(item.context, True) if item.context else True)
     if not answerable:
         common["references"] = ()
     return Prediction(
@@ -244,7 +246,8 @@ def score_predictions(config: EvalConfig, path: str | Path) -> EvalResult:
                 prediction=fields["prediction"],
                 references=item.references,
                 contexts=tuple(fields.get("contexts") or ()),
-                gold_context=item.context,
+                gold_context=item.context if item.answerable else None,
+                answerable=item.answerable,
                 abstained=bool(fields.get("abstained", False)),
                 latency_s=fields.get("latency_s"),
                 choices=item.choices,

@@ -1,7 +1,8 @@
 """Read knowledge-base sources (files, folders, Hugging Face datasets) into :class:`Document` records.
 
-Supported: ``.txt``, ``.md``/``.markdown`` (one document per section), ``.json`` (SQuAD, or a list of
-records), ``.jsonl`` (one record per line), ``.pdf`` (one document per page) and
+Supported: ``.txt``, ``.md``/``.markdown``, ``.html``/``.htm`` and ``.docx`` (one document per
+section), ``.json`` (SQuAD, or a list of records), ``.jsonl`` (one record per line), ``.csv``/``.tsv``
+(one record per row), ``.pdf`` (one document per page) and
 ``hf://NAME?config=C&split=S&text_field=F&title_field=T`` addresses. Folders are read recursively in
 sorted order. Every problem with the input is an :class:`InputError` naming the file and the line,
 record or field at fault; empty pieces are skipped with a warning.
@@ -9,6 +10,9 @@ record or field at fault; empty pieces are skipped with a warning.
 
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 import json
 import logging
 import os
@@ -22,10 +26,13 @@ from slmkit.config import IngestConfig
 from slmkit.data.squad import SquadArticle, is_squad, parse_squad
 from slmkit.errors import InputError
 from slmkit.rag.documents import Document
+from slmkit.rag.html_text import html_main_text
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".json", ".jsonl", ".pdf")
+SUPPORTED_SUFFIXES = (
+    ".txt", ".md", ".markdown", ".html", ".htm", ".docx", ".json", ".jsonl", ".csv", ".tsv", ".pdf"
+)
 HF_PREFIX = "hf://"
 
 _HF_QUERY_KEYS = ("config", "split", "text_field", "title_field")
@@ -33,6 +40,8 @@ _TRUTHY = {"1", "true", "yes", "on"}
 # Only # and ## start a section: deeper headings usually subdivide a topic too finely to stand alone.
 _HEADING = re.compile(r"^(#{1,2})\s+(.*?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
+# Word's built-in styles that start a section, the counterparts of Markdown's # and ##.
+_DOCX_SECTION_STYLES = {"Title", "Heading 1", "Heading 2"}
 
 
 def read_sources(sources: Sequence[str | Path], config: IngestConfig | None = None) -> Iterator[Document]:
@@ -87,10 +96,16 @@ def read_file(path: str | Path, config: IngestConfig | None = None) -> Iterator[
         return read_txt(path)
     if suffix in (".md", ".markdown"):
         return read_markdown(path)
+    if suffix in (".html", ".htm"):
+        return read_html(path)
+    if suffix == ".docx":
+        return read_docx(path)
     if suffix == ".json":
         return read_json(path, config)
     if suffix == ".jsonl":
         return read_jsonl(path, config)
+    if suffix in (".csv", ".tsv"):
+        return read_csv(path, config)
     if suffix == ".pdf":
         return read_pdf(path)
     raise InputError(
@@ -114,10 +129,82 @@ def read_markdown(path: str | Path) -> Iterator[Document]:
     order, and that number is the document's ``position``. The heading line itself is not part of the
     text (it is the title). Headings inside fenced code blocks are ignored.
     """
+    yield from _section_documents(path, Path(path).stem, _markdown_sections(_read_text(path)))
+
+
+def read_html(path: str | Path) -> Iterator[Document]:
+    """The page's main text, one document per ``<h1>``/``<h2>`` section, titled ``"<title> › <heading>"``.
+
+    Navigation, site headers and footers, sidebars, forms and scripts are left out (see
+    :mod:`slmkit.rag.html_text`). Sections are numbered as in :func:`read_markdown`; the page's
+    ``<title>`` (else the file stem) stands where Markdown has the stem.
+
+    Raises:
+        InputError: the file holds binary data (NUL bytes) or no HTML at all.
+    """
+    data = _read_bytes(path)
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        data = data.decode("utf-16", errors="replace").encode("utf-8")  # as some Windows tools save it
+    if b"\x00" in data:
+        raise InputError(f"{path}: binary data, not an HTML page. Check that the file is an HTML text file.")
+    if not data.strip():
+        logger.warning("%s: empty, skipped", path)
+        return
+    try:
+        title, blocks = html_main_text(data)
+    except ValueError as err:
+        raise InputError(f"{path}: not a readable HTML page ({err})") from None
+    sections = _block_sections([(block.heading, block.text) for block in blocks])
+    yield from _section_documents(path, title or Path(path).stem, sections)
+
+
+def read_docx(path: str | Path) -> Iterator[Document]:
+    """A Word document, one document per ``Title``/``Heading 1``/``Heading 2`` section, as in Markdown.
+
+    Body paragraphs and tables are read in order (a table row is one line, cells joined by
+    ``" | "``); page headers, footers and comments are left out. Sections are titled
+    ``"<title> › <heading>"``, where the title is the document's core-properties title or the file stem.
+
+    Raises:
+        InputError: the file is not a readable ``.docx`` (e.g. a legacy ``.doc`` renamed, or truncated).
+    """
+    document = _open_docx(path)
+    title = (document.core_properties.title or "").strip() or Path(path).stem
+    yield from _section_documents(path, title, _block_sections(_docx_blocks(document)))
+
+
+def read_csv(path: str | Path, config: IngestConfig | None = None) -> Iterator[Document]:
+    """One document per row of a ``.csv`` (comma) or ``.tsv`` (tab) file with a header row.
+
+    The text is the ``config.text_field`` column and the title the ``config.title_field`` column when
+    present (else the file stem); the other columns are kept as metadata. ``position`` is the 1-based
+    line the row starts on (a quoted field may span lines).
+
+    Raises:
+        InputError: no header row, no text column (the columns are listed), a row with a different
+            number of fields than the header, or broken quoting (each naming the file and line).
+    """
+    config = config or IngestConfig()
+    delimiter = "\t" if Path(path).suffix.lower() == ".tsv" else ","
+    # Long texts in one cell are the point of a text column; csv's default cap is 131,072 characters.
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    # strict: an unclosed quote is an error naming its line, not the rest of the file in one field.
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter=delimiter, strict=True)
+    header = _csv_header(reader, path, config)
     stem = Path(path).stem
-    for number, (heading, body) in enumerate(_markdown_sections(_read_text(path))):
-        title = f"{stem} › {heading}" if heading else stem
-        document = _document(body, str(path), title, number, {}, f"{path}: section {number}")
+    line = reader.line_num
+    for row in _csv_rows(reader, path):
+        start, line = line + 1, reader.line_num
+        if not row:
+            continue  # a blank line
+        if len(row) != len(header):
+            separator = "tab" if delimiter == "\t" else "comma"
+            raise InputError(
+                f"{path}:{start}: row has {len(row)} field(s) but the header has {len(header)}. "
+                f"Quote fields that contain a {separator} or a line break."
+            )
+        record = dict(zip(header, row, strict=True))
+        document = _record_document(record, str(path), stem, start, f"{path}:{start}", config)
         if document:
             yield document
 
@@ -241,12 +328,13 @@ def _check_exists(source: str | Path) -> None:
 
 def _folder_files(folder: Path) -> list[Path]:
     """Supported files under ``folder``, sorted; hidden files and folders (``.git``, editor swap files)
-    are left out."""
+    and Office's ``~$name.docx`` lock files are left out."""
     files = [
         path
         for path in sorted(folder.rglob("*"))
         if path.is_file()
         and path.suffix.lower() in SUPPORTED_SUFFIXES
+        and not path.name.startswith("~$")
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
     ]
     if not files:
@@ -254,12 +342,16 @@ def _folder_files(folder: Path) -> list[Path]:
     return files
 
 
-def _read_text(path: str | Path) -> str:
-    """File contents as text; bytes that are not UTF-8 become U+FFFD with a warning, not a crash."""
+def _read_bytes(path: str | Path) -> bytes:
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except OSError as err:
         raise InputError(f"{path}: cannot read file: {err.strerror or err}") from None
+
+
+def _read_text(path: str | Path) -> str:
+    """File contents as text; bytes that are not UTF-8 become U+FFFD with a warning, not a crash."""
+    data = _read_bytes(path)
     try:
         # utf-8-sig drops the byte-order mark some Windows editors write, which would otherwise
         # stick to the first word (and break JSON parsing).
@@ -282,6 +374,39 @@ def _document(
         logger.warning("%s: empty, skipped", where)
         return None
     return Document(text=text, source=source, title=title, position=position, metadata=metadata)
+
+
+# ---- sections (Markdown, HTML, Word) -----------------------------------------------------------
+
+
+def _section_documents(path: str | Path, title: str, sections: list[tuple[str, str]]) -> Iterator[Document]:
+    """One document per ``(heading, body)`` section, titled ``"<title> › <heading>"`` (section 0, the
+    text before the first heading, by ``title`` alone); ``position`` is the section number.
+
+    Empty sections are skipped with a warning, except an empty section 0 before a first heading: most
+    documents start with one, so it says nothing about the file.
+    """
+    for number, (heading, body) in enumerate(sections):
+        if number == 0 and len(sections) > 1 and not body.strip():
+            continue
+        section_title = f"{title} › {heading}" if heading else title
+        document = _document(body, str(path), section_title, number, {}, f"{path}: section {number}")
+        if document:
+            yield document
+
+
+def _block_sections(blocks: list[tuple[bool, str]]) -> list[tuple[str, str]]:
+    """Group ``(is_heading, text)`` blocks into ``(heading, body)`` sections, blocks separated by a
+    blank line (a paragraph break for the sentence splitter)."""
+    sections: list[tuple[str, list[str]]] = [("", [])]
+    for is_heading, text in blocks:
+        if not text.strip():
+            continue
+        if is_heading:
+            sections.append((" ".join(text.split()), []))
+        else:
+            sections[-1][1].append(text)
+    return [(heading, "\n\n".join(texts)) for heading, texts in sections]
 
 
 # ---- markdown ---------------------------------------------------------------------------------
@@ -359,6 +484,88 @@ def _record_text(record: dict[str, Any], where: str, field: str) -> str:
 
 def _is_scalar(value: object) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
+
+
+# ---- CSV / TSV --------------------------------------------------------------------------------
+
+
+def _csv_rows(reader: Any, path: str | Path) -> Iterator[list[str]]:
+    """The reader's rows, with its errors (a NUL byte, broken quoting) as InputErrors naming the line."""
+    try:
+        yield from reader
+    except csv.Error as err:
+        raise InputError(
+            f"{path}:{reader.line_num}: not valid CSV: {err}. A field holding quotes must be quoted "
+            'whole, with each inner quote doubled ("say ""hi""").'
+        ) from None
+
+
+def _csv_header(reader: Any, path: str | Path, config: IngestConfig) -> list[str]:
+    header = next(_csv_rows(reader, path), None)
+    if not header:
+        raise InputError(
+            f"{path}: no header row. The first line must name the columns, one of them "
+            f"'{config.text_field}' (the text)."
+        )
+    header = [name.strip() for name in header]
+    if config.text_field not in header:
+        columns = ", ".join(f"'{name}'" for name in header)
+        raise InputError(
+            f"{path}:{reader.line_num}: no text column '{config.text_field}'; the header has {columns}. "
+            "Pass --text-field NAME (ingest.text_field) to read another column."
+        )
+    return header
+
+
+# ---- Word -------------------------------------------------------------------------------------
+
+
+def _open_docx(path: str | Path) -> Any:
+    import zipfile
+
+    import docx
+    from docx.opc.exceptions import OpcError
+    from lxml import etree
+
+    try:
+        return docx.Document(str(path))
+    except OSError as err:
+        raise InputError(f"{path}: cannot read file: {err.strerror or err}") from None
+    # A .doc renamed .docx, a truncated download or a damaged package fails in the zip reader, the OPC
+    # layer, the XML parser or python-docx's part lookup; to the user they all mean the same thing.
+    except (OpcError, zipfile.BadZipFile, etree.XMLSyntaxError, KeyError, ValueError) as err:
+        raise InputError(
+            f"{path}: not a readable Word .docx document ({err or type(err).__name__}). Legacy .doc "
+            "files must be saved as .docx first; otherwise check that the file is complete."
+        ) from None
+
+
+def _docx_blocks(document: Any) -> list[tuple[bool, str]]:
+    """``(is_heading, text)`` for each body paragraph and table row, in order."""
+    from docx.table import Table
+
+    blocks: list[tuple[bool, str]] = []
+    for item in document.iter_inner_content():
+        if isinstance(item, Table):
+            blocks.extend((False, row) for row in _docx_table_rows(item))
+        else:
+            style = item.style.name if item.style is not None else ""
+            blocks.append((style in _DOCX_SECTION_STYLES, item.text))
+    return blocks
+
+
+def _docx_table_rows(table: Any) -> list[str]:
+    rows = []
+    for row in table.rows:
+        cells: list[str] = []
+        for cell in row.cells:
+            text = " ".join(cell.text.split())
+            # python-docx repeats a merged cell once per grid column it spans.
+            if text and (not cells or cells[-1] != text):
+                cells.append(text)
+        if cells:
+            rows.append(" | ".join(cells))
+    return rows
 
 
 # ---- PDF --------------------------------------------------------------------------------------

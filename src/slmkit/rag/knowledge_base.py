@@ -161,7 +161,10 @@ class KnowledgeBase:
     def add(self, sources: Sequence[str | Path], progress: bool = True) -> tuple[KnowledgeBase, IngestReport]:
         """Append ``sources``; chunks whose content is already present are skipped.
 
-        Returns the updated knowledge base (this object is left as it was) and a report.
+        Only the new chunks are embedded: the vector index is a copy of this version's with their
+        vectors appended, and the BM25 index is rebuilt from this version's stored tokens plus theirs.
+        The result equals building from all the sources at once. Returns the updated knowledge base
+        (this object is left as it was) and a report.
         """
         return self._write_with(sources, progress)
 
@@ -180,15 +183,13 @@ class KnowledgeBase:
             if chunk.hash not in seen:
                 seen.add(chunk.hash)
                 fresh.append(_renumber(chunk, len(self.chunks) + len(fresh)))
-        vectors = self.embed([c.text for c in fresh], progress=progress) if fresh else None
-
         chunks = self.chunks + fresh
-        dense = FaissIndex.empty(self.embedder.get_embedding_dimension())
-        if self.chunks:
-            dense.add(self.dense.vectors(np.arange(len(self.chunks))))
-        if vectors is not None:
-            dense.add(vectors)
-        lexical = BM25Index.build([c.text for c in chunks])
+        # Copied, so this object stays as it was; a build starts empty at the embedder's width.
+        width = self.embedder.get_embedding_dimension()
+        dense = self.dense.copy() if self.chunks else FaissIndex.empty(width)
+        if fresh:
+            dense.add(self.embed([c.text for c in fresh], progress=progress))
+        lexical = self.lexical.extended([c.text for c in self.chunks], [c.text for c in fresh])
         manifest = dict(self.manifest, updated=_now(), documents=self.manifest["documents"] + len(documents))
         manifest["sources"] = dict(self.manifest["sources"])
         for chunk in fresh:

@@ -10,6 +10,9 @@ import numpy as np
 import Stemmer
 
 _STEMMER = Stemmer.Stemmer("english")
+# Each row's tokens, one line per row, space-separated (bm25s tokens are runs of word characters, so
+# they hold no whitespace). Kept beside the index so that adding chunks re-tokenizes only the new ones.
+TOKENS_FILE = "row_tokens.txt"
 
 
 def tokenize(texts: Sequence[str]) -> list[list[str]]:
@@ -19,27 +22,61 @@ def tokenize(texts: Sequence[str]) -> list[list[str]]:
 
 
 class BM25Index:
-    """BM25 over chunk texts; row ``i`` is chunk id ``i``."""
+    """BM25 over chunk texts; row ``i`` is chunk id ``i``.
 
-    def __init__(self, bm25: bm25s.BM25 | None, size: int) -> None:
-        self._bm25, self._size = bm25, size
+    BM25 weights every term by statistics of the whole corpus (document frequency, mean length), so
+    adding rows means indexing again; what :meth:`extended` saves is tokenizing (stop words,
+    stemming) the rows already there, about two thirds of the work.
+    """
+
+    def __init__(
+        self, bm25: bm25s.BM25 | None, size: int, tokens: list[list[str]] | None, path: Path | None = None
+    ) -> None:
+        self._bm25, self._size, self._tokens, self._path = bm25, size, tokens, path
 
     @classmethod
     def build(cls, texts: Sequence[str]) -> BM25Index:
-        if not texts:
-            return cls(None, 0)  # bm25s cannot index an empty corpus
+        return cls.from_tokens(tokenize(texts))
+
+    @classmethod
+    def from_tokens(cls, tokens: list[list[str]]) -> BM25Index:
+        if not tokens:
+            return cls(None, 0, [])  # bm25s cannot index an empty corpus
         bm25 = bm25s.BM25()
-        bm25.index(tokenize(texts), show_progress=False)
-        return cls(bm25, len(texts))
+        bm25.index(tokens, show_progress=False)
+        return cls(bm25, len(tokens), tokens)
 
     @classmethod
     def load(cls, path: Path, size: int) -> BM25Index:
-        return cls(bm25s.BM25.load(str(path), show_progress=False), size)
+        """Open a saved index; its row tokens are read only if :meth:`extended` needs them."""
+        return cls(bm25s.BM25.load(str(path), show_progress=False), size, None, path)
 
     def save(self, path: Path) -> None:
         if self._bm25 is None:
             raise ValueError("an empty BM25 index is never saved: a knowledge base holds at least one chunk")
         self._bm25.save(str(path), show_progress=False)
+        if self._tokens is not None:
+            lines = "".join(" ".join(row) + "\n" for row in self._tokens)
+            (path / TOKENS_FILE).write_text(lines, encoding="utf-8")
+
+    def extended(self, texts: Sequence[str], new_texts: Sequence[str]) -> BM25Index:
+        """A new index over this one's rows plus ``new_texts``; this one is left as it was.
+
+        Args:
+            texts: This index's row texts, tokenized again only when its saved tokens are missing
+                (a knowledge base written before they were kept, or a version since removed).
+            new_texts: The rows to append.
+        """
+        return BM25Index.from_tokens(self._row_tokens(texts) + tokenize(new_texts))
+
+    def _row_tokens(self, texts: Sequence[str]) -> list[list[str]]:
+        if self._tokens is None:
+            saved = self._path / TOKENS_FILE if self._path else None
+            if saved is not None and saved.is_file():
+                rows = saved.read_text(encoding="utf-8").split("\n")[:-1]
+                if len(rows) == self._size:
+                    self._tokens = [row.split() for row in rows]
+        return list(self._tokens) if self._tokens is not None else tokenize(texts)
 
     def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(scores, ids)`` of up to ``k`` chunks sharing at least one term with the query."""

@@ -29,6 +29,10 @@ class VectorIndex(Protocol):
         """The stored vectors for ``ids``."""
         ...
 
+    def copy(self) -> VectorIndex:
+        """An independent copy: adding to it leaves this index as it was."""
+        ...
+
 
 class FaissIndex:
     """Exact inner-product search (``IndexFlatIP``): at knowledge-base sizes that fit a laptop
@@ -64,3 +68,6 @@ class FaissIndex:
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         return self._index.reconstruct_batch(np.asarray(ids, dtype=np.int64))
+
+    def copy(self) -> FaissIndex:
+        return FaissIndex(faiss.clone_index(self._index))

@@ -1,0 +1,125 @@
+"""Calibrate a reader's abstention on SQuAD *train* articles only (never the eval articles).
+
+Knowledge base: the train articles minus every fifth of them (the *withheld* articles). Answerable:
+the questions the reader was **not** trained on — its held-out validation questions (``val_fraction``
+of the recipe) whose article is in the knowledge base. Absent: questions about the withheld articles.
+Each question is answered once with every gate off, recording the best passage's no-answer
+probability, the best retrieval similarity and the question's name coverage; every threshold
+setting is then applied to the same records. The chosen setting maximises answerable F1 subject to
+refusing at least ``--target-absent`` of absent questions; the JSON line lists the grid around it.
+
+    python benchmarks/reader_calibration.py --recipe recipes/reader-gemma3.yaml --model slmkit-reader-270m
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from _common import REPO, emit, squad_articles
+from slmkit.config import AbstentionConfig, AskConfig, BackendConfig, TrainConfig, load_yaml, parse_config
+from slmkit.data.squad import split_articles, write_squad_paragraphs
+from slmkit.eval.squad_metrics import f1_score
+from slmkit.models.backends import load_generator
+from slmkit.rag.abstention import coverage_score
+from slmkit.rag.answer import Answerer, strip_markers
+from slmkit.rag.knowledge_base import KnowledgeBase
+from slmkit.rag.retrieval import Retriever
+from slmkit.train.run import load_examples
+
+KB_PATH = REPO / ".slmkit" / "squad-calibration-kb"
+RELEVANCE = (-1.0, 0.2, 0.25, 0.3, 0.35, 0.4)
+NO_ANSWER = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+COVERAGE = (0.0, 0.5)
+
+
+def calibration_kb(kept: list) -> KnowledgeBase:
+    if (KB_PATH / "CURRENT").exists():
+        return KnowledgeBase.open(KB_PATH)
+    KB_PATH.parent.mkdir(parents=True, exist_ok=True)
+    source = KB_PATH.parent / "squad-calibration-paragraphs.json"
+    write_squad_paragraphs(kept, source)
+    return KnowledgeBase.build(KB_PATH, [source], progress=False)[0]
+
+
+def record(answerer: Answerer, question: str, golds: list[str]) -> dict:
+    answer = answerer.ask(question)
+    contexts = [h.chunk.text for h in answer.hits]
+    text = strip_markers(answer.text)
+    return {
+        "no_answer": min(answer.no_answer, default=1.0),
+        "relevance": max((h.dense_score for h in answer.hits), default=-1.0),
+        "coverage": coverage_score(question, contexts),
+        "f1": 100 * f1_score(text, golds) if golds and not answer.abstained else 0.0,
+    }
+
+
+def refuses(row: dict, relevance: float, no_answer: float, coverage: float) -> bool:
+    return row["relevance"] < relevance or row["coverage"] < coverage or row["no_answer"] >= no_answer
+
+
+def outcome(answerable: list[dict], absent: list[dict], r: float, n: float, c: float) -> dict:
+    kept_f1 = [0.0 if refuses(x, r, n, c) else x["f1"] for x in answerable]
+    return {
+        "min_relevance": r,
+        "max_no_answer": n,
+        "min_coverage": c,
+        "answerable_f1": round(statistics.fmean(kept_f1), 2),
+        "wrong_refusals_pct": round(100 * statistics.fmean(refuses(x, r, n, c) for x in answerable), 1),
+        "absent_refusals_pct": round(100 * statistics.fmean(refuses(x, r, n, c) for x in absent), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", type=Path, default=REPO / "recipes" / "reader-gemma3.yaml")
+    parser.add_argument("--model", default="slmkit-reader-270m")
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--absent", type=int, default=200)
+    parser.add_argument("--target-absent", type=float, default=90.0, help="Percent of absent to refuse.")
+    args = parser.parse_args()
+
+    train_articles = split_articles(squad_articles(), "train")
+    withheld = {a.title for a in train_articles[::5]}
+    kb = calibration_kb([a for a in train_articles if a.title not in withheld])
+    config = parse_config(TrainConfig, load_yaml(args.recipe).get("train", {}), str(args.recipe))
+    _, val = load_examples(config)
+    val_ids = {e.id for e in val if not e.id.endswith("-negative")}
+    questions = {qa.id: (a.title, qa) for a in train_articles for p in a.paragraphs for qa in p.qas}
+    answerable = [questions[i][1] for i in sorted(val_ids) if questions[i][0] not in withheld]
+    absent_pool = [qa for a in train_articles if a.title in withheld for p in a.paragraphs for qa in p.qas]
+    absent = absent_pool[:: max(1, len(absent_pool) // args.absent)][: args.absent]
+
+    ungated = AbstentionConfig(min_relevance=-1.0, min_coverage=0.0, min_support=0.0, max_no_answer=1.01)
+    ask = AskConfig(model=args.model, backend=BackendConfig(type=args.backend), abstention=ungated)
+    answerer = Answerer(load_generator(args.model, ask.backend), Retriever(kb, ask.retrieval), ask)
+    rows_a = [record(answerer, q.question, q.answers) for q in tqdm(answerable, desc="answerable")]
+    rows_x = [record(answerer, q.question, []) for q in tqdm(absent, desc="absent")]
+
+    grid = [outcome(rows_a, rows_x, r, n, c) for r in RELEVANCE for n in NO_ANSWER for c in COVERAGE]
+    feasible = [g for g in grid if g["absent_refusals_pct"] >= args.target_absent] or grid
+    best = max(feasible, key=lambda g: (g["answerable_f1"], -g["wrong_refusals_pct"]))
+    default = AbstentionConfig()
+    current = outcome(rows_a, rows_x, default.min_relevance, default.max_no_answer, default.min_coverage)
+    emit(
+        {
+            "benchmark": "reader_calibration",
+            "model": args.model,
+            "answerable": len(rows_a),
+            "absent": len(rows_x),
+            "withheld_articles": sorted(withheld),
+            "chosen": best,
+            "current_defaults": current,
+            "grid": grid,
+            "ratio": round(best["answerable_f1"] / current["answerable_f1"], 3)
+            if current["answerable_f1"]
+            else None,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

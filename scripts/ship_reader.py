@@ -1,0 +1,79 @@
+"""Put a trained reader into the package: its adapter in bf16, how it was trained, what it scores.
+
+    python scripts/ship_reader.py runs/reader-gemma3 --benchmark runs/bench/reader_squad.json \
+        --calibration runs/bench/reader_calibration.json
+
+Writes ``src/slmkit/assets/readers/<name>/``: ``adapter_model.safetensors`` (the LoRA weights cast
+to bf16: half the bytes, and LoRA deltas lose nothing that matters at that precision),
+``adapter_config.json``, ``recipe.yaml``, ``metrics.jsonl`` (the training curve), ``training.json``
+(steps, time, tokens/s), ``scores.json`` (the benchmark's and calibration's JSON lines as printed) and
+``README.md``, the model card rendered from those files, so every number in it has one source.
+``benchmarks/check_reader_card.py`` re-checks a fresh benchmark run against ``scores.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "src"))
+
+from slmkit.atomic import atomic_write_text  # noqa: E402
+from slmkit.models.model_card import render_reader_card  # noqa: E402
+
+
+def adapter_folder(run: Path) -> Path:
+    """The run's final adapter, or its best one when the run has not finished."""
+    for candidate in (run / "final" / "adapter", run / "best" / "adapter"):
+        if (candidate / "adapter_config.json").is_file():
+            return candidate
+    raise SystemExit(f"{run}: no final/adapter or best/adapter folder")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="The training run's output_dir.")
+    parser.add_argument("--name", default="slmkit-reader-270m")
+    parser.add_argument("--benchmark", type=Path, help="benchmarks/reader_squad.py's JSON line, saved.")
+    parser.add_argument("--calibration", type=Path, help="benchmarks/reader_calibration.py's JSON line.")
+    args = parser.parse_args()
+
+    source = adapter_folder(args.run)
+    target = REPO / "src" / "slmkit" / "assets" / "readers" / args.name
+    staging = target.with_name(f".{args.name}-staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    weights = {k: v.to(torch.bfloat16) for k, v in load_file(source / "adapter_model.safetensors").items()}
+    save_file(weights, staging / "adapter_model.safetensors", metadata={"format": "pt"})
+    config = json.loads((source / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = yaml.safe_load((source / "recipe.yaml").read_text())["train"]["model"]
+    (staging / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    shutil.copy(source / "recipe.yaml", staging / "recipe.yaml")
+    final = source.parent
+    for name in ("metrics.jsonl", "training.json"):
+        for folder in (final, args.run):
+            if (folder / name).is_file():
+                shutil.copy(folder / name, staging / name)
+                break
+    scores = {}
+    for key, path in (("benchmark", args.benchmark), ("calibration", args.calibration)):
+        if path:
+            scores[key] = json.loads(path.read_text().strip().splitlines()[-1])
+    (staging / "scores.json").write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(staging / "README.md", render_reader_card(staging, args.name, str(args.run)))
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    size = sum(p.stat().st_size for p in target.iterdir()) / 2**20
+    print(f"wrote {target} ({size:.1f} MB) from {source}")
+
+
+if __name__ == "__main__":
+    main()

