@@ -71,20 +71,32 @@ def _stops(tokenizer, name: str) -> list[int]:
 
 
 def _answer_starts(text: str) -> set[int]:
+    """Offsets of non-space characters that do not continue a word (letter/digit after one)."""
     starts, offset = set(), 0
-    for char in text:
-        if not char.isspace():
+    for i, char in enumerate(text):
+        inside_word = char.isalnum() and i > 0 and text[i - 1].isalnum()
+        if not char.isspace() and not inside_word:
             starts.add(offset)
         offset += len(char.encode())
     return starts
 
 
-def _occurrence_ends(texts: list[str], piece: bytes) -> list[tuple[bytes, int]]:
-    """(passage bytes, end) of every occurrence of ``piece`` starting at a non-space character."""
+def _answer_ends(text: str) -> set[int]:
+    """Offsets of character boundaries that are not inside a word, and the end."""
+    ends, offset = set(), 0
+    for i, char in enumerate(text):
+        if not (char.isalnum() and i > 0 and text[i - 1].isalnum()):
+            ends.add(offset)
+        offset += len(char.encode())
+    return ends | {offset}
+
+
+def _occurrence_ends(texts: list[str], piece: bytes) -> list[tuple[str, int]]:
+    """(passage, end) of every occurrence of ``piece`` that starts where an answer may start."""
     found = []
     for text in texts:
         data, starts = text.encode(), _answer_starts(text)
-        found += [(data, s + len(piece)) for s in starts if piece and data.startswith(piece, s)]
+        found += [(text, s + len(piece)) for s in starts if piece and data.startswith(piece, s)]
     return found
 
 
@@ -100,7 +112,7 @@ def brute_allowed(tb: list[bytes], texts: list[str], stops: list[int], generated
     if not ends:
         return set(stops)
     allowed = {i for i in ids if _occurrence_ends(texts, answer + tb[i])}
-    if any(end == len(data) or data[end] & 0xC0 != 0x80 for data, end in ends):
+    if any(end in _answer_ends(text) for text, end in ends):
         allowed |= set(stops)
     return allowed or set(stops)
 
@@ -392,3 +404,13 @@ def test_greedy_llama_cpp_generation_returns_a_span_of_the_passage():
         ids.append(token)
     answer = llm.detokenize(ids).decode().strip()
     assert answer and answer in PASSAGE
+
+
+def test_an_answer_neither_starts_nor_stops_inside_a_word():
+    tb = [b"", b"", b"\n", b"under", b"graduate", b"s", b" enroll", b"graduates", b"Several"]
+    constraint = SpanConstraint(tb, ["Several thousand undergraduates enroll."], [1, 2])
+    first = set(constraint.allowed([]).tolist())
+    assert 3 in first and 7 not in first  # "graduates" starts inside "undergraduates"
+    after_graduate = set(constraint.allowed([3, 4]).tolist())
+    assert after_graduate == {5}  # "undergraduate" may not end there: only "s" continues
+    assert {1, 2} <= set(constraint.allowed([3, 4, 5]).tolist())

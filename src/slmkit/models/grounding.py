@@ -287,22 +287,33 @@ def _windows(text: bytes, starts: Iterable[int], index: _VocabIndex) -> set[byte
 
 
 def _answer_starts(text: str) -> list[int]:
-    """Byte offsets of the characters of ``text`` that may start an answer: all but whitespace.
+    """Byte offsets of the characters of ``text`` that may start an answer: not whitespace, and not
+    inside a word (a letter or digit right after another), so "graduate" is never read out of
+    "undergraduates".
 
     Whitespace as ``str.strip`` sees it (also e.g. a no-break space), so a stripped answer that is
     non-empty here is non-empty after ``decode(...).strip()`` too.
     """
-    starts, offset = [], 0
+    starts, offset, previous = [], 0, ""
     for char in text:
-        if not char.isspace():
+        if not char.isspace() and not (char.isalnum() and previous.isalnum()):
             starts.append(offset)
         offset += len(char.encode("utf-8"))
+        previous = char
     return starts
 
 
-def _is_char_start(text: bytes, pos: int) -> bool:
-    """True when ``pos`` starts a UTF-8 character of ``text`` (or is its end)."""
-    return pos >= len(text) or text[pos] & 0xC0 != 0x80
+def _answer_ends(text: str) -> frozenset[int]:
+    """Byte offsets where an answer may end: whole characters, and not inside a word (so an answer
+    read out of "undergraduates" cannot stop at "undergraduate")."""
+    ends, offset, previous = set(), 0, ""
+    for char in text:
+        if not (char.isalnum() and previous.isalnum()):
+            ends.add(offset)
+        offset += len(char.encode("utf-8"))
+        previous = char
+    ends.add(offset)
+    return frozenset(ends)
 
 
 class SpanConstraint:
@@ -310,9 +321,9 @@ class SpanConstraint:
 
     The answer is the concatenated bytes of the generated tokens with the first token's leading
     whitespace removed; it must be a contiguous byte substring of one passage that starts on a
-    non-whitespace character, so a first token must carry some text. A stop id ends the answer and
-    is allowed only once the answer is non-empty (or with ``allow_empty``) and ends on a whole UTF-8
-    character; stop ids are never answer text (even when their bytes, e.g. a newline, occur in a
+    non-whitespace character at a word boundary, so a first token must carry some text. A stop id
+    ends the answer and is allowed only once the answer is non-empty (or with ``allow_empty``) and
+    ends on a whole UTF-8 character that is not inside a word; stop ids are never answer text (even when their bytes, e.g. a newline, occur in a
     passage).
 
     The state is incremental: :meth:`allowed` remembers the ids it saw and the passage positions the
@@ -344,6 +355,7 @@ class SpanConstraint:
         self.token_bytes = token_bytes
         self.passages = [p.encode("utf-8") for p in passages]
         self._starts = [_answer_starts(p) for p in passages]
+        self._ends = [_answer_ends(p) for p in passages]
         self.stop_ids = np.array(sorted(set(stop_ids)), dtype=np.int64)
         self._stops = frozenset(int(i) for i in stop_ids)
         self.allow_empty = allow_empty
@@ -420,7 +432,7 @@ class SpanConstraint:
             if starts := [pos for q, pos in live if q == p]:
                 windows |= _windows(text, starts, index)
         allowed = self._ids(windows & index.ids.keys())
-        if any(_is_char_start(self.passages[p], pos) for p, pos in live):
+        if any(pos in self._ends[p] for p, pos in live):
             allowed = np.union1d(allowed, self.stop_ids)
         return allowed
 
