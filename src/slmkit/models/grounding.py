@@ -323,8 +323,8 @@ class SpanConstraint:
     whitespace removed; it must be a contiguous byte substring of one passage that starts on a
     non-whitespace character at a word boundary, so a first token must carry some text. A stop id
     ends the answer and is allowed only once the answer is non-empty (or with ``allow_empty``) and
-    ends on a whole UTF-8 character that is not inside a word; stop ids are never answer text (even when their bytes, e.g. a newline, occur in a
-    passage).
+    ends on a whole UTF-8 character that is not inside a word; stop ids are never answer text (even
+    when their bytes, e.g. a newline, occur in a passage).
 
     The state is incremental: :meth:`allowed` remembers the ids it saw and the passage positions the
     answer still matches, so a call costs only those positions when ``generated`` extends the last
