@@ -60,6 +60,8 @@ class Answer:
         raw_text: The model's output before post-processing ("" when it was not asked).
         timings: Seconds for ``retrieval``, ``generation``, ``first_token`` and ``total``.
         prompt_tokens, completion_tokens, tokens_per_second: Generation cost.
+        finish_reason: ``length`` when the token limit (``generation.max_new_tokens``) cut the
+            answer, else ``stop`` (as in OpenAI's API).
     """
 
     question: str
@@ -73,6 +75,7 @@ class Answer:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     tokens_per_second: float = 0.0
+    finish_reason: str = "stop"
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` form: answer, citations, abstained, reason, timings, token counts."""
@@ -97,6 +100,7 @@ class Answer:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "tokens_per_second": self.tokens_per_second,
+            "finish_reason": self.finish_reason,
         }
 
 
@@ -262,7 +266,14 @@ class Answerer:
             prompt_tokens=generation.prompt_tokens if generation else 0,
             completion_tokens=generation.completion_tokens if generation else 0,
             tokens_per_second=generation.tokens_per_second if generation else 0.0,
+            finish_reason=self._finish_reason(generation) if generation and not abstained else "stop",
         )
+
+    def _finish_reason(self, generation: Generation) -> str:
+        """The backend's own word, else ``length`` when the answer used the whole token limit."""
+        if generation.finish_reason:
+            return generation.finish_reason
+        return "length" if generation.completion_tokens >= self.config.generation.max_new_tokens else "stop"
 
 
 def cite(answer: str, used: Sequence[Hit], min_support: float, question: str = "") -> list[Citation]:
