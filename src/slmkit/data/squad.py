@@ -13,6 +13,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
+from slmkit.atomic import atomic_write_text
 from slmkit.errors import ConfigError, InputError
 
 Split = Literal["train", "eval"]
@@ -70,7 +71,7 @@ def write_squad_paragraphs(articles: list[SquadArticle], path: Path) -> None:
         {"title": a.title, "paragraphs": [{"context": p.context, "qas": []} for p in a.paragraphs]}
         for a in articles
     ]
-    path.write_text(json.dumps({"version": "1.1", "data": data}), encoding="utf-8")
+    atomic_write_text(path, json.dumps({"version": "1.1", "data": data}))
 
 
 def is_squad(data: object) -> bool:

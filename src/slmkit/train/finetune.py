@@ -24,6 +24,7 @@ import yaml
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from slmkit.atomic import atomic_write_json, atomic_write_text
 from slmkit.config import TrainConfig
 from slmkit.errors import InputError
 from slmkit.models.loading import LoadedModel, load_causal_lm
@@ -191,7 +192,7 @@ class FineTune:
         """
         config = self.config
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "recipe.yaml").write_text(yaml.safe_dump(self.recipe(), sort_keys=False))
+        atomic_write_text(self.output_dir / "recipe.yaml", yaml.safe_dump(self.recipe(), sort_keys=False))
         state = load_checkpoint(self.output_dir, self.model, self.optimizer, self.scheduler) or {
             "step": 0,
             "epoch": 0,
@@ -333,7 +334,7 @@ class FineTune:
         lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
         kept = [line for line in lines if (logged := _logged_step(line)) is not None and logged <= step]
         if len(kept) != len(lines):
-            self.metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            atomic_write_text(self.metrics_path, "".join(line + "\n" for line in kept))
 
     def _log(self, record: dict) -> None:
         with self.metrics_path.open("a", encoding="utf-8") as f:
@@ -373,7 +374,7 @@ class FineTune:
         if self.metrics_path.exists():
             shutil.copy(self.metrics_path, final / "metrics.jsonl")
         # How long and how fast training ran, for reports that compare trained models.
-        (final / "training.json").write_text(json.dumps({"method": self.config.method, **summary}, indent=2))
+        atomic_write_json(final / "training.json", {"method": self.config.method, **summary})
 
 
 def build_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
