@@ -14,6 +14,7 @@ import typer
 from slmkit.config import AskConfig, IndexConfig, TrainConfig, load_yaml, parse_config, set_dotted
 from slmkit.data.squad import bundled_squad
 from slmkit.errors import SlmkitError
+from slmkit.models.registry import DEFAULT_MODEL
 
 app = typer.Typer(
     help="Small language models that answer from your documents, with citations, on a CPU.",
@@ -528,9 +529,9 @@ def harness(
     tasks: Annotated[
         str, typer.Argument(help="Comma-separated lm-eval tasks or groups, e.g. medqa_local,hellaswag.")
     ],
-    model: Annotated[str, typer.Option("--model", "-m", help="Model name, folder, .gguf or hub id.")] = (
-        "smollm2-135m-instruct"
-    ),
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Model name, folder, .gguf or hub id.")
+    ] = DEFAULT_MODEL,
     limit: Annotated[
         float | None, typer.Option(help="Examples per task (a count, or a fraction < 1).")
     ] = None,
