@@ -126,9 +126,7 @@ class CompletionRequest(BaseModel):
     @field_validator("prompt", mode="before")
     @classmethod
     def _text_prompts(cls, prompt: Any) -> Any:
-        if isinstance(prompt, list) and prompt and all(
-            isinstance(p, int) or (isinstance(p, list) and all(isinstance(t, int) for t in p)) for p in prompt
-        ):
+        if isinstance(prompt, list) and prompt and all(_token_ids(p) for p in prompt):
             raise ValueError("prompts as token ids are not supported; send the prompt text")
         if prompt == "" or prompt == []:
             raise ValueError("the prompt is empty")
@@ -137,6 +135,11 @@ class CompletionRequest(BaseModel):
     @property
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+
+def _token_ids(item: Any) -> bool:
+    """An item of OpenAI's ``prompt`` list that is a token id, or a list of them (not text)."""
+    return isinstance(item, int) or (isinstance(item, list) and all(isinstance(t, int) for t in item))
 
 
 class AskRequest(BaseModel):
@@ -466,9 +469,11 @@ class _Reply:
         """A non-streamed response, one choice per answer."""
         choices = []
         for index, answer in enumerate(answers):
-            content = {"message": {"role": "assistant", "content": answer.text}} if self.chat else {
-                "text": answer.text
-            }
+            content = (
+                {"message": {"role": "assistant", "content": answer.text}}
+                if self.chat
+                else {"text": answer.text}
+            )
             choices.append({"index": index, **content, "finish_reason": answer.finish_reason})
         extras: Any = [_extras(a) for a in answers] if self.listed else _extras(answers[0])
         return {
