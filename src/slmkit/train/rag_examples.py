@@ -137,7 +137,9 @@ def passage_examples(
             examples.append(Example(messages, f"{qa.id}-negative", where))
             negative_count += 1
     rng.shuffle(examples)
-    logger.info("%d passage examples, %d of them negatives (target: no answer)", len(examples), negative_count)
+    logger.info(
+        "%d passage examples, %d of them negatives (target: no answer)", len(examples), negative_count
+    )
     return examples
 
 
