@@ -172,7 +172,14 @@ class AnswerStream:
             self._put: Callable[[StreamEvent], None] = self._queue.put
         else:
             self._queue = asyncio.Queue()
-            self._put = lambda event: loop.call_soon_threadsafe(self._queue.put_nowait, event)
+
+            def put(event: StreamEvent) -> None:
+                try:
+                    loop.call_soon_threadsafe(self._queue.put_nowait, event)
+                except RuntimeError:  # the loop has closed (the server stopped): nobody listens now
+                    self.cancel()
+
+            self._put = put
         try:
             reservation = worker.reserve()
         except WorkerBusy as err:
