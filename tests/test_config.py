@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from slmkit.config import AskConfig, IndexConfig, load_yaml, parse_config
@@ -34,3 +36,22 @@ def test_yaml_errors_name_the_file(tmp_path):
         load_yaml(bad)
     with pytest.raises(ConfigError, match="not found"):
         load_yaml(tmp_path / "missing.yaml")
+
+
+def test_the_default_model_is_named_once_in_the_registry_and_read_everywhere():
+    import slmkit
+    from slmkit.config import AskConfig, DistillConfig, EvalConfig, SynthConfig, TrainConfig
+    from slmkit.models.registry import DEFAULT_MODEL
+
+    defaults = [
+        AskConfig.model_fields["model"].default,
+        TrainConfig.model_fields["model"].default,
+        DistillConfig.model_fields["teacher"].default,
+        EvalConfig.model_fields["model"].default,
+        SynthConfig.model_fields["teacher"].default,
+    ]
+    assert defaults == [DEFAULT_MODEL] * 5
+    package = Path(slmkit.__file__).parent
+    quoted = f'"{DEFAULT_MODEL}"'
+    repeats = [str(p.relative_to(package)) for p in package.rglob("*.py") if quoted in p.read_text("utf-8")]
+    assert repeats == ["models/registry.py"]  # the packaged model's own entry

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shlex
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +18,8 @@ import typer
 from slmkit.config import AskConfig, IndexConfig, TrainConfig, load_yaml, parse_config, set_dotted
 from slmkit.data.squad import bundled_squad
 from slmkit.errors import SlmkitError
+from slmkit.interrupt import Interrupted, stop_on_signals
+from slmkit.models.registry import DEFAULT_MODEL
 
 app = typer.Typer(
     help="Small language models that answer from your documents, with citations, on a CPU.",
@@ -33,6 +39,23 @@ DEMO_QUESTIONS = (
     "Which NFL team represented the AFC at Super Bowl 50?",
     "What is the recommended tire pressure for a Toyota Corolla?",
 )
+
+
+def _same_command() -> str:
+    """The command line that was run, as the user would type it again (to resume)."""
+    return shlex.join(["slmkit", *sys.argv[1:]])
+
+
+@contextlib.contextmanager
+def _stops_cleanly(outcome: str) -> Iterator[None]:
+    """SIGTERM or Ctrl-C ends the command with one line, ``stopped by SIGTERM: <outcome>``, and the
+    exit status conventional for the signal (143 or 130); clean-ups on the way out run first."""
+    with stop_on_signals():
+        try:
+            yield
+        except Interrupted as stop:
+            typer.echo(f"{stop}: {outcome}", err=True)
+            raise typer.Exit(stop.exit_code) from None
 
 
 def _recipe_section(config: Path | None, section: str) -> dict[str, Any]:
@@ -124,7 +147,8 @@ def index_build(
         text_field=text_field,
         title_field=title_field,
     )
-    _, report = KnowledgeBase.build(kb, sources, cfg)
+    with _stops_cleanly(f"{kb} is as it was (an unfinished build publishes nothing)"):
+        _, report = KnowledgeBase.build(kb, sources, cfg)
     typer.echo(
         f"built {kb}: {report.documents} documents → {report.chunks_added} chunks "
         f"({report.duplicates_skipped} duplicates skipped) in {report.seconds:.1f}s "
@@ -140,7 +164,8 @@ def index_add(
     """Append SOURCES to a knowledge base, skipping content it already holds."""
     from slmkit.rag.knowledge_base import KnowledgeBase
 
-    _, report = KnowledgeBase.open(kb).add(sources)
+    with _stops_cleanly(f"{kb} is as it was (an unfinished add publishes nothing)"):
+        _, report = KnowledgeBase.open(kb).add(sources)
     typer.echo(
         f"added to {kb}: {report.chunks_added} chunks from {report.documents} documents "
         f"({report.duplicates_skipped} duplicates skipped)"
@@ -297,25 +322,25 @@ def serve(
     max_upload_mb: Annotated[int, typer.Option(help="Largest file the web UI accepts, in MiB.")] = 50,
 ) -> None:
     """Serve over HTTP: OpenAI-compatible /v1/chat/completions and /v1/completions, /ask; docs at /docs."""
-    import uvicorn
-
-    from slmkit.serve.api import ServerLimits, create_app
+    from slmkit.serve.api import ServerLimits, create_app, serve_forever
 
     if ui:
         from slmkit.serve.webui import require_gradio
 
         require_gradio()  # before the model loads: a missing extra should fail in a second, not a minute
-    answerer = _load_answerer(kb, no_rag, config, _flags(locals()))
+    flags = _flags(locals())
     limits = ServerLimits(
         max_tokens=max_tokens_limit,
         max_queue=max_queue,
         api_key=api_key,
         max_upload_bytes=max_upload_mb << 20,
     )
-    app = create_app(answerer, answerer.config.model, limits, ui=ui)
-    if ui:
-        typer.echo(f"web UI: http://{host}:{port}/ui/")
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    with _stops_cleanly("the server has shut down"):
+        answerer = _load_answerer(kb, no_rag, config, flags)
+        app = create_app(answerer, answerer.config.model, limits, ui=ui)
+        if ui:
+            typer.echo(f"web UI: http://{host}:{port}/ui/")
+        serve_forever(app, host, port)
 
 
 def _apply_overrides(data: dict[str, Any], args: list[str]) -> dict[str, Any]:
@@ -331,6 +356,24 @@ def _apply_overrides(data: dict[str, Any], args: list[str]) -> dict[str, Any]:
     return data
 
 
+def _resume_hint(output_dir: str) -> str:
+    return f"the last checkpoint in {output_dir} (if any) is intact; resume with: {_same_command()}"
+
+
+def _exit_if_interrupted(result: dict[str, Any], output_dir: str) -> None:
+    """A run that SIGTERM or Ctrl-C stopped after a step says where it stands and how to resume,
+    then exits with the signal's status (143 or 130)."""
+    if not result.get("interrupted"):
+        return
+    signum = getattr(signal, result["interrupted"])
+    typer.echo(
+        f"stopped by {result['interrupted']} after step {result['step']} of {result['total_steps']}; "
+        f"checkpoint saved in {Path(output_dir) / 'checkpoint'}. Resume with: {_same_command()}",
+        err=True,
+    )
+    raise typer.Exit(128 + int(signum))
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
     ctx: typer.Context,
@@ -344,7 +387,9 @@ def train(
 
     data = _apply_overrides(_recipe_section(recipe, "train"), list(ctx.args))
     config = parse_config(TrainConfig, data, f"{recipe} [train]")
-    result = finetune(config)
+    with _stops_cleanly(_resume_hint(config.output_dir)):
+        result = finetune(config)
+    _exit_if_interrupted(result, config.output_dir)
     best = f", best validation loss {result['best_val']:.4f}" if result.get("best_val") is not None else ""
     typer.echo(
         f"trained {result['step']} steps at {result['tokens_per_second']:.0f} tok/s{best}; "
@@ -368,7 +413,9 @@ def distill(
 
     data = _apply_overrides(_recipe_section(recipe, "distill"), list(ctx.args))
     config = parse_config(DistillConfig, data, f"{recipe} [distill]")
-    result = run_distill(config)
+    with _stops_cleanly(_resume_hint(config.output_dir)):
+        result = run_distill(config)
+    _exit_if_interrupted(result, config.output_dir)
     if "parameter_compression" not in result:  # stopped before the last step
         typer.echo(f"stopped after {result['step']} steps; re-run the same command to resume")
         return
@@ -520,9 +567,9 @@ def harness(
     tasks: Annotated[
         str, typer.Argument(help="Comma-separated lm-eval tasks or groups, e.g. medqa_local,hellaswag.")
     ],
-    model: Annotated[str, typer.Option("--model", "-m", help="Model name, folder, .gguf or hub id.")] = (
-        "smollm2-135m-instruct"
-    ),
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Model name, folder, .gguf or hub id.")
+    ] = DEFAULT_MODEL,
     limit: Annotated[
         float | None, typer.Option(help="Examples per task (a count, or a fraction < 1).")
     ] = None,
@@ -604,9 +651,11 @@ def synth(
     cfg = parse_config(
         SynthConfig, _merged(recipe, "synth", _SYNTH_FLAGS, flags), f"{recipe or 'options'} [synth]"
     )
-    knowledge_base = open_kb(cfg)
-    generator = load_generator(cfg.teacher, cfg.backend, dtype=cfg.dtype)
-    result = synthesize(knowledge_base, generator, cfg)
+    kept = f"the chunks tried so far are kept in {cfg.output_dir}; resume with: {_same_command()}"
+    with _stops_cleanly(kept):
+        knowledge_base = open_kb(cfg)
+        generator = load_generator(cfg.teacher, cfg.backend, dtype=cfg.dtype)
+        result = synthesize(knowledge_base, generator, cfg)
     typer.echo(format_summary(result.summary))
 
 

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from slmkit.errors import ConfigError
+from slmkit.models.registry import DEFAULT_EMBEDDER, DEFAULT_MODEL
 
 
 class StrictModel(BaseModel):
@@ -133,7 +134,7 @@ class AskConfig(StrictModel):
     """Everything ``slmkit ask`` / ``chat`` need; a recipe's ``ask:`` section."""
 
     model: str = Field(
-        "smollm2-135m-instruct", description="Packaged name, local folder, GGUF file or hub id."
+        DEFAULT_MODEL, description="Packaged name, local folder, GGUF file or hub id."
     )
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weights and compute precision.")
     backend: BackendConfig = Field(default_factory=BackendConfig)
@@ -151,7 +152,7 @@ class AskConfig(StrictModel):
 class IndexConfig(StrictModel):
     """Everything ``slmkit index build`` needs; a recipe's ``index:`` section."""
 
-    embedder: str = Field("all-minilm-l6-v2", description="Packaged embedder, local folder or hub id.")
+    embedder: str = Field(DEFAULT_EMBEDDER, description="Packaged embedder, local folder or hub id.")
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     batch_size: int = Field(64, ge=1, description="Chunks embedded per forward pass.")
@@ -302,7 +303,7 @@ class TrainConfig(StrictModel):
     """A fine-tuning run; ``slmkit train RECIPE.yaml`` reads its ``train:`` section."""
 
     model: str = Field(
-        "smollm2-135m-instruct", description="Base model: packaged name, folder, .gguf or hub id."
+        DEFAULT_MODEL, description="Base model: packaged name, folder, .gguf or hub id."
     )
     method: Literal["full", "lora", "qlora"] = Field(
         "lora", description="full fine-tune, LoRA adapters, or LoRA on a frozen quantized base (qlora)."
@@ -396,7 +397,7 @@ class DistillConfig(StrictModel):
     """A distillation run; ``slmkit distill RECIPE.yaml`` reads its ``distill:`` section."""
 
     teacher: str = Field(
-        "smollm2-135m-instruct", description="Teacher: packaged name, folder, .gguf or hub id."
+        DEFAULT_MODEL, description="Teacher: packaged name, folder, .gguf or hub id."
     )
     student: StudentConfig = Field(description="The model that learns: an existing one or a new one.")
     method: Literal["auto", "logit", "sequence"] = Field(
@@ -480,7 +481,7 @@ class EvalDataConfig(StrictModel):
 class EvalConfig(StrictModel):
     """``slmkit eval``: one model, one dataset, one context mode; a recipe's ``eval:`` section."""
 
-    model: str = Field("smollm2-135m-instruct", description="Packaged name, folder, .gguf or hub id.")
+    model: str = Field(DEFAULT_MODEL, description="Packaged name, folder, .gguf or hub id.")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weights and compute precision.")
     context: Literal["closed-book", "gold", "retrieved"] = Field(
         "retrieved",
@@ -606,7 +607,7 @@ class SynthConfig(StrictModel):
         "from the bundled SQuAD training articles in output_dir/kb (never the eval articles).",
     )
     teacher: str = Field(
-        "smollm2-135m-instruct",
+        DEFAULT_MODEL,
         description="Model that writes the pairs: packaged name, folder, .gguf or hub id; with "
         "backend.base_url, the model name the OpenAI-compatible server knows.",
     )

@@ -330,7 +330,9 @@ def test_serve_ui_flag_mounts_the_ui_and_prints_its_address(monkeypatch, kb):
     served = {}
     answerer = Answerer(ScriptedGenerator(), Retriever(kb), AskConfig())
     monkeypatch.setattr("slmkit.cli._load_answerer", lambda *args: answerer)
-    monkeypatch.setattr("uvicorn.run", lambda app, **options: served.update(app=app, **options))
+    monkeypatch.setattr(
+        "slmkit.serve.api.serve_forever", lambda app, host, port: served.update(app=app, host=host, port=port)
+    )
     result = CliRunner().invoke(
         cli, ["serve", "--kb", str(kb.path), "--ui", "--port", "8123", "--max-upload-mb", "2"]
     )

@@ -16,6 +16,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
+from slmkit.atomic import atomic_write_text
+from slmkit.data.jsonfile import parse_json
 from slmkit.errors import ConfigError, InputError
 
 Split = Literal["train", "eval"]
@@ -82,7 +84,7 @@ def write_squad_paragraphs(articles: list[SquadArticle], path: Path) -> None:
         {"title": a.title, "paragraphs": [{"context": p.context, "qas": []} for p in a.paragraphs]}
         for a in articles
     ]
-    path.write_text(json.dumps({"version": "1.1", "data": data}), encoding="utf-8")
+    atomic_write_text(path, json.dumps({"version": "1.1", "data": data}))
 
 
 def is_squad(data: object) -> bool:
@@ -111,11 +113,7 @@ def load_squad(path: str | Path) -> list[SquadArticle]:
         raise InputError(f"{path}: SQuAD file not found") from None
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: cannot read SQuAD file: {err}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}") from None
-    return parse_squad(data, str(path))
+    return parse_squad(parse_json(text, path), str(path))
 
 
 def parse_squad(data: object, where: str) -> list[SquadArticle]:

@@ -14,7 +14,6 @@ the record has. A record whose prompt or target text is empty is skipped with a 
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import random
 import re
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from slmkit.data.jsonfile import parse_json
 from slmkit.data.prompts import ABSTAIN_ANSWER, Passage, qa_messages
 from slmkit.data.squad import load_squad, split_articles
 from slmkit.errors import ConfigError, InputError
@@ -324,17 +324,11 @@ def _jsonl_rows(path: str | Path, text: str) -> Iterator[tuple[str, object]]:
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            yield f"{path}:{number}", json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}:{number}: not valid JSON: {err.msg} (column {err.colno})") from None
+        yield f"{path}:{number}", parse_json(line, path, number)
 
 
 def _json_rows(path: str | Path, text: str) -> Iterator[tuple[str, object]]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}") from None
+    data = parse_json(text, path)
     if not isinstance(data, list):
         hint = (
             " (SQuAD files are read by the 'squad' task)" if isinstance(data, dict) and "data" in data else ""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import math
 import re
@@ -31,7 +32,7 @@ import yaml
 # other users of matplotlib in the same process would see, and figures are freed like any object.
 from matplotlib.figure import Figure
 
-from slmkit.atomic import atomic_write_text
+from slmkit.atomic import atomic_write_bytes, atomic_write_text
 from slmkit.errors import InputError
 
 RESULTS_FORMAT = "slmkit-report"
@@ -454,7 +455,9 @@ def _write_plots(folder: Path, scenarios: Sequence[ScenarioResult]) -> list[_Plo
 
 
 def _save(figure: Figure, path: Path, caption: str) -> _Plot:
-    figure.savefig(path, dpi=110, bbox_inches="tight")
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(path, png.getvalue())
     figure.clear()  # drop the artists now; with no pyplot registry nothing else holds the figure
     return _Plot(path, caption)
 

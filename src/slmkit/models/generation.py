@@ -30,6 +30,8 @@ class Generation:
         completion_tokens: Tokens it generated.
         seconds: Wall time of the whole call.
         first_token_seconds: Time until the first generated token (prompt processing).
+        finish_reason: ``stop`` (the model ended its answer) or ``length`` (the token limit cut it)
+            when the backend knows; None leaves it to the caller to judge from the token count.
     """
 
     text: str
@@ -37,6 +39,7 @@ class Generation:
     completion_tokens: int
     seconds: float
     first_token_seconds: float
+    finish_reason: str | None = None
 
     @property
     def tokens_per_second(self) -> float:

@@ -21,7 +21,6 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from slmkit.errors import ConfigError, ModelNotFoundError, SlmkitError
 from slmkit.models.cache import cache_dir
@@ -29,7 +28,6 @@ from slmkit.models.loading import file_fingerprint, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
-Quant = Literal["f32", "f16", "q8_0", "q4_k_m"]
 QUANTS: tuple[str, ...] = ("f32", "f16", "q8_0", "q4_k_m")
 # llama.cpp's llama_ftype values (llama.h): MOSTLY_Q8_0 = 7, MOSTLY_Q4_K_M = 15.
 _FTYPES = {"q8_0": 7, "q4_k_m": 15}

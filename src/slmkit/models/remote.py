@@ -121,8 +121,9 @@ class OpenAIGenerator:
         usage = response.usage
         prompt = usage.prompt_tokens if usage else self.count_tokens(messages)
         completion = usage.completion_tokens if usage else max(1, len(text) // _CHARS_PER_TOKEN)
+        finish = response.choices[0].finish_reason if response.choices else None
         # A non-streamed reply has no first-token time; the whole call is the honest upper bound.
-        return Generation(text, prompt, completion, seconds, seconds)
+        return Generation(text, prompt, completion, seconds, seconds, finish)
 
     def _stream(
         self, kwargs: dict[str, Any], start: float, messages: Messages, on_text: Callable[[str], None]
@@ -130,9 +131,10 @@ class OpenAIGenerator:
         pieces: list[str] = []
         first: float | None = None
         chunks = 0
-        usage = None
+        usage = finish = None
         for chunk in self._client.chat.completions.create(**kwargs, stream=True):
             usage = getattr(chunk, "usage", None) or usage
+            finish = (chunk.choices[0].finish_reason if chunk.choices else None) or finish
             delta = chunk.choices[0].delta.content if chunk.choices else None
             if not delta:
                 continue
@@ -145,7 +147,8 @@ class OpenAIGenerator:
         prompt = usage.prompt_tokens if usage else self.count_tokens(messages)
         # Servers send about one token per chunk when they do not report usage.
         completion = usage.completion_tokens if usage else chunks
-        return Generation("".join(pieces).strip(), prompt, completion, seconds, first or seconds)
+        text = "".join(pieces).strip()
+        return Generation(text, prompt, completion, seconds, first or seconds, finish)
 
 
 @contextmanager

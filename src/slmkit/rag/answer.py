@@ -65,6 +65,8 @@ class Answer:
             ``first_token`` and ``total``.
         prompt_tokens, completion_tokens, tokens_per_second: Generation cost.
         no_answer: Per-passage reading only: the reader's no-answer probability for each hit.
+        finish_reason: ``length`` when the token limit (``generation.max_new_tokens``) cut the
+            answer, else ``stop`` (as in OpenAI's API).
     """
 
     question: str
@@ -79,6 +81,7 @@ class Answer:
     completion_tokens: int = 0
     tokens_per_second: float = 0.0
     no_answer: list[float] = field(default_factory=list)
+    finish_reason: str = "stop"
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` form: answer, citations, abstained, reason, timings, token counts."""
@@ -104,6 +107,7 @@ class Answer:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "tokens_per_second": self.tokens_per_second,
+            "finish_reason": self.finish_reason,
         }
 
 
@@ -369,7 +373,14 @@ class Answerer:
             prompt_tokens=generation.prompt_tokens if generation else 0,
             completion_tokens=generation.completion_tokens if generation else 0,
             tokens_per_second=generation.tokens_per_second if generation else 0.0,
+            finish_reason=self._finish_reason(generation) if generation and not abstained else "stop",
         )
+
+    def _finish_reason(self, generation: Generation) -> str:
+        """The backend's own word, else ``length`` when the answer used the whole token limit."""
+        if generation.finish_reason:
+            return generation.finish_reason
+        return "length" if generation.completion_tokens >= self.config.generation.max_new_tokens else "stop"
 
 
 def cite(answer: str, used: Sequence[Hit], min_support: float, question: str = "") -> list[Citation]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import json
 import logging
 import os
 import re
@@ -23,6 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from slmkit.config import IngestConfig
+from slmkit.data.jsonfile import parse_json
 from slmkit.data.squad import SquadArticle, is_squad, parse_squad
 from slmkit.errors import InputError
 from slmkit.rag.documents import Document
@@ -223,10 +223,7 @@ def read_json(path: str | Path, config: IngestConfig | None = None) -> Iterator[
     """
     config = config or IngestConfig()
     text = _read_text(path)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}") from None
+    data = parse_json(text, path)
     if is_squad(data):
         yield from _squad_documents(parse_squad(data, str(path)), str(path))
     elif isinstance(data, list):
@@ -257,10 +254,7 @@ def read_jsonl(path: str | Path, config: IngestConfig | None = None) -> Iterator
     for number, line in enumerate(_read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}:{number}: not valid JSON: {err.msg} (column {err.colno})") from None
+        record = parse_json(line, path, number)
         document = _record_document(record, str(path), stem, number, f"{path}:{number}", config)
         if document:
             yield document

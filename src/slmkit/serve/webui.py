@@ -1,8 +1,10 @@
 """The web UI (Gradio): chat with the knowledge base, see each answer's citations, upload documents.
 
 ``slmkit serve --kb DIR --ui`` mounts it at ``/ui`` on the HTTP API's server. It shares the API's
-:class:`~slmkit.serve.worker.ModelWorker`, so the model never runs two jobs at once whichever side
-asks, and a full queue shows a "busy" message instead of hanging.
+:class:`~slmkit.serve.worker.ModelWorker` and its one streaming path
+(:class:`~slmkit.serve.worker.AnswerStream`), so the model never runs two jobs at once whichever side
+asks, a full queue shows a "busy" message at once instead of hanging, and errors, history and logging
+are handled as in the API.
 
 Layout: the chat on the left (answers stream as they are generated); on the right, the sources of
 the latest answer — each citation's number, title, source, position and passage text — or, when
@@ -24,9 +26,7 @@ import hashlib
 import html
 import logging
 import os
-import queue
 import secrets
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +38,7 @@ from slmkit.rag.answer import Answer, Answerer
 from slmkit.rag.ingest import SUPPORTED_SUFFIXES
 from slmkit.rag.knowledge_base import IngestReport, KnowledgeBase
 from slmkit.rag.retrieval import Retriever
-from slmkit.serve.chat import HISTORY_TURNS
-from slmkit.serve.worker import ModelWorker, WorkerBusy
+from slmkit.serve.worker import AnswerStream, ModelWorker, WorkerBusy
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +55,6 @@ _CSS = """
 .slmkit-error { border-left: 3px solid #dc2626; padding: 0.3em 0.7em; }
 .slmkit-muted { opacity: 0.7; font-size: 0.9em; }
 """
-
-
-class _Cancelled(Exception):
-    """Raised from the token callback when the browser has gone."""
 
 
 @dataclass
@@ -106,48 +101,31 @@ class WebUI:
         if not question:
             yield chat_messages(turns), _notice("Type a question first."), turns
             return
-        history = [(t.question, t.answer.text) for t in turns if t.answer is not None][-HISTORY_TURNS:]
-        pieces: queue.Queue[tuple[str, Any]] = queue.Queue()
-        gone = threading.Event()
-
-        def on_text(text: str) -> None:
-            if gone.is_set():
-                raise _Cancelled
-            pieces.put(("text", text))
-
-        def job() -> None:
-            try:
-                answer = self.worker.run(lambda: self.answerer.ask(question, history, on_text=on_text))
-                pieces.put(("done", answer))
-            except _Cancelled:
-                logger.info("browser left; generation stopped")
-            except (WorkerBusy, SlmkitError) as err:
-                pieces.put(("error", str(err)))
-            except Exception as err:  # shown to the user in one line; the traceback goes to the log
-                logger.exception("answering %r failed", question)
-                pieces.put(("error", f"internal error: {err}"))
-
-        threading.Thread(target=job, daemon=True, name="slmkit-webui-answer").start()
-        streamed = ""
+        history = [(t.question, t.answer.text) for t in turns if t.answer is not None]
+        pending = [*turns, Turn(question, "…")]
         try:
-            yield chat_messages([*turns, Turn(question, "…")]), _notice("Retrieving and generating…"), turns
-            while True:
-                kind, value = pieces.get()
-                if kind == "text":
-                    streamed += value
-                    pending = Turn(question, streamed + " …")
-                    yield chat_messages([*turns, pending]), _notice("Generating…"), turns
-                    continue
-                if kind == "done":
-                    done = [*turns, Turn(question, format_reply(value), value)]
-                    yield chat_messages(done), format_sources(value), done
+            stream = AnswerStream(self.worker, self.answerer, [question], history)
+        except WorkerBusy as err:
+            yield from self._failed(question, turns, str(err))
+            return
+        streamed = ""
+        with contextlib.closing(iter(stream)) as events:  # closing it stops the generation
+            yield chat_messages(pending), _notice("Retrieving and generating…"), turns
+            for event in events:
+                if event.kind == "text":
+                    streamed += event.text
+                    partial = [*turns, Turn(question, streamed + " …")]
+                    yield chat_messages(partial), _notice("Generating…"), turns
+                elif event.kind == "answer":
+                    assert event.answer is not None
+                    done = [*turns, Turn(question, format_reply(event.answer), event.answer)]
+                    yield chat_messages(done), format_sources(event.answer), done
                 else:
-                    failed = [*turns, Turn(question, f"⚠️ {value}")]
-                    problem = f'<div class="slmkit-error">{html.escape(value)}</div>'
-                    yield chat_messages(failed), problem, failed
-                return
-        finally:
-            gone.set()
+                    yield from self._failed(question, turns, event.text)
+
+    def _failed(self, question: str, turns: list[Turn], message: str) -> Iterator[tuple[Any, ...]]:
+        failed = [*turns, Turn(question, f"⚠️ {message}")]
+        yield chat_messages(failed), f'<div class="slmkit-error">{html.escape(message)}</div>', failed
 
     # -- documents -----------------------------------------------------------------------------
     def add_documents(self, files: Sequence[str] | None) -> tuple[str, str]:

@@ -3,11 +3,15 @@
 A checkpoint holds the trainable weights, optimizer and scheduler state, the step counter, the
 data position and every RNG state, so a run killed at any moment (even ``kill -9``) resumes from
 its last checkpoint and continues exactly as the uninterrupted run would have.
+
+Everything in it is tensors and plain Python values, so it loads with ``torch.load(weights_only=True)``:
+a checkpoint file cannot run code when it is read.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import shutil
 import tempfile
@@ -38,7 +42,7 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "state": state,
-        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+        "rng": rng_state(),
     }
     torch.save(payload, staging / "state.pt")
     with open(staging / "state.pt", "rb") as f:
@@ -60,14 +64,47 @@ def load_checkpoint(output_dir: Path, model: torch.nn.Module, optimizer: Any, sc
         if not (old / "state.pt").exists():
             return None
         target = old
-    payload = torch.load(target / "state.pt", weights_only=False)
+    payload = _load(target / "state.pt")
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, tensor in payload["model"].items():
             params[name].copy_(tensor)
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
-    random.setstate(payload["rng"]["python"])
-    np.random.set_state(payload["rng"]["numpy"])
-    torch.set_rng_state(payload["rng"]["torch"])
+    set_rng_state(payload["rng"])
     return payload["state"]
+
+
+def rng_state() -> dict[str, Any]:
+    """Python's, NumPy's and torch's RNG states, as plain values and tensors (``weights_only``-safe)."""
+    numpy = np.random.get_state(legacy=False)  # {"bit_generator", "state": {"key", "pos"}, ...}
+    numpy["state"] = {"key": numpy["state"]["key"].tolist(), "pos": int(numpy["state"]["pos"])}
+    return {"python": random.getstate(), "numpy": numpy, "torch": torch.get_rng_state()}
+
+
+def set_rng_state(rng: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned (or, from older checkpoints, NumPy's legacy tuple)."""
+    random.setstate(rng["python"])
+    numpy = rng["numpy"]
+    if isinstance(numpy, dict):
+        key = np.asarray(numpy["state"]["key"], dtype=np.uint32)
+        numpy = {**numpy, "state": {"key": key, "pos": numpy["state"]["pos"]}}
+    np.random.set_state(numpy)
+    torch.set_rng_state(rng["torch"])
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError:
+        # Checkpoints written before 2026-11-29 hold NumPy's RNG state as a pickled ndarray, which
+        # weights_only refuses by default; runs started then (some take hours) must still resume.
+        # Allowing NumPy's array reconstruction, and nothing else, reads them still weights-only.
+        # Remove once no run of that format is left.
+        try:
+            from numpy._core.multiarray import _reconstruct  # NumPy 2
+        except ImportError:
+            from numpy.core.multiarray import _reconstruct  # NumPy 1.26
+        legacy = [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+        with torch.serialization.safe_globals(legacy):
+            return torch.load(path, weights_only=True)

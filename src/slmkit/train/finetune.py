@@ -24,8 +24,10 @@ import yaml
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from slmkit.atomic import atomic_write_json, atomic_write_text
 from slmkit.config import TrainConfig
 from slmkit.errors import InputError
+from slmkit.interrupt import deferred_stop, stop_requested
 from slmkit.models.adapters import save_merged
 from slmkit.models.loading import LoadedModel, load_causal_lm
 from slmkit.train.batching import batch_order, collate
@@ -182,16 +184,25 @@ class FineTune:
     def train(self, stop_after: int | None = None) -> dict[str, Any]:
         """Run to ``total_steps`` (or early stopping), resuming from a checkpoint if there is one.
 
+        Under :func:`slmkit.interrupt.stop_on_signals` (the CLI), SIGTERM or Ctrl-C stops the run
+        after its current optimizer step, with a checkpoint written: the summary's ``interrupted``
+        names the signal, and the same command resumes.
+
         Args:
             stop_after: Stop (as if interrupted) after this many optimizer steps in this call;
                 used by tests of resumption.
 
         Returns:
-            A summary: steps, final/best validation loss, tokens/s, seconds, where the model is.
+            A summary: steps, final/best validation loss, tokens/s, seconds, where the model is,
+            whether it ``finished``, and the signal that ``interrupted`` it (None if none did).
         """
+        with deferred_stop():
+            return self._train(stop_after)
+
+    def _train(self, stop_after: int | None) -> dict[str, Any]:
         config = self.config
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "recipe.yaml").write_text(yaml.safe_dump(self.recipe(), sort_keys=False))
+        atomic_write_text(self.output_dir / "recipe.yaml", yaml.safe_dump(self.recipe(), sort_keys=False))
         state = load_checkpoint(self.output_dir, self.model, self.optimizer, self.scheduler) or {
             "step": 0,
             "epoch": 0,
@@ -209,7 +220,7 @@ class FineTune:
             total=self.total_steps, initial=state["step"], desc="train", unit="step", dynamic_ncols=True
         )
         steps_this_call = 0
-        while state["step"] < self.total_steps:
+        while state["step"] < self.total_steps and not stop_requested():
             started = time.perf_counter()
             loss_sum, tokens = 0.0, 0
             for _ in range(config.optim.grad_accum):
@@ -241,7 +252,8 @@ class FineTune:
             stop = self._maybe_validate(state, record)
             self._log(record)
             steps_this_call += 1
-            if state["step"] % config.save_every == 0 or state["step"] == self.total_steps or stop:
+            last = state["step"] == self.total_steps
+            if state["step"] % config.save_every == 0 or last or stop or stop_requested():
                 save_checkpoint(self.output_dir, self.model, self.optimizer, self.scheduler, state)
             if stop or (stop_after is not None and steps_this_call >= stop_after):
                 break
@@ -250,9 +262,12 @@ class FineTune:
             self._tensorboard.close()
             self._tensorboard = None
         finished = state["step"] >= self.total_steps or state.get("stopped_early", False)
+        stopped_by = stop_requested()
         summary = {
             **state,
             "finished": finished,
+            "interrupted": stopped_by.name if stopped_by and not finished else None,
+            "total_steps": self.total_steps,
             "model_dir": str(self.output_dir / "final"),
             "tokens_per_second": state["tokens"] / state["seconds"] if state["seconds"] else 0.0,
             "trainable_parameters": sum(p.numel() for p in self.trainable),
@@ -333,7 +348,7 @@ class FineTune:
         lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
         kept = [line for line in lines if (logged := _logged_step(line)) is not None and logged <= step]
         if len(kept) != len(lines):
-            self.metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            atomic_write_text(self.metrics_path, "".join(line + "\n" for line in kept))
 
     def _log(self, record: dict) -> None:
         with self.metrics_path.open("a", encoding="utf-8") as f:
@@ -373,7 +388,7 @@ class FineTune:
         if self.metrics_path.exists():
             shutil.copy(self.metrics_path, final / "metrics.jsonl")
         # How long and how fast training ran, for reports that compare trained models.
-        (final / "training.json").write_text(json.dumps({"method": self.config.method, **summary}, indent=2))
+        atomic_write_json(final / "training.json", {"method": self.config.method, **summary})
 
 
 def build_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:

@@ -134,22 +134,6 @@ def _release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def _autocast_input(module: torch.nn.Module, args: tuple) -> tuple | None:
-    """Give a quantized linear layer the input dtype autocast would give a plain one.
-
-    Autocast does not reach into torchao's tensor subclass, so without this the int8 layer gets
-    the fp32 residual stream and returns fp32: every activation after it (and kept for backward)
-    doubles in size, and QLoRA ends up using *more* memory than LoRA.
-    """
-    x = args[0]
-    device = x.device.type
-    if torch.is_autocast_enabled(device):
-        dtype = torch.get_autocast_dtype(device)
-        if x.dtype != dtype:
-            return (x.to(dtype), *args[1:])
-    return None
-
-
 def _bnb_nf4(loaded: LoadedModel, device: torch.device) -> torch.nn.Module:
     # Not exercised by the test suite: this machine has no GPU. The path follows the PEFT/QLoRA recipe.
     try:
