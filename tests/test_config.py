@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from slmkit.config import AskConfig, IndexConfig, load_yaml, parse_config
+from slmkit.config import AskConfig, IndexConfig, TrainConfig, load_yaml, parse_config
 from slmkit.errors import ConfigError
 
 
 def test_defaults_are_the_documented_ones():
     ask = AskConfig()
-    assert ask.model == "smollm2-135m-instruct" and ask.retrieval.mode == "hybrid"
+    assert ask.model == "slmkit-reader-270m" and ask.retrieval.mode == "hybrid" and ask.reading == "auto"
+    assert TrainConfig().model == "smollm2-135m-instruct"
     assert IndexConfig().embedder == "all-minilm-l6-v2"
 
 
@@ -38,20 +39,22 @@ def test_yaml_errors_name_the_file(tmp_path):
         load_yaml(tmp_path / "missing.yaml")
 
 
-def test_the_default_model_is_named_once_in_the_registry_and_read_everywhere():
+def test_the_default_models_are_named_once_in_the_registry_and_read_everywhere():
     import slmkit
     from slmkit.config import AskConfig, DistillConfig, EvalConfig, SynthConfig, TrainConfig
-    from slmkit.models.registry import DEFAULT_MODEL
+    from slmkit.models.registry import DEFAULT_BASE_MODEL, DEFAULT_MODEL
 
-    defaults = [
-        AskConfig.model_fields["model"].default,
+    answering = [AskConfig.model_fields["model"].default, EvalConfig.model_fields["model"].default]
+    assert answering == [DEFAULT_MODEL] * 2
+    fine_tuned = [
         TrainConfig.model_fields["model"].default,
         DistillConfig.model_fields["teacher"].default,
-        EvalConfig.model_fields["model"].default,
         SynthConfig.model_fields["teacher"].default,
     ]
-    assert defaults == [DEFAULT_MODEL] * 5
+    assert fine_tuned == [DEFAULT_BASE_MODEL] * 3
     package = Path(slmkit.__file__).parent
-    quoted = f'"{DEFAULT_MODEL}"'
-    repeats = [str(p.relative_to(package)) for p in package.rglob("*.py") if quoted in p.read_text("utf-8")]
-    assert repeats == ["models/registry.py"]  # the packaged model's own entry
+    for name in (DEFAULT_MODEL, DEFAULT_BASE_MODEL):
+        quoted = f'"{name}"'
+        sources = package.rglob("*.py")
+        repeats = [str(p.relative_to(package)) for p in sources if quoted in p.read_text("utf-8")]
+        assert repeats == ["models/registry.py"]  # the packaged model's own entry

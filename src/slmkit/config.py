@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from slmkit.errors import ConfigError
-from slmkit.models.registry import DEFAULT_EMBEDDER, DEFAULT_MODEL
+from slmkit.models.registry import DEFAULT_BASE_MODEL, DEFAULT_EMBEDDER, DEFAULT_MODEL
 
 
 class StrictModel(BaseModel):
@@ -303,7 +303,7 @@ class TrainConfig(StrictModel):
     """A fine-tuning run; ``slmkit train RECIPE.yaml`` reads its ``train:`` section."""
 
     model: str = Field(
-        DEFAULT_MODEL, description="Base model: packaged name, folder, .gguf or hub id."
+        DEFAULT_BASE_MODEL, description="Base model: packaged name, folder, .gguf or hub id."
     )
     method: Literal["full", "lora", "qlora"] = Field(
         "lora", description="full fine-tune, LoRA adapters, or LoRA on a frozen quantized base (qlora)."
@@ -397,7 +397,7 @@ class DistillConfig(StrictModel):
     """A distillation run; ``slmkit distill RECIPE.yaml`` reads its ``distill:`` section."""
 
     teacher: str = Field(
-        DEFAULT_MODEL, description="Teacher: packaged name, folder, .gguf or hub id."
+        DEFAULT_BASE_MODEL, description="Teacher: packaged name, folder, .gguf or hub id."
     )
     student: StudentConfig = Field(description="The model that learns: an existing one or a new one.")
     method: Literal["auto", "logit", "sequence"] = Field(
@@ -607,7 +607,7 @@ class SynthConfig(StrictModel):
         "from the bundled SQuAD training articles in output_dir/kb (never the eval articles).",
     )
     teacher: str = Field(
-        DEFAULT_MODEL,
+        DEFAULT_BASE_MODEL,
         description="Model that writes the pairs: packaged name, folder, .gguf or hub id; with "
         "backend.base_url, the model name the OpenAI-compatible server knows.",
     )

@@ -212,4 +212,8 @@ class TransformersGenerator:
         new_ids = output[0, prompt_len:]
         text = tokenizer.decode(new_ids, skip_special_tokens=True).strip()
         first = (streamer.first_token_at or time.perf_counter()) - start
-        return Generation(text, int(prompt_len), int(new_ids.numel()), seconds, first)
+        # Cut by the limit: as many tokens as allowed, the last of them no end of the answer.
+        last = int(new_ids[-1]) if new_ids.numel() else None
+        ended = last is not None and (last in self.stop_ids or "\n" in tokenizer.decode([last]))
+        finish = "length" if new_ids.numel() >= config.max_new_tokens and not ended else "stop"
+        return Generation(text, int(prompt_len), int(new_ids.numel()), seconds, first, finish)

