@@ -73,6 +73,8 @@ def estimate_bytes(model: torch.nn.Module, config: Any, longest: int) -> dict[st
     optimizer = trainable * (4 + _OPTIMIZER_BYTES[config.optim.optimizer])
     model_config = getattr(model, "config", None) or model.get_base_model().config
     hidden, layers = model_config.hidden_size, model_config.num_hidden_layers
+    if getattr(model_config, "is_encoder_decoder", False):  # BART, T5: the decoder's layers too
+        layers += getattr(model_config, "decoder_layers", None) or model_config.num_decoder_layers
     heads = model_config.num_attention_heads
     tokens = config.optim.batch_size * longest
     per_layer = tokens * hidden * (34 + 5 * heads * longest / hidden)
