@@ -84,6 +84,47 @@ def estimate_bytes(model: torch.nn.Module, config: Any, longest: int) -> dict[st
     return {"weights": weights, "optimizer": optimizer, "activations": int(per_layer * layers * scale)}
 
 
+# Bytes a quantized base keeps per weight of its linear layers: NF4 with double quantization (4 bits
+# plus ~0.13 bit of block scales, Dettmers et al. 2023); int8 weight-only (one fp32 scale per row).
+QUANTIZED_BYTES = {"bnb-nf4": 0.516, "torchao-int8": 1.0}
+
+
+def estimate_from_config(model_config: Any, config: Any, longest: int, device: str) -> dict[str, int]:
+    """:func:`estimate_bytes` for a model known by its config alone (nothing downloaded or allocated):
+    the model is built on the meta device, LoRA adapters are added as the run adds them, and a
+    ``qlora`` base's linear layers count at their quantized size on ``device`` (``cpu`` or ``cuda``).
+    Recipes for hub models state this number (scripts/recipe_memory.py prints it).
+    """
+    import warnings
+
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from slmkit.models.families import lora_target_modules
+
+    seq2seq = getattr(model_config, "is_encoder_decoder", False)
+    with torch.device("meta"):
+        model = (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_config(model_config)
+    head = model.get_output_embeddings()
+    linear = sum(
+        m.weight.numel()
+        for m in model.modules()
+        if m is not head and (isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D")
+    )
+    if config.method != "full":
+        from peft import LoraConfig, get_peft_model
+
+        lora = config.lora
+        targets = lora_target_modules(model_config, lora.target_modules)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # GPT-2's Conv1D fan_in_fan_out note
+            model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=targets))
+    parts = estimate_bytes(model, config, longest)
+    if config.method == "qlora":
+        backend = "bnb-nf4" if device == "cuda" else "torchao-int8"
+        parts["weights"] -= int(linear * (4 - QUANTIZED_BYTES[backend]))
+    return parts
+
+
 def check_fits(model: torch.nn.Module, config: Any, longest: int, device: torch.device) -> None:
     """Refuse a run whose estimate exceeds the free memory; warn above 80 %.
 
