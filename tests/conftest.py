@@ -98,3 +98,17 @@ def tiny_kb(tmp_path_factory, embedder):
     folder = tmp_path_factory.mktemp("tiny-kb") / "kb"
     kb, _ = KnowledgeBase.build(folder, [str(source)], embedder=embedder, progress=False)
     return kb
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` (tests/gpu, `make test-gpu`) skip, with the reason, where there is no GPU."""
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: run `make test-gpu` on a machine with one")
+    for item in marked:
+        item.add_marker(skip)
