@@ -147,10 +147,13 @@ def test_paged_8bit_adamw_keeps_paged_8bit_state_on_the_gpu_and_trains(tmp_path,
     before = run.evaluate()
     assert run.train()["finished"]
     assert type(run.optimizer).__name__ == "PagedAdamW8bit"
-    states = [s for s in run.optimizer.state.values() if "state1" in s]
-    eight_bit = [s for s in states if s["state1"].dtype == torch.uint8]
-    assert eight_bit and all(s["state1"].device.type == "cuda" for s in states)
-    assert any(getattr(s["state1"], "is_paged", False) for s in eight_bit)
+    states = [s["state1"] for s in run.optimizer.state.values() if "state1" in s]
+    assert any(state.dtype == torch.uint8 for state in states)  # 8-bit moments
+    # bitsandbytes pages the state of large tensors: unified memory the driver moves between GPU
+    # and host (torch sees a host view of it, marked is_paged); the rest stays on the GPU.
+    paged = [state for state in states if getattr(state, "is_paged", False)]
+    assert paged and all(state.dtype == torch.uint8 for state in paged)
+    assert all(state.device.type == "cuda" for state in states if not getattr(state, "is_paged", False))
     after = run.evaluate()
     _report({"check": "paged_adamw_8bit_full", "val_loss_before": before, "val_loss_after": after})
     assert after < before
