@@ -11,7 +11,10 @@ less would show it.
 Baseline: TRL SFTTrainer; ``ratio`` = slmkit tokens/s / TRL tokens/s (goal ≥ 2 at equal loss).
 
     pip install trl datasets        # benchmark-only dependencies
-    python benchmarks/train_throughput.py [--method lora|full] [--steps 12] [--batch 4]
+    python benchmarks/train_throughput.py [--method lora|full] [--steps 12] [--batch 4] [--device cuda]
+
+On CUDA (``--device cuda``, what ``make test-gpu`` runs) both trainers train on the GPU and peak GPU
+memory (``torch.cuda.max_memory_allocated``) is reported beside the process's peak RSS.
 """
 
 from __future__ import annotations
@@ -41,10 +44,12 @@ LR = {"lora": 2e-4, "full": 3e-5}
 
 def val_loss(model, val, pad_id: int) -> float:
     model.eval()
+    device = next(model.parameters()).device
     total = count = 0
     with torch.no_grad():
         for start in range(0, len(val), 4):
-            loss, n = answer_loss(model, collate(val[start : start + 4], pad_id))
+            batch = {k: v.to(device) for k, v in collate(val[start : start + 4], pad_id).items()}
+            loss, n = answer_loss(model, batch)
             total, count = total + float(loss) * n, count + n
     return total / count
 
@@ -54,6 +59,7 @@ def run_slmkit(args, train, val) -> dict:
         TrainConfig,
         {
             "method": args.method,
+            "device": args.device,
             "output_dir": tempfile.mkdtemp(prefix="slmkit-bench-"),
             "bf16": True,
             "eval_every": 10**6,
@@ -71,11 +77,13 @@ def run_slmkit(args, train, val) -> dict:
     loaded = load_causal_lm("smollm2-135m-instruct")
     seed_everything(0)
     run = FineTune(config, train, [], loaded)
+    _reset_gpu_peak(args.device)
     with PeakSampler(lambda: _PROCESS.memory_info().rss, 0.05) as rss:
         result = run.train()
     return {
         "tokens_per_second": result["tokens_per_second"],
         "peak_rss_gb": rss.peak / 2**30,
+        **_gpu_peak(args.device),
         "val_loss": val_loss(run.model, val, loaded.tokenizer.pad_token_id),
         "tokens": result["tokens"],
     }
@@ -105,7 +113,7 @@ def run_trl(args, examples, val) -> dict:
         lr_scheduler_type="cosine",
         warmup_steps=0,
         bf16=True,
-        use_cpu=True,
+        use_cpu=args.device == "cpu",
         logging_steps=1,
         save_strategy="no",
         report_to=[],
@@ -125,6 +133,7 @@ def run_trl(args, examples, val) -> dict:
         peft_config=peft_config,
         callbacks=[timer],
     )
+    _reset_gpu_peak(args.device)
     with PeakSampler(lambda: _PROCESS.memory_info().rss, 0.05) as rss:
         trainer.train()
     # Every example is seen exactly once (steps × batch examples), as in slmkit's run.
@@ -133,9 +142,20 @@ def run_trl(args, examples, val) -> dict:
     return {
         "tokens_per_second": tokens / timer.seconds,
         "peak_rss_gb": rss.peak / 2**30,
+        **_gpu_peak(args.device),
         "val_loss": val_loss(model, val, loaded.tokenizer.pad_token_id),
         "tokens": tokens,
     }
+
+
+def _reset_gpu_peak(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _gpu_peak(device: str) -> dict[str, float]:
+    return {"peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30} if device == "cuda" else {}
 
 
 def _train_timer():
@@ -159,6 +179,7 @@ def main() -> None:
     parser.add_argument("--method", choices=["lora", "full"], default="lora")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args()
     torch.manual_seed(0)
     examples = read_squad_examples(bundled_squad(), split="train")
@@ -175,6 +196,7 @@ def main() -> None:
             "method": args.method,
             "steps": args.steps,
             "batch": args.batch,
+            "device": args.device,
             "slmkit": {k: round(v, 4) for k, v in ours.items()},
             "baseline": "trl.SFTTrainer (prompt-completion, answer-only loss, bf16, same method/lr/steps)",
             "trl": {k: round(v, 4) for k, v in theirs.items()},

@@ -70,3 +70,45 @@ def squad_answerer(smollm, squad_kb):
     from slmkit.rag.retrieval import Retriever
 
     return Answerer(TransformersGenerator(smollm), Retriever(squad_kb))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, model_cache):
+    """``tiny_model(family)``: the folder of a tiny random model of ``family`` (tests/families.py),
+    built on first use and shared by the whole session."""
+    from families import build_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = build_tiny_model(family, root / family, model_cache)
+        return built[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_kb(tmp_path_factory, embedder):
+    """A knowledge base of tests/assets/squad_tiny.json (three short paragraphs)."""
+    from slmkit.rag.knowledge_base import KnowledgeBase
+
+    source = REPO / "tests" / "assets" / "squad_tiny.json"
+    folder = tmp_path_factory.mktemp("tiny-kb") / "kb"
+    kb, _ = KnowledgeBase.build(folder, [str(source)], embedder=embedder, progress=False)
+    return kb
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` (tests/gpu, `make test-gpu`) skip, with the reason, where there is no GPU."""
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: run `make test-gpu` on a machine with one")
+    for item in marked:
+        item.add_marker(skip)

@@ -137,6 +137,9 @@ class AskConfig(StrictModel):
         DEFAULT_MODEL, description="Packaged name, local folder, GGUF file or hub id."
     )
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weights and compute precision.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="transformers backend: where the generator runs; auto: CUDA when available."
+    )
     backend: BackendConfig = Field(default_factory=BackendConfig)
     reading: Literal["auto", "per-passage", "joint"] = Field(
         "auto",
@@ -263,9 +266,12 @@ class LoraSettings(StrictModel):
     r: int = Field(16, ge=1, description="Adapter rank.")
     alpha: int = Field(32, ge=1, description="Scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-        description="Linear layers to adapt.",
+    target_modules: Literal["auto", "all-linear"] | list[str] = Field(
+        "auto",
+        description="Layers to adapt: auto (the family's attention projections: q/k/v/o_proj for "
+        "Llama, Qwen2, Mistral, Gemma; c_attn + attn.c_proj for GPT-2; q/k/v_proj + dense for phi; "
+        "q/k/v/out_proj for BART; q/k/v/o for T5; see slmkit.models.families), all-linear (every "
+        "linear layer but the output head), or a list of module names.",
     )
 
 
@@ -483,6 +489,9 @@ class EvalConfig(StrictModel):
 
     model: str = Field(DEFAULT_MODEL, description="Packaged name, folder, .gguf or hub id.")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weights and compute precision.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="transformers backend: where the model runs; auto: CUDA when available."
+    )
     context: Literal["closed-book", "gold", "retrieved"] = Field(
         "retrieved",
         description="closed-book (question only), gold (the dataset's own passage), retrieved (RAG over kb).",
@@ -510,6 +519,7 @@ class EvalConfig(StrictModel):
         return AskConfig(
             model=self.model,
             dtype=self.dtype,
+            device=self.device,
             backend=self.backend,
             reading=self.reading,
             retrieval=self.retrieval,

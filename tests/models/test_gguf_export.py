@@ -176,3 +176,47 @@ def test_cli_exports_a_lora_adapter_by_merging_it_first(tmp_path, smollm, export
     config = GenerationConfig(max_new_tokens=16)
     merged = LlamaCppGenerator(output).generate(messages, config).text
     assert merged == LlamaCppGenerator(exported["f16"].path).generate(messages, config).text
+
+
+def _fake_converter(folder, registered: str):
+    (folder / "conversion").mkdir(parents=True)
+    (folder / "convert_hf_to_gguf.py").write_text("# the entry point")
+    (folder / "conversion" / "models.py").write_text(registered)
+    return folder
+
+
+def test_models_the_converter_does_not_register_are_refused_before_it_runs(tmp_path):
+    from slmkit.models.gguf_export import check_convertible, converter_architectures
+
+    converter = _fake_converter(
+        tmp_path / "converter",
+        '@ModelBase.register("LlamaForCausalLM", "MistralForCausalLM")\nclass A: ...\n'
+        '@ModelBase.register(\n    "T5ForConditionalGeneration",\n)\nclass B: ...\n',
+    )
+    assert converter_architectures(converter) == {
+        "LlamaForCausalLM",
+        "MistralForCausalLM",
+        "T5ForConditionalGeneration",
+    }
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"architectures": ["T5ForConditionalGeneration"]}))
+    check_convertible(model, converter)  # known: no error
+    (model / "config.json").write_text(json.dumps({"architectures": ["BartForConditionalGeneration"]}))
+    with pytest.raises(SlmkitError, match=r"cannot convert BartForConditionalGeneration.*transformers"):
+        check_convertible(model, converter)
+
+
+def test_a_gpt2_folder_without_n_ctx_reaches_the_converter_with_it(tmp_path):
+    from slmkit.models.gguf_export import _with_legacy_keys
+
+    model = tmp_path / "gpt2"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights")
+    (model / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_positions": 512}))
+    view = _with_legacy_keys(model, tmp_path)
+    assert json.loads((view / "config.json").read_text())["n_ctx"] == 512
+    assert (view / "model.safetensors").read_bytes() == b"weights"
+    assert json.loads((model / "config.json").read_text()) == {"model_type": "gpt2", "n_positions": 512}
+    (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    assert _with_legacy_keys(model, tmp_path) == model  # nothing missing: the folder itself

@@ -31,8 +31,8 @@ from slmkit.eval.eval_sets import EvalItem, EvalSet, load_eval_set, resolve_path
 from slmkit.eval.metrics import METRIC_NAMES, MetricResult, compute_metrics
 from slmkit.eval.predictions import Prediction, write_predictions
 from slmkit.eval.provenance import file_sha256, model_fingerprint, provenance
-from slmkit.models.backends import load_generator, resolve_backend
-from slmkit.models.generation import Generator, TransformersGenerator
+from slmkit.models.backends import load_generator, resolve_backend, transformers_generator
+from slmkit.models.generation import Generator
 from slmkit.models.loading import LoadedModel, load_causal_lm
 from slmkit.rag.answer import Answerer, passage_hit, strip_markers
 from slmkit.rag.knowledge_base import KnowledgeBase
@@ -139,10 +139,14 @@ def run_eval(
         raise ConfigError(f"context 'gold' needs a passage for every question; {missing} has no 'context'")
     generator: Generator
     if dataset.format == "text" or resolve_backend(config.backend) == "transformers":
-        loaded = loaded or load_causal_lm(config.model, config.dtype)
-        generator = TransformersGenerator(loaded)
+        loaded = loaded or load_causal_lm(config.model, config.dtype, device=config.device)
+        generator = transformers_generator(loaded)
     else:
-        generator = load_generator(config.model, config.backend, dtype=config.dtype)
+        generator = load_generator(config.model, config.backend, dtype=config.dtype, device=config.device)
+    if dataset.format == "text" and loaded is not None and loaded.is_encoder_decoder:
+        raise ConfigError(
+            f"perplexity needs a causal LM; {config.model} is an encoder-decoder: evaluate it on questions"
+        )
     if dataset.format != "text" and config.context == "retrieved" and kb is None:
         kb = KnowledgeBase.open(config.kb)
     started = time.perf_counter()

@@ -60,11 +60,13 @@ def merged_model(base: PreTrainedModel, adapter_dir: Path) -> PreTrainedModel:
 
 def save_merged(base: PreTrainedModel, tokenizer, adapter_dir: Path, output: Path) -> Path:
     """Merge and write a self-contained model folder atomically (weights, tokenizer, recipe, card)."""
+    from slmkit.models.loading import save_tokenizer
+
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-staging", dir=output.parent))
     try:
         merged_model(base, adapter_dir).save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        save_tokenizer(tokenizer, staging)
         for name in _CARRIED:
             if (adapter_dir / name).is_file():
                 shutil.copy(adapter_dir / name, staging / name)

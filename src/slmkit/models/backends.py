@@ -12,6 +12,7 @@ import os
 from slmkit.config import BackendConfig
 from slmkit.errors import ConfigError
 from slmkit.models.generation import Generator
+from slmkit.models.loading import LoadedModel, load_causal_lm
 
 
 def llama_cpp_available() -> bool:
@@ -33,6 +34,7 @@ def load_generator(
     backend: BackendConfig | str = "auto",
     *,
     dtype: str = "float32",
+    device: str = "cpu",
     base_url: str | None = None,
     api_key: str | None = None,
 ) -> Generator:
@@ -42,11 +44,13 @@ def load_generator(
         model: Packaged name, folder, ``.gguf`` file or hub id; for ``openai``, the server's model name.
         backend: A :class:`BackendConfig`, or just its ``type``.
         dtype: transformers only: ``float32`` or ``bfloat16``.
+        device: transformers only: ``cpu``, ``cuda`` or ``auto`` (CUDA when present).
         base_url: Overrides ``backend.base_url``.
         api_key: Overrides the key read from ``backend.api_key_env``.
 
     Raises:
-        ConfigError: ``openai`` without a base URL, or ``llama.cpp`` without llama-cpp-python.
+        ConfigError: ``openai`` without a base URL, ``llama.cpp`` without llama-cpp-python or for an
+            encoder-decoder.
         ModelNotFoundError: the model cannot be found.
     """
     config = BackendConfig(type=backend) if isinstance(backend, str) else backend
@@ -58,16 +62,39 @@ def load_generator(
     if kind == "llama.cpp":
         from slmkit.models.llama_cpp import LlamaCppGenerator
 
+        _check_decoder_only(model)
         if not llama_cpp_available():
             raise ConfigError(
                 "backend 'llama.cpp' needs llama-cpp-python: `pip install 'slmkit[llama]'` (builds from "
                 "source in about 4 minutes on 2 cores); or use backend 'transformers'"
             )
         return LlamaCppGenerator.load(model, quant=config.gguf_quant, threads=config.threads)
-    from slmkit.models.generation import TransformersGenerator
-    from slmkit.models.loading import load_causal_lm
+    return transformers_generator(load_causal_lm(model, dtype, device=device))
 
-    return TransformersGenerator(load_causal_lm(model, dtype))
+
+def transformers_generator(loaded: LoadedModel) -> Generator:
+    """The transformers generator for a loaded model: encoder-decoders (BART, T5) get their own."""
+    if loaded.is_encoder_decoder:
+        from slmkit.models.seq2seq import Seq2SeqGenerator
+
+        return Seq2SeqGenerator(loaded)
+    from slmkit.models.generation import TransformersGenerator
+
+    return TransformersGenerator(loaded)
+
+
+def _check_decoder_only(model: str) -> None:
+    """llama.cpp's Python binding generates with decoder-only models: refuse a BART/T5 folder up front
+    (packaged models and GGUF files are decoder-only)."""
+    import json
+    from pathlib import Path
+
+    config = Path(model).expanduser() / "config.json"
+    if config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("is_encoder_decoder"):
+        raise ConfigError(
+            f"'{model}' is an encoder-decoder, which the llama.cpp backend does not run; "
+            "use backend 'transformers'"
+        )
 
 
 def _openai(model: str, config: BackendConfig, api_key: str | None) -> Generator:

@@ -8,7 +8,7 @@ from sentence_transformers import SentenceTransformer
 
 from slmkit.errors import ModelNotFoundError
 from slmkit.models.cache import cache_dir
-from slmkit.models.loading import hub_offline, is_hub_id
+from slmkit.models.loading import hub_offline, is_hub_id, resolve_device
 from slmkit.models.registry import PACKAGED_MODELS, packaged_names
 
 
@@ -40,9 +40,15 @@ def resolve_embedder_path(name: str) -> str:
     )
 
 
-def load_embedder(name: str) -> SentenceTransformer:
-    """Load a sentence-transformers embedder on the CPU."""
+def load_embedder(name: str, device: str = "auto") -> SentenceTransformer:
+    """Load a sentence-transformers embedder on ``device`` (``auto``: CUDA when present, else CPU).
+
+    Raises:
+        ModelNotFoundError: the embedder cannot be found or loaded.
+        ConfigError: ``device: cuda`` without a CUDA device.
+    """
+    target = str(resolve_device(device))
     try:
-        return SentenceTransformer(resolve_embedder_path(name), device="cpu")
+        return SentenceTransformer(resolve_embedder_path(name), device=target)
     except OSError as err:
         raise ModelNotFoundError(f"could not load embedder '{name}': {err}") from None

@@ -4,6 +4,10 @@ Conversion runs llama.cpp's ``convert_hf_to_gguf.py`` (the reference converter; 
 architecture's tensor names and tokenizer quirks), and ``q8_0`` / ``q4_k_m`` come from llama.cpp's
 own quantizer through llama-cpp-python's ``llama_model_quantize``. Nothing here writes GGUF by hand.
 
+Which model families convert is the converter's own list (its ``ModelBase.register`` names, matched
+against ``architectures`` in the model's config.json), checked before anything runs: GPT-2, phi,
+Qwen2, Llama, Mistral, Gemma and T5 convert; BART does not (docs/model-families.md).
+
 The converter is not in any wheel: it ships in the llama-cpp-python *source* distribution. slmkit
 extracts it (with the matching ``gguf-py``) once from the sdist of the installed llama-cpp-python
 version, fetched from PyPI by pip, into the cache. ``$SLMKIT_LLAMA_CPP`` may point at a llama.cpp
@@ -13,8 +17,10 @@ checkout instead (for machines that never reach PyPI).
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -33,6 +39,9 @@ QUANTS: tuple[str, ...] = ("f32", "f16", "q8_0", "q4_k_m")
 _FTYPES = {"q8_0": 7, "q4_k_m": 15}
 _CONVERTER_FILES = ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "LICENSE")
 _CONVERTER_DIRS = ("conversion", "gguf-py")
+# Config keys llama.cpp's converter reads under their old names (GPT-2's n_ctx, now n_positions).
+_LEGACY_KEYS = {"gpt2": {"n_ctx": "n_positions"}}
+_REGISTER = re.compile(r"@ModelBase\.register\(([^)]*)\)")
 
 
 @dataclass(frozen=True)
@@ -184,15 +193,71 @@ def export_gguf(
     return ExportResult(target, quant, source, target.stat().st_size)
 
 
+def converter_architectures(converter: Path) -> set[str]:
+    """The model classes (``config.json`` ``architectures`` names) llama.cpp's converter registers."""
+    names: set[str] = set()
+    for script in [converter / "convert_hf_to_gguf.py", *sorted((converter / "conversion").glob("*.py"))]:
+        if script.is_file():
+            for registered in _REGISTER.findall(script.read_text(encoding="utf-8")):
+                names.update(re.findall(r"[\"']([\w.-]+)[\"']", registered))
+    return names
+
+
+def check_convertible(source: Path, converter: Path) -> None:
+    """Fail fast, before the converter runs, for a model class llama.cpp's converter does not know.
+
+    Raises:
+        SlmkitError: naming the model class and the llama-cpp-python version whose converter lacks it.
+    """
+    config = source / "config.json"
+    architectures = None
+    if config.is_file():
+        architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures")
+    known = converter_architectures(converter)
+    if not architectures or not known or architectures[0] in known:
+        return  # nothing to check against: let the converter decide
+    raise SlmkitError(
+        f"{source}: llama.cpp's converter ({converter.name}) cannot convert {architectures[0]} models to "
+        "GGUF (BART and other families it lacks: see docs/model-families.md); serve this model with "
+        "the transformers backend instead"
+    )
+
+
 def _convert(source: Path, output: Path, outtype: str, cache: Path | None) -> None:
     converter = converter_dir(cache)
+    check_convertible(source, converter)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(converter / "gguf-py"), str(converter)]))
-    command = [sys.executable, str(converter / "convert_hf_to_gguf.py"), str(source)]
+    model_dir = _with_legacy_keys(source, output.parent)
+    command = [sys.executable, str(converter / "convert_hf_to_gguf.py"), str(model_dir)]
     command += ["--outtype", outtype, "--outfile", str(output)]
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0 or not output.is_file():
         tail = "\n".join(done.stderr.strip().splitlines()[-6:])
+        if "pre-tokenizer was not recognized" in done.stderr:
+            raise SlmkitError(
+                f"llama.cpp's converter does not recognise the tokenizer of {source}: it knows BPE "
+                "tokenizers by a hash of their output, and this one (a retrained or modified tokenizer?) "
+                "is not in its list. Models that keep their family's original tokenizer convert; or "
+                f"serve this one with the transformers backend.\n{tail}"
+            )
         raise SlmkitError(f"llama.cpp's convert_hf_to_gguf.py failed on {source}:\n{tail}")
+
+
+def _with_legacy_keys(source: Path, scratch: Path) -> Path:
+    """``source``, or a view of it (links to its files, beside a completed config.json) in ``scratch``
+    when its config lacks a key the converter reads that transformers 5 no longer writes."""
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    wanted = _LEGACY_KEYS.get(config.get("model_type"), {})
+    missing = {key: config[new] for key, new in wanted.items() if key not in config and new in config}
+    if not missing:
+        return source
+    view = scratch / f"{source.name}-for-converter"
+    view.mkdir()
+    for item in source.iterdir():
+        if item.name != "config.json":
+            (view / item.name).symlink_to(item.resolve())
+    (view / "config.json").write_text(json.dumps({**config, **missing}, indent=2), encoding="utf-8")
+    return view
 
 
 # Run in a child process: llama.cpp prints a line per tensor straight to the C-level stdout.

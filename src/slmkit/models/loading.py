@@ -1,4 +1,6 @@
-"""Load a causal LM by packaged name, local folder, GGUF file or hub id.
+"""Load a generator by packaged name, local folder, GGUF file or hub id: a causal LM of any family
+(GPT-2, phi, Qwen2, Llama, Mistral, Gemma, ...) or an encoder-decoder (BART, T5), whose config says
+which (``is_encoder_decoder``).
 
 GGUF files are dequantized by transformers (slow: ~12 s for 135M parameters, ~50 s for 270M) once,
 then cached as a plain safetensors folder, which later loads in well under a second.
@@ -19,9 +21,16 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
-from slmkit.errors import ModelNotFoundError
+from slmkit.errors import ConfigError, ModelNotFoundError
 from slmkit.models.adapters import adapter_fingerprint, base_model_of, is_adapter_folder, save_merged
 from slmkit.models.cache import cache_dir
 from slmkit.models.registry import PACKAGED_MODELS, packaged_names
@@ -30,15 +39,19 @@ logger = logging.getLogger(__name__)
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# SentencePiece model files: transformers' fast tokenizers do not write them back on save, but
+# llama.cpp's converter reads them for T5, Gemma (v1) and other SentencePiece families.
+_SENTENCEPIECE_FILES = ("tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
 
 
 @dataclass
 class LoadedModel:
-    """A causal LM ready for generation or training.
+    """A generator (causal LM or encoder-decoder) ready for generation or training.
 
     Attributes:
         name: What the user asked for (packaged name, path or hub id).
-        model: The transformers model, in eval mode.
+        model: The transformers model, in eval mode (``AutoModelForCausalLM`` or, for an
+            encoder-decoder, ``AutoModelForSeq2SeqLM``).
         tokenizer: Its tokenizer; ``pad_token`` is always set.
         path: The folder the weights were loaded from (the cache folder for GGUF sources), or None
             for hub models.
@@ -54,8 +67,14 @@ class LoadedModel:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
     @property
+    def is_encoder_decoder(self) -> bool:
+        """True for encoder-decoders (BART, T5): the prompt goes to the encoder, the answer is decoded."""
+        return bool(getattr(self.model.config, "is_encoder_decoder", False))
+
+    @property
     def context_window(self) -> int:
-        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+        # T5's relative positions set no limit; 2048 keeps its prompts to what it handles well.
+        return int(getattr(self.model.config, "max_position_embeddings", None) or 2048)
 
     @property
     def num_parameters(self) -> int:
@@ -139,8 +158,31 @@ def merged_folder(adapter_dir: Path, cache: Path | None = None) -> Path:
     logger.info("merging %s into %s once (later loads use the cache at %s)", adapter_dir, base_name, target)
     base_path = resolve_model_path(base_name, cache)
     tokenizer = AutoTokenizer.from_pretrained(str(base_path))
-    base = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32)
+    base = model_class(base_path).from_pretrained(str(base_path), dtype=torch.float32)
     return save_merged(base, tokenizer, adapter_dir, target)
+
+
+def model_class(source: Path | str) -> type:
+    """``AutoModelForSeq2SeqLM`` for an encoder-decoder's folder (or hub id), else ``AutoModelForCausalLM``.
+
+    Raises:
+        ModelNotFoundError: no readable config there.
+    """
+    try:
+        config = AutoConfig.from_pretrained(str(source))
+    except (OSError, ValueError) as err:
+        raise ModelNotFoundError(f"could not read the model config of {source}: {err}") from None
+    return AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
+    """``tokenizer.save_pretrained(folder)``, plus the SentencePiece model file of the folder it was
+    loaded from, which the save leaves out and llama.cpp's converter needs (T5, Gemma v1)."""
+    tokenizer.save_pretrained(folder)
+    source = Path(str(getattr(tokenizer, "name_or_path", "") or ""))
+    for name in _SENTENCEPIECE_FILES:
+        if (source / name).is_file() and not (Path(folder) / name).exists():
+            shutil.copy(source / name, Path(folder) / name)
 
 
 def model_recipe(name: str) -> dict[str, Any]:
@@ -226,26 +268,42 @@ def load_tokenizer(name: str, cache: Path | None = None) -> PreTrainedTokenizerB
         raise ModelNotFoundError(f"could not load the tokenizer of '{name}' from {source}: {err}") from None
 
 
-def load_causal_lm(name: str, dtype: str = "float32", cache: Path | None = None) -> LoadedModel:
-    """Load a generator by packaged name, folder, GGUF file or hub id.
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is a config error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' was asked for but torch sees no CUDA device; use 'cpu' or 'auto'")
+    return torch.device(requested)
+
+
+def load_causal_lm(
+    name: str, dtype: str = "float32", cache: Path | None = None, device: str = "cpu"
+) -> LoadedModel:
+    """Load a generator by packaged name, folder, GGUF file or hub id: a causal LM, or an
+    encoder-decoder (BART, T5) when its config says it is one.
 
     Args:
         name: e.g. ``smollm2-135m-instruct``, ``./my-finetune``, ``model.gguf`` or ``org/model``.
         dtype: ``float32`` or ``bfloat16``.
         cache: Cache root for dequantized GGUF models (default :func:`cache_dir`).
+        device: ``cpu``, ``cuda`` or ``auto`` (CUDA when present).
 
     Raises:
         ModelNotFoundError: the model cannot be found or downloaded.
+        ConfigError: ``device: cuda`` without a CUDA device.
     """
     source = resolve_model_path(name, cache)
     kwargs: dict[str, Any] = {"dtype": _DTYPES[dtype]}
+    target = resolve_device(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(source))
-        model = AutoModelForCausalLM.from_pretrained(str(source), **kwargs)
+        model = model_class(source).from_pretrained(str(source), **kwargs)
     except OSError as err:
         raise ModelNotFoundError(f"could not load model '{name}' from {source}: {err}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    model.to(target)
     model.eval()
     local = Path(str(source))
     return LoadedModel(name=name, model=model, tokenizer=tokenizer, path=local if local.exists() else None)

@@ -76,7 +76,7 @@ def render_reader_card(folder: Path, name: str, run: str = "") -> str:
         "## Training",
         "",
         f"- Base model: `{recipe.get('model')}`; method: {recipe.get('method')} on "
-        f"{', '.join(lora.get('target_modules', []))} (r={lora.get('r')}, alpha={lora.get('alpha')}, "
+        f"{_names(lora.get('target_modules', []))} (r={lora.get('r')}, alpha={lora.get('alpha')}, "
         f"dropout {lora.get('dropout')}); adapter weights stored in bf16.",
         f"- Data: SQuAD v1.1 dev (CC BY-SA 4.0), the agreed **train** split by article (38 articles, "
         f"8,046 questions; the 10 eval articles never seen). Context `{data.get('context')}`: each "
@@ -145,3 +145,8 @@ def render_reader_card(folder: Path, name: str, run: str = "") -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _names(targets: str | list[str]) -> str:
+    """``lora.target_modules`` as a recipe records it: a list of names, or ``all-linear``."""
+    return targets if isinstance(targets, str) else ", ".join(targets)

@@ -157,7 +157,7 @@ class Answerer:
         from slmkit.models.backends import load_generator
 
         config = config or AskConfig()
-        generator = load_generator(config.model, config.backend, dtype=config.dtype)
+        generator = load_generator(config.model, config.backend, dtype=config.dtype, device=config.device)
         retriever = None
         if kb is not None:
             retriever = Retriever(

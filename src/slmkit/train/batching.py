@@ -31,15 +31,22 @@ def batch_order(
     return batches
 
 
-def collate(examples: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest example; padded positions get attention 0 and label IGNORE."""
+def collate(
+    examples: Sequence[TokenizedExample], pad_id: int, encoder_decoder: bool = False
+) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest example; padded positions get attention 0 and label IGNORE.
+
+    For an encoder-decoder, ``labels`` (the decoder targets) are padded to the longest target on
+    their own.
+    """
     width = max(len(e) for e in examples)
+    label_width = max(len(e.labels) for e in examples) if encoder_decoder else width
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    labels = torch.full((len(examples), label_width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
     for row, example in enumerate(examples):
         n = len(example)
         ids[row, :n] = torch.tensor(example.input_ids)
-        labels[row, :n] = torch.tensor(example.labels)
+        labels[row, : len(example.labels)] = torch.tensor(example.labels)
         mask[row, :n] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}

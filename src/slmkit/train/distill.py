@@ -212,6 +212,11 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     method = choose_method(config, teacher_tokenizer, student_tokenizer)
     teacher = load_causal_lm(config.teacher)
     student = load_student(config, teacher)
+    if teacher.is_encoder_decoder or student.is_encoder_decoder:
+        raise ConfigError(
+            "distillation runs between causal LMs; encoder-decoder (BART, T5) teachers and students "
+            "are not supported"
+        )
     train, val = load_examples(config.train_config())
     if method == "sequence":
         path = Path(config.output_dir) / TEACHER_ANSWERS

@@ -29,7 +29,8 @@ from slmkit.config import TrainConfig
 from slmkit.errors import InputError
 from slmkit.interrupt import deferred_stop, stop_requested
 from slmkit.models.adapters import save_merged
-from slmkit.models.loading import LoadedModel, load_causal_lm
+from slmkit.models.families import lora_target_modules
+from slmkit.models.loading import LoadedModel, load_causal_lm, save_tokenizer
 from slmkit.train.batching import batch_order, collate
 from slmkit.train.checkpoint import load_checkpoint, save_checkpoint
 from slmkit.train.loss import answer_loss
@@ -83,6 +84,10 @@ class FineTune:
         # What `bf16: auto` stands for on this machine is what ran, so recipe.yaml records it.
         config = self.config = config.model_copy(update={"bf16": resolve_bf16(config.bf16, self.device)})
         self.loaded = loaded or load_causal_lm(config.model)
+        # Likewise the family's LoRA targets that `target_modules: auto` stands for.
+        targets = lora_target_modules(self.loaded.model.config, config.lora.target_modules)
+        lora = config.lora.model_copy(update={"target_modules": targets})
+        config = self.config = config.model_copy(update={"lora": lora})
         self.model = self._prepare_model(self.loaded)
         self.pad_id = self.loaded.tokenizer.pad_token_id
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -116,6 +121,8 @@ class FineTune:
             # PEFT warns that a torchao base cannot merge adapters in place; slmkit never does:
             # it merges into a fresh full-precision base (slmkit.models.adapters).
             warnings.filterwarnings("ignore", message="TorchaoLoraLinear was instantiated without")
+            # GPT-2's Conv1D stores its weight transposed; PEFT notices and adapts it correctly.
+            warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False")
 
             lora = self.config.lora
             model = get_peft_model(
@@ -124,8 +131,8 @@ class FineTune:
                     r=lora.r,
                     lora_alpha=lora.alpha,
                     lora_dropout=lora.dropout,
-                    target_modules=list(lora.target_modules),
-                    task_type="CAUSAL_LM",
+                    target_modules=lora.target_modules,
+                    task_type="SEQ_2_SEQ_LM" if loaded.is_encoder_decoder else "CAUSAL_LM",
                 ),
             )
             if self.config.gradient_checkpointing:
@@ -153,7 +160,8 @@ class FineTune:
             epoch, index = epoch + 1, 0
 
     def _collate(self, examples: Sequence[TokenizedExample]) -> dict[str, torch.Tensor]:
-        return {k: v.to(self.device) for k, v in collate(examples, self.pad_id).items()}
+        batch = collate(examples, self.pad_id, self.loaded.is_encoder_decoder)
+        return {k: v.to(self.device) for k, v in batch.items()}
 
     def _autocast(self):
         if not self.config.bf16:
@@ -369,7 +377,7 @@ class FineTune:
             staging = folder.with_name(f".{folder.name}-staging")
             shutil.rmtree(staging, ignore_errors=True)
             self.model.save_pretrained(staging)
-            self.loaded.tokenizer.save_pretrained(staging)
+            save_tokenizer(self.loaded.tokenizer, staging)
             shutil.copy(self.output_dir / "recipe.yaml", staging / "recipe.yaml")
             shutil.rmtree(folder, ignore_errors=True)
             staging.rename(folder)

@@ -1,4 +1,4 @@
-"""Causal-LM loss computed on answer tokens only.
+"""Loss computed on answer tokens only, for causal LMs of every family and encoder-decoders.
 
 A model's forward pass normally projects *every* position onto the vocabulary (49,152 entries for
 SmolLM2) before the loss throws most of them away. On QA data most positions are context, so slmkit
@@ -17,7 +17,7 @@ from slmkit.train.tokenize import IGNORE
 
 
 def _causal_lm(model: Any) -> Any:
-    """The underlying ``*ForCausalLM`` (unwrapping a PEFT model)."""
+    """The underlying ``*ForCausalLM`` / ``*ForConditionalGeneration`` (unwrapping a PEFT model)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
@@ -28,19 +28,43 @@ def answer_logits(
     those tokens (``[tokens]``), in batch order.
 
     With ``every_token``, every position that predicts a real (not padding) token is kept, prompt
-    included; the targets of prompt positions are ``IGNORE``.
+    included; the targets of prompt positions are ``IGNORE``. An encoder-decoder's labels are its
+    decoder targets, all answer: every labelled decoder position is kept.
     """
     lm = _causal_lm(model)
-    hidden = lm.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    if lm.config.is_encoder_decoder:
+        return _decoder_logits(lm, batch)
+    # The body and the head, found the same way for every family (Llama's `model`, GPT-2's
+    # `transformer`, phi's final layer norm inside its body; the head is `lm_head` everywhere).
+    body = lm.get_decoder()
+    hidden = body(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+    ).last_hidden_state
     # Position t predicts token t+1.
     targets = batch["labels"][:, 1:]
     keep = batch["attention_mask"][:, 1:].bool() if every_token else targets != IGNORE
     selected = hidden[:, :-1][keep]
-    logits = lm.lm_head(selected).float()
+    logits = lm.get_output_embeddings()(selected).float()
     softcap = getattr(lm.config, "final_logit_softcapping", None)
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
     return logits, targets[keep]
+
+
+def _decoder_logits(lm: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    # The decoder sees only the answer, so projecting all its positions costs little, and the
+    # model's own forward keeps what each family adds after the head (BART's final_logits_bias,
+    # T5's rescaling of tied embeddings).
+    labels = batch["labels"]
+    decoder_input_ids = lm.prepare_decoder_input_ids_from_labels(labels=labels)
+    output = lm(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        decoder_input_ids=decoder_input_ids,
+        use_cache=False,
+    )
+    keep = labels != IGNORE
+    return output.logits[keep].float(), labels[keep]
 
 
 def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:

@@ -73,6 +73,8 @@ def estimate_bytes(model: torch.nn.Module, config: Any, longest: int) -> dict[st
     optimizer = trainable * (4 + _OPTIMIZER_BYTES[config.optim.optimizer])
     model_config = getattr(model, "config", None) or model.get_base_model().config
     hidden, layers = model_config.hidden_size, model_config.num_hidden_layers
+    if getattr(model_config, "is_encoder_decoder", False):  # BART, T5: the decoder's layers too
+        layers += getattr(model_config, "decoder_layers", None) or model_config.num_decoder_layers
     heads = model_config.num_attention_heads
     tokens = config.optim.batch_size * longest
     per_layer = tokens * hidden * (34 + 5 * heads * longest / hidden)
@@ -80,6 +82,47 @@ def estimate_bytes(model: torch.nn.Module, config: Any, longest: int) -> dict[st
         per_layer = tokens * hidden * 2  # only each layer's input is kept
     scale = 1 if config.bf16 else 2
     return {"weights": weights, "optimizer": optimizer, "activations": int(per_layer * layers * scale)}
+
+
+# Bytes a quantized base keeps per weight of its linear layers: NF4 with double quantization (4 bits
+# plus ~0.13 bit of block scales, Dettmers et al. 2023); int8 weight-only (one fp32 scale per row).
+QUANTIZED_BYTES = {"bnb-nf4": 0.516, "torchao-int8": 1.0}
+
+
+def estimate_from_config(model_config: Any, config: Any, longest: int, device: str) -> dict[str, int]:
+    """:func:`estimate_bytes` for a model known by its config alone (nothing downloaded or allocated):
+    the model is built on the meta device, LoRA adapters are added as the run adds them, and a
+    ``qlora`` base's linear layers count at their quantized size on ``device`` (``cpu`` or ``cuda``).
+    Recipes for hub models state this number (scripts/recipe_memory.py prints it).
+    """
+    import warnings
+
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from slmkit.models.families import lora_target_modules
+
+    seq2seq = getattr(model_config, "is_encoder_decoder", False)
+    with torch.device("meta"):
+        model = (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_config(model_config)
+    head = model.get_output_embeddings()
+    linear = sum(
+        m.weight.numel()
+        for m in model.modules()
+        if m is not head and (isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D")
+    )
+    if config.method != "full":
+        from peft import LoraConfig, get_peft_model
+
+        lora = config.lora
+        targets = lora_target_modules(model_config, lora.target_modules)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # GPT-2's Conv1D fan_in_fan_out note
+            model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=targets))
+    parts = estimate_bytes(model, config, longest)
+    if config.method == "qlora":
+        backend = "bnb-nf4" if device == "cuda" else "torchao-int8"
+        parts["weights"] -= int(linear * (4 - QUANTIZED_BYTES[backend]))
+    return parts
 
 
 def check_fits(model: torch.nn.Module, config: Any, longest: int, device: torch.device) -> None:

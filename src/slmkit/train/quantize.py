@@ -22,20 +22,12 @@ from typing import Any
 import torch
 
 from slmkit.errors import ConfigError
-from slmkit.models.loading import LoadedModel
+from slmkit.models.loading import LoadedModel, model_class, resolve_device
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("torchao-int8", "bnb-nf4")
-
-
-def resolve_device(requested: str) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without one is a config error."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' was asked for but torch sees no CUDA device; use 'cpu' or 'auto'")
-    return torch.device(requested)
+__all__ = ["BACKENDS", "dequantized_weight", "quantize_base", "resolve_backend", "resolve_device"]
 
 
 def resolve_backend(requested: str, device: torch.device) -> str:
@@ -86,9 +78,14 @@ def _torchao_int8(model: torch.nn.Module) -> torch.nn.Module:
     except ImportError as err:
         raise ConfigError("method 'qlora' on CPU needs torchao: pip install 'slmkit[qlora]'") from err
     quantize_(model, Int8WeightOnlyConfig(), filter_fn=_is_body_linear)
+    quantized = 0
     for module in model.modules():
         if dequantized_weight(module) is not None:
             module.forward = types.MethodType(_frozen_int8_forward, module)
+            quantized += 1
+    if not quantized:
+        # GPT-2's projections are transformers Conv1D layers, which torchao does not quantize.
+        logger.warning("torchao-int8 found no nn.Linear layer to quantize: the base stays in full precision")
     _release_freed_memory()
     return model
 
@@ -135,14 +132,14 @@ def _release_freed_memory() -> None:
 
 
 def _bnb_nf4(loaded: LoadedModel, device: torch.device) -> torch.nn.Module:
-    # Not exercised by the test suite: this machine has no GPU. The path follows the PEFT/QLoRA recipe.
+    # Exercised by tests/gpu/test_cuda.py (`make test-gpu`, on a CUDA machine only).
     try:
         from peft import prepare_model_for_kbit_training
-        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+        from transformers import BitsAndBytesConfig
     except ImportError as err:
         raise ConfigError("method 'qlora' on CUDA needs bitsandbytes: pip install 'slmkit[qlora]'") from err
     source = str(loaded.path or loaded.name)
-    model = AutoModelForCausalLM.from_pretrained(
+    model = model_class(source).from_pretrained(
         source,
         quantization_config=BitsAndBytesConfig(
             load_in_4bit=True,

@@ -73,7 +73,8 @@ def finetune(config: TrainConfig) -> dict[str, Any]:
     loaded = load_causal_lm(config.model)
     train, val = load_examples(config)
     max_len = min(config.data.max_seq_len, loaded.context_window)
-    train_tok = tokenize_examples(train, loaded.tokenizer, max_len, "training")
-    val_tok = tokenize_examples(val, loaded.tokenizer, max_len, "validation")
+    seq2seq = loaded.is_encoder_decoder
+    train_tok = tokenize_examples(train, loaded.tokenizer, max_len, "training", seq2seq)
+    val_tok = tokenize_examples(val, loaded.tokenizer, max_len, "validation", seq2seq)
     logger.info("%d training and %d validation examples", len(train_tok), len(val_tok))
     return FineTune(config, train_tok, val_tok, loaded).train()
