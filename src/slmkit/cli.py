@@ -335,16 +335,30 @@ def _apply_overrides(data: dict[str, Any], args: list[str]) -> dict[str, Any]:
 def train(
     ctx: typer.Context,
     recipe: Annotated[Path, typer.Argument(help="YAML recipe with a train: section.")],
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Train data-parallel in N processes on this machine (one per GPU, or CPU processes); "
+            "the global batch stays optim.batch_size x optim.grad_accum. For several machines, run "
+            "the same command under torchrun or accelerate launch instead (docs/scaling.md).",
+        ),
+    ] = 1,
 ) -> None:
     """Fine-tune a model as RECIPE says; extra '--key value' pairs override it (e.g. --optim.max_steps 10).
 
     Re-running the same command resumes from the last checkpoint in output_dir.
     """
+    from slmkit.train.distributed import launch, launched_distributed
     from slmkit.train.run import finetune
 
     data = _apply_overrides(_recipe_section(recipe, "train"), list(ctx.args))
     config = parse_config(TrainConfig, data, f"{recipe} [train]")
+    if nproc > 1 and not launched_distributed():
+        raise typer.Exit(launch(nproc, ["train", str(recipe), *ctx.args]))
     result = finetune(config)
+    if int(os.environ.get("RANK", "0")):
+        return  # rank 0 reports for all
     best = f", best validation loss {result['best_val']:.4f}" if result.get("best_val") is not None else ""
     typer.echo(
         f"trained {result['step']} steps at {result['tokens_per_second']:.0f} tok/s{best}; "

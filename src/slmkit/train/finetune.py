@@ -30,11 +30,12 @@ from slmkit.models.adapters import save_merged
 from slmkit.models.loading import LoadedModel, load_causal_lm
 from slmkit.train.batching import batch_order, collate
 from slmkit.train.checkpoint import load_checkpoint, save_checkpoint
+from slmkit.train.distributed import Processes, check_batch
 from slmkit.train.loss import answer_loss
 from slmkit.train.memory import OutOfMemoryError, advice, check_fits, is_out_of_memory
 from slmkit.train.precision import resolve_bf16
 from slmkit.train.quantize import quantize_base, resolve_backend, resolve_device
-from slmkit.train.tokenize import TokenizedExample
+from slmkit.train.tokenize import IGNORE, TokenizedExample
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +78,17 @@ class FineTune:
         self.config, self.train_set, self.val_set = config, list(train), list(val)
         self.output_dir = Path(config.output_dir)
         seed_everything(config.seed)
-        self.device = resolve_device(config.device)
+        # Under torchrun / accelerate launch / --nproc, this process's share of a data-parallel run.
+        self.processes = Processes(resolve_device(config.device))
+        self.device = self.processes.device
+        check_batch(config.optim.batch_size, self.processes.world)
         # What `bf16: auto` stands for on this machine is what ran, so recipe.yaml records it.
         config = self.config = config.model_copy(update={"bf16": resolve_bf16(config.bf16, self.device)})
         self.loaded = loaded or load_causal_lm(config.model)
         self.model = self._prepare_model(self.loaded)
         self.pad_id = self.loaded.tokenizer.pad_token_id
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.processes.sync_parameters(self.trainable)
         check_fits(self.model, config, max(len(e) for e in self.train_set), self.device)
         self.optimizer = build_optimizer(self.trainable, config)
         self.total_steps = self._total_steps()
@@ -141,13 +146,18 @@ class FineTune:
         return max(1, math.ceil(optim.epochs * self._batches_per_epoch() / optim.grad_accum))
 
     def _micro_batches(self, start_epoch: int, start_batch: int):
-        """Yield ``(epoch, batch_index, batch)`` forever, from a position (for exact resume)."""
+        """Yield ``(epoch, batch_index, batch, real)`` forever, from a position (for exact resume).
+
+        Every process walks the same batch order and collates its own share of each micro-batch;
+        ``real`` is False for a stand-in share that must not count (see Processes.share).
+        """
         lengths = [len(e) for e in self.train_set]
         epoch, index = start_epoch, start_batch
         while True:
             order = batch_order(lengths, self.config.optim.batch_size, self.config.seed, epoch)
             for i in range(index, len(order)):
-                yield epoch, i, self._collate([self.train_set[j] for j in order[i]])
+                share, real = self.processes.share([self.train_set[j] for j in order[i]])
+                yield epoch, i, self._collate(share), real
             epoch, index = epoch + 1, 0
 
     def _collate(self, examples: Sequence[TokenizedExample]) -> dict[str, torch.Tensor]:
@@ -189,9 +199,10 @@ class FineTune:
         Returns:
             A summary: steps, final/best validation loss, tokens/s, seconds, where the model is.
         """
-        config = self.config
+        config, main = self.config, self.processes.is_main
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "recipe.yaml").write_text(yaml.safe_dump(self.recipe(), sort_keys=False))
+        if main:  # one process writes files, logs and evaluates
+            (self.output_dir / "recipe.yaml").write_text(yaml.safe_dump(self.recipe(), sort_keys=False))
         state = load_checkpoint(self.output_dir, self.model, self.optimizer, self.scheduler) or {
             "step": 0,
             "epoch": 0,
@@ -201,22 +212,32 @@ class FineTune:
             "tokens": 0,
             "seconds": 0.0,
         }
-        if state["step"]:
+        if state["step"] and main:
             logger.info("resuming from step %d", state["step"])
-        self._forget_metrics_after(state["step"])
+        if main:
+            self._forget_metrics_after(state["step"])
         batches = self._micro_batches(state["epoch"], state["batch"])
         progress = tqdm(
-            total=self.total_steps, initial=state["step"], desc="train", unit="step", dynamic_ncols=True
+            total=self.total_steps,
+            initial=state["step"],
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not main,
         )
         steps_this_call = 0
         while state["step"] < self.total_steps:
             started = time.perf_counter()
             loss_sum, tokens = 0.0, 0
             for _ in range(config.optim.grad_accum):
-                epoch, index, batch = next(batches)
-                loss = self._backward(batch, state["step"])
+                epoch, index, batch, real = next(batches)
+                loss = self._backward(batch, state["step"], real)
                 loss_sum += loss / config.optim.grad_accum
-                tokens += int(batch["attention_mask"].sum())
+                tokens += int(batch["attention_mask"].sum()) if real else 0
+            self.processes.average_gradients(self.trainable)
+            # Each process's loss is its share of the global mean (see _backward): their mean is it.
+            loss_sum = self.processes.sum(loss_sum) / self.processes.world
+            tokens = int(self.processes.sum(tokens))
             torch.nn.utils.clip_grad_norm_(self.trainable, config.optim.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
@@ -239,9 +260,11 @@ class FineTune:
             progress.update(1)
             progress.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tokens / elapsed:.0f}")
             stop = self._maybe_validate(state, record)
-            self._log(record)
+            if main:
+                self._log(record)
             steps_this_call += 1
-            if state["step"] % config.save_every == 0 or state["step"] == self.total_steps or stop:
+            save = state["step"] % config.save_every == 0 or state["step"] == self.total_steps or stop
+            if save and main:
                 save_checkpoint(self.output_dir, self.model, self.optimizer, self.scheduler, state)
             if stop or (stop_after is not None and steps_this_call >= stop_after):
                 break
@@ -257,7 +280,7 @@ class FineTune:
             "tokens_per_second": state["tokens"] / state["seconds"] if state["seconds"] else 0.0,
             "trainable_parameters": sum(p.numel() for p in self.trainable),
         }
-        if finished:
+        if finished and main:
             self._save_final(summary)
         return summary
 
@@ -277,10 +300,10 @@ class FineTune:
         """
         return answer_loss(self.model, batch)[0]
 
-    def _backward(self, batch: dict[str, torch.Tensor], step: int) -> float:
+    def _backward(self, batch: dict[str, torch.Tensor], step: int, real: bool = True) -> float:
         try:
             with self._autocast():
-                loss = self.training_loss(batch)
+                loss = self.training_loss(batch) * self._share_weight(batch, real)
             (loss / self.config.optim.grad_accum).backward()
         except (RuntimeError, MemoryError) as err:
             if not is_out_of_memory(err):
@@ -293,15 +316,30 @@ class FineTune:
             ) from err
         return float(loss.detach())
 
+    def _share_weight(self, batch: dict[str, torch.Tensor], real: bool) -> float:
+        """What turns this process's mean loss into its share of the micro-batch's global mean.
+
+        With ``world`` processes whose gradients are averaged, weighting each process's mean by
+        ``world × its answer tokens / all answer tokens`` makes the averaged gradient that of the
+        mean over every answer token of the micro-batch, as one process computes it.
+        """
+        if self.processes.world == 1:
+            return 1.0
+        tokens = int((batch["labels"][:, 1:] != IGNORE).sum()) if real else 0
+        total = self.processes.sum(tokens)
+        return self.processes.world * tokens / total if total else 0.0
+
     def _maybe_validate(self, state: dict, record: dict) -> bool:
         last = state["step"] == self.total_steps
         if not self.val_set or (state["step"] % self.config.eval_every and not last):
             return False
-        val_loss = self.evaluate()
+        # Rank 0 evaluates; the others wait for its result, so all keep the same state and stop together.
+        val_loss = self.processes.broadcast(self.evaluate() if self.processes.is_main else None)
         record.update(val_loss=round(val_loss, 5), val_perplexity=round(math.exp(min(val_loss, 50)), 3))
         if state["best_val"] is None or val_loss < state["best_val"]:
             state.update(best_val=val_loss, bad_evals=0)
-            self._save_model(self.output_dir / "best")
+            if self.processes.is_main:
+                self._save_model(self.output_dir / "best")
             return False
         state["bad_evals"] += 1
         patience = self.config.early_stopping_patience
