@@ -50,6 +50,8 @@ _INDEX_FLAGS = {
     "overlap_tokens": "chunking.overlap_tokens",
     "text_field": "ingest.text_field",
     "title_field": "ingest.title_field",
+    "index_type": "vector_index.type",
+    "store": "store",
 }
 _ASK_FLAGS = {
     "model": "model",
@@ -112,18 +114,21 @@ def index_build(
     overlap_tokens: Annotated[int | None, typer.Option(help="Tokens shared by neighbouring chunks.")] = None,
     text_field: Annotated[str | None, typer.Option(help="Record field / CSV column with the text.")] = None,
     title_field: Annotated[str | None, typer.Option(help="Record field / CSV column with the title.")] = None,
+    index_type: Annotated[
+        str | None, typer.Option(help="Vector index: flat (exact), hnsw or ivf-pq (docs/scaling.md).")
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep the knowledge base in PostgreSQL (pgvector): postgresql://USER@HOST:PORT/DB#TABLE; "
+            "--kb then records where it lives, and ask/serve/index add find it there."
+        ),
+    ] = None,
 ) -> None:
     """Create (or atomically replace) a knowledge base from SOURCES."""
     from slmkit.rag.knowledge_base import KnowledgeBase
 
-    cfg = _index_config(
-        config,
-        embedder=embedder,
-        chunk_tokens=chunk_tokens,
-        overlap_tokens=overlap_tokens,
-        text_field=text_field,
-        title_field=title_field,
-    )
+    cfg = _index_config(config, **_flags(locals(), _INDEX_FLAGS))
     _, report = KnowledgeBase.build(kb, sources, cfg)
     typer.echo(
         f"built {kb}: {report.documents} documents → {report.chunks_added} chunks "

@@ -28,7 +28,7 @@ from slmkit.rag.chunking import chunk_documents
 from slmkit.rag.documents import Chunk, Document
 from slmkit.rag.ingest import read_sources
 from slmkit.rag.lexical_index import BM25Index, BM25Writer
-from slmkit.rag.storage import current_version, new_version, write_lock
+from slmkit.rag.storage import check_writable, current_version, new_version, write_lock
 from slmkit.rag.vector_index import FaissIndex, VectorIndex
 
 logger = logging.getLogger(__name__)
@@ -203,12 +203,19 @@ class KnowledgeBase:
             "slmkit": __version__,
         }
         empty = cls(Path(path), manifest, [], FaissIndex.empty(0), None, embedder)
-        if config.store:
-            from slmkit.rag.postgres_store import PostgresStore
+        if not config.store:
+            return empty._write_with(sources, progress, _FolderWriter(empty))
+        from slmkit.rag.postgres_store import PostgresStore
 
-            store = PostgresStore.for_build(config.store, Path(path))
-            return empty._write_with(sources, progress, store.writer(manifest, replace=True))
-        return empty._write_with(sources, progress, _FolderWriter(empty))
+        check_writable(empty.path)  # before the build, not after it
+        store = PostgresStore.for_build(config.store, empty.path)
+        dim = empty.embedder.get_embedding_dimension()
+        kb, report = empty._write_with(sources, progress, store.writer(manifest, replace=True, dim=dim))
+        # The folder records where the knowledge base lives, once its content is committed.
+        with write_lock(empty.path), new_version(empty.path) as staging:
+            pointer = {"format": FORMAT_VERSION, "store": store.address, "table": store.table}
+            (staging / "manifest.json").write_text(json.dumps(pointer, indent=2), encoding="utf-8")
+        return kb, report
 
     def add(self, sources: Sequence[str | Path], progress: bool = True) -> tuple[KnowledgeBase, IngestReport]:
         """Append ``sources``; chunks whose content is already present are skipped.
