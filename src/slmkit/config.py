@@ -347,6 +347,18 @@ class OptimConfig(StrictModel):
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
 
 
+class DistributedConfig(StrictModel):
+    """How the processes of ``slmkit train --nproc N`` (or torchrun / accelerate launch) share a run;
+    ignored in a single process (docs/scaling.md)."""
+
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="ddp: every process holds the whole model, gradients are averaged; fsdp: "
+        "parameters, gradients and optimizer state are sharded over the processes (PyTorch FSDP2), "
+        "for models that do not fit one device. Both train the same model as one process.",
+    )
+
+
 class TrainConfig(StrictModel):
     """A fine-tuning run; ``slmkit train RECIPE.yaml`` reads its ``train:`` section."""
 
@@ -376,6 +388,7 @@ class TrainConfig(StrictModel):
         None, ge=1, description="Stop after this many validations without improvement."
     )
     seed: int = Field(0, description="Seed for data order, dropout and initialisation.")
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
 
 class StudentArchitecture(StrictModel):

@@ -1,6 +1,6 @@
-"""Data-parallel training in 2 CPU processes (gloo), as `slmkit train --nproc 2` runs it, against one
-process at the same global batch: the same losses, one writer of checkpoints and metrics, and a
-rerun that resumes after one rank is killed with SIGKILL.
+"""Training in 2 CPU processes (gloo), as `slmkit train --nproc 2` runs it, data-parallel (ddp) and
+sharded (fsdp), against one process at the same global batch: the same losses and final weights, one
+writer of checkpoints and metrics, and a rerun that resumes after one rank is killed with SIGKILL.
 
 A tiny randomly initialised Llama (2 layers, width 16) with the MiniLM tokenizer keeps each run to a
 few seconds, most of it process start-up.
@@ -20,6 +20,7 @@ import psutil
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
 SQUAD_TINY = Path(__file__).resolve().parent.parent / "assets" / "squad_tiny.json"
@@ -48,12 +49,13 @@ def tiny_model(tmp_path_factory, minilm_tokenizer) -> Path:
     return folder
 
 
-def _recipe(tmp_path: Path, name: str, model: Path, steps: int = STEPS) -> Path:
+def _recipe(tmp_path: Path, name: str, model: Path, strategy: str = "ddp") -> Path:
     recipe = {
         "train": {
             "model": str(model),
             "method": "full",
             "device": "cpu",
+            "distributed": {"strategy": strategy},
             "output_dir": str(tmp_path / name),
             "bf16": False,
             "eval_every": 4,
@@ -66,7 +68,7 @@ def _recipe(tmp_path: Path, name: str, model: Path, steps: int = STEPS) -> Path:
                 "val_fraction": 0.2,
                 "max_seq_len": 96,
             },
-            "optim": {"lr": 3e-3, "batch_size": 4, "max_steps": steps, "warmup_ratio": 0.0},
+            "optim": {"lr": 3e-3, "batch_size": 4, "max_steps": STEPS, "warmup_ratio": 0.0},
         }
     }
     path = tmp_path / f"{name}.yaml"
@@ -119,10 +121,12 @@ def _metrics(run_dir: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory, tiny_model) -> list[dict]:
-    """The metrics of one process training the tiny model for STEPS steps."""
+    """The metrics of one process training the tiny model for STEPS steps (its run folder beside)."""
     tmp_path = tmp_path_factory.mktemp("single")
     _finish(_train(_recipe(tmp_path, "single", tiny_model), 1))
-    return _metrics(tmp_path / "single")
+    metrics = _metrics(tmp_path / "single")
+    metrics[-1]["run"] = tmp_path / "single"
+    return metrics
 
 
 def _assert_same_curve(metrics: list[dict], expected: list[dict]) -> None:
@@ -134,14 +138,19 @@ def _assert_same_curve(metrics: list[dict], expected: list[dict]) -> None:
             assert got["val_loss"] == pytest.approx(want["val_loss"], rel=REL_TOL), got["step"]
 
 
-def test_two_processes_follow_the_single_process_loss_curve(tmp_path, tiny_model, single):
-    output = _finish(_train(_recipe(tmp_path, "ddp", tiny_model), 2))
-    run = tmp_path / "ddp"
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_follow_the_single_process_loss_curve(strategy, tmp_path, tiny_model, single):
+    output = _finish(_train(_recipe(tmp_path, strategy, tiny_model, strategy), 2))
+    run = tmp_path / strategy
     _assert_same_curve(_metrics(run), single)
     assert single[-1]["loss"] < single[0]["loss"]  # it learns at all
     assert output.count("trained 8 steps") == 1  # one report, from rank 0
     assert [p.name for p in run.iterdir() if "checkpoint" in p.name] == ["checkpoint"]
-    assert (run / "final" / "model.safetensors").is_file() and (run / "best").is_dir()
+    assert (run / "best").is_dir()
+    weights = load_file(run / "final" / "model.safetensors")  # gathered from the shards for fsdp
+    expected = load_file(single[-1]["run"] / "final" / "model.safetensors")
+    assert weights.keys() == expected.keys()
+    assert all(torch.allclose(weights[k], expected[k], atol=1e-5) for k in weights)
 
 
 def _rank_pid(launcher: subprocess.Popen, rank: int) -> int | None:
@@ -154,8 +163,9 @@ def _rank_pid(launcher: subprocess.Popen, rank: int) -> int | None:
     return None
 
 
-def test_sigkill_of_one_rank_then_a_rerun_resumes(tmp_path, tiny_model, single):
-    recipe = _recipe(tmp_path, "killed", tiny_model)
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_sigkill_of_one_rank_then_a_rerun_resumes(strategy, tmp_path, tiny_model, single):
+    recipe = _recipe(tmp_path, "killed", tiny_model, strategy)
     run = tmp_path / "killed"
     slow = tmp_path / "slow"
     slow.mkdir()

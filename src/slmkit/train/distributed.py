@@ -11,6 +11,13 @@ wrapping the model in ``DistributedDataParallel``: slmkit's loss runs the transf
 LM head separately (answer-only logits, slmkit.train.loss), which DDP's forward hooks never see. One
 all-reduce per optimizer step is also what DDP's ``no_sync`` gives under gradient accumulation.
 
+With ``distributed.strategy: fsdp`` the model is sharded instead (PyTorch FSDP2, ``fully_shard``
+on each transformer block and on the whole model): each process keeps 1/N of the parameters,
+gradients and optimizer state, gathering a block's weights only while it runs; FSDP's reduce-scatter
+averages the gradients. The loss then goes through the model's own forward (``logits_to_keep``), where
+FSDP's hooks are; every process takes part in validation and in gathering the full weights for a
+checkpoint or a saved model, which process 0 alone writes.
+
 The process group comes from accelerate (``PartialState``), so the same recipe runs under
 ``slmkit train --nproc N``, ``accelerate launch`` and ``torchrun`` (single- or multi-node): each
 sets ``RANK``/``WORLD_SIZE``/``MASTER_ADDR`` and this module reads them.
@@ -43,7 +50,7 @@ class Processes:
         device: The device this process trains on (its own GPU, or the CPU).
     """
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, strategy: str = "ddp") -> None:
         self.rank, self.world, self.device = 0, 1, device
         if launched_distributed():
             from accelerate import PartialState
@@ -53,10 +60,51 @@ class Processes:
             state = PartialState(cpu=device.type == "cpu")
             self.rank, self.world = state.process_index, state.num_processes
             self.device = state.device if device.type != "cpu" else torch.device("cpu")
+        self.sharded = self.world > 1 and strategy == "fsdp"
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def shard(self, model: torch.nn.Module) -> None:
+        """Shard ``model`` over the processes (FSDP2): each transformer block is one unit, the rest
+        (embeddings, final norm, LM head: tied weights stay together) the root unit."""
+        from torch.distributed.fsdp import fully_shard
+
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        blocks = set(getattr(inner, "_no_split_modules", None) or [])
+        if not blocks:
+            raise ConfigError(
+                f"distributed.strategy: fsdp does not know the transformer blocks of {type(inner).__name__} "
+                "(no _no_split_modules); use strategy: ddp"
+            )
+        for module in model.modules():
+            if type(module).__name__ in blocks:
+                fully_shard(module)
+        fully_shard(model)
+
+    def full_state(self, model: torch.nn.Module, optimizer: Any = None) -> tuple[dict, dict | None]:
+        """The whole model's state dict (and the optimizer's, keyed by parameter name), gathered on
+        CPU in process 0 (empty elsewhere). Every process must call it."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        if optimizer is None:
+            from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+            return get_model_state_dict(model, options=options), None
+        return get_state_dict(model, optimizer, options=options)
+
+    def load_full_state(
+        self, model: torch.nn.Module, optimizer: Any, weights: dict, optim_state: dict
+    ) -> None:
+        """Load full (unsharded) states, as :meth:`full_state` returns them, into the shards."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        options = StateDictOptions(full_state_dict=True, strict=False)
+        set_state_dict(
+            model, optimizer, model_state_dict=weights, optim_state_dict=optim_state, options=options
+        )
 
     def share(self, items: Sequence[Any]) -> tuple[list[Any], bool]:
         """This process's share of a micro-batch: every ``world``-th item from ``rank`` on.
@@ -77,8 +125,9 @@ class Processes:
         return float(tensor.item())
 
     def average_gradients(self, params: Sequence[torch.nn.Parameter]) -> None:
-        """Replace each gradient by its mean over the processes (one flattened all-reduce)."""
-        if self.world == 1:
+        """Replace each gradient by its mean over the processes (one flattened all-reduce); a sharded
+        model's gradients are averaged by FSDP already."""
+        if self.world == 1 or self.sharded:
             return
         grads = [p.grad for p in params if p.grad is not None]
         if len(grads) != len(params):
@@ -116,6 +165,72 @@ class Processes:
     @property
     def _collective_device(self) -> torch.device:
         return self.device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+
+
+class _Weights:
+    """Stands in for a sharded model in slmkit.train.checkpoint, which saves ``named_parameters()``
+    and loads by copying into them: here, full tensors gathered, or captured on load."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.tensors = tensors
+
+    def named_parameters(self):
+        for name, tensor in self.tensors.items():
+            yield name, _Capture(self.tensors, name, tensor)
+
+
+class _Capture(torch.nn.Parameter):
+    """A trainable parameter whose ``copy_`` records the tensor loaded into it."""
+
+    def __new__(cls, tensors: dict[str, torch.Tensor], name: str, tensor: torch.Tensor):
+        param = super().__new__(cls, tensor, requires_grad=True)
+        param._tensors, param._name = tensors, name
+        return param
+
+    def copy_(self, source: torch.Tensor, non_blocking: bool = False):  # type: ignore[override]
+        self._tensors[self._name] = source.detach().clone()
+        return self
+
+
+class _OptimizerState:
+    """Stands in for a sharded model's optimizer in slmkit.train.checkpoint (its full state dict)."""
+
+    def __init__(self, state: dict | None = None) -> None:
+        self.state = state
+
+    def state_dict(self) -> dict | None:
+        return self.state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state = state
+
+
+def save_sharded_checkpoint(
+    processes: Processes, output_dir: Any, model: torch.nn.Module, optimizer: Any, scheduler: Any, state: dict
+) -> None:
+    """Gather a sharded model's trainable weights and optimizer state (every process must call it)
+    and write them as an ordinary checkpoint from process 0."""
+    from slmkit.train.checkpoint import save_checkpoint
+
+    weights, optim_state = processes.full_state(model, optimizer)
+    if processes.is_main:
+        trainable = {name: weights[name] for name, p in model.named_parameters() if p.requires_grad}
+        save_checkpoint(output_dir, _Weights(trainable), _OptimizerState(optim_state), scheduler, state)
+
+
+def load_sharded_checkpoint(
+    processes: Processes, output_dir: Any, model: torch.nn.Module, optimizer: Any, scheduler: Any
+) -> dict | None:
+    """Read a checkpoint written by :func:`save_sharded_checkpoint` (in every process) and load it
+    into this process's shards; returns its state, or None when there is none."""
+    from slmkit.train.checkpoint import load_checkpoint
+
+    trainable = {name: torch.empty(0) for name, p in model.named_parameters() if p.requires_grad}
+    weights, optim_state = _Weights(trainable), _OptimizerState()
+    state = load_checkpoint(output_dir, weights, optim_state, scheduler)
+    if state is not None:
+        processes.load_full_state(model, optimizer, weights.tensors, optim_state.state)
+    return state
 
 
 def check_batch(batch_size: int, world: int) -> None:

@@ -30,7 +30,12 @@ from slmkit.models.adapters import save_merged
 from slmkit.models.loading import LoadedModel, load_causal_lm
 from slmkit.train.batching import batch_order, collate
 from slmkit.train.checkpoint import load_checkpoint, save_checkpoint
-from slmkit.train.distributed import Processes, check_batch
+from slmkit.train.distributed import (
+    Processes,
+    check_batch,
+    load_sharded_checkpoint,
+    save_sharded_checkpoint,
+)
 from slmkit.train.loss import answer_loss
 from slmkit.train.memory import OutOfMemoryError, advice, check_fits, is_out_of_memory
 from slmkit.train.precision import resolve_bf16
@@ -79,7 +84,7 @@ class FineTune:
         self.output_dir = Path(config.output_dir)
         seed_everything(config.seed)
         # Under torchrun / accelerate launch / --nproc, this process's share of a data-parallel run.
-        self.processes = Processes(resolve_device(config.device))
+        self.processes = Processes(resolve_device(config.device), config.distributed.strategy)
         self.device = self.processes.device
         check_batch(config.optim.batch_size, self.processes.world)
         # What `bf16: auto` stands for on this machine is what ran, so recipe.yaml records it.
@@ -87,9 +92,12 @@ class FineTune:
         self.loaded = loaded or load_causal_lm(config.model)
         self.model = self._prepare_model(self.loaded)
         self.pad_id = self.loaded.tokenizer.pad_token_id
+        self.processes.sync_parameters([p for p in self.model.parameters() if p.requires_grad])
+        if self.processes.sharded:
+            self.processes.shard(self.model)  # before the optimizer: it must hold the shards
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.processes.sync_parameters(self.trainable)
-        check_fits(self.model, config, max(len(e) for e in self.train_set), self.device)
+        if not self.processes.sharded:  # the estimate is of one device holding the whole model
+            check_fits(self.model, config, max(len(e) for e in self.train_set), self.device)
         self.optimizer = build_optimizer(self.trainable, config)
         self.total_steps = self._total_steps()
         warmup = int(config.optim.warmup_ratio * self.total_steps)
@@ -203,7 +211,7 @@ class FineTune:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if main:  # one process writes files, logs and evaluates
             (self.output_dir / "recipe.yaml").write_text(yaml.safe_dump(self.recipe(), sort_keys=False))
-        state = load_checkpoint(self.output_dir, self.model, self.optimizer, self.scheduler) or {
+        state = self._load_checkpoint() or {
             "step": 0,
             "epoch": 0,
             "batch": 0,
@@ -263,9 +271,8 @@ class FineTune:
             if main:
                 self._log(record)
             steps_this_call += 1
-            save = state["step"] % config.save_every == 0 or state["step"] == self.total_steps or stop
-            if save and main:
-                save_checkpoint(self.output_dir, self.model, self.optimizer, self.scheduler, state)
+            if state["step"] % config.save_every == 0 or state["step"] == self.total_steps or stop:
+                self._save_checkpoint(state)
             if stop or (stop_after is not None and steps_this_call >= stop_after):
                 break
         progress.close()
@@ -280,7 +287,7 @@ class FineTune:
             "tokens_per_second": state["tokens"] / state["seconds"] if state["seconds"] else 0.0,
             "trainable_parameters": sum(p.numel() for p in self.trainable),
         }
-        if finished and main:
+        if finished and (main or self.processes.sharded):
             self._save_final(summary)
         return summary
 
@@ -298,7 +305,21 @@ class FineTune:
         Validation always measures :func:`answer_loss`, so ``val_loss`` and perplexity keep their
         meaning whatever a subclass trains on.
         """
-        return answer_loss(self.model, batch)[0]
+        return answer_loss(self.model, batch, through_forward=self.processes.sharded)[0]
+
+    def _load_checkpoint(self) -> dict | None:
+        if self.processes.sharded:
+            args = (self.output_dir, self.model, self.optimizer, self.scheduler)
+            return load_sharded_checkpoint(self.processes, *args)
+        return load_checkpoint(self.output_dir, self.model, self.optimizer, self.scheduler)
+
+    def _save_checkpoint(self, state: dict) -> None:
+        """Process 0 writes the checkpoint; all processes gather a sharded model's state for it."""
+        if self.processes.sharded:
+            args = (self.output_dir, self.model, self.optimizer, self.scheduler, state)
+            save_sharded_checkpoint(self.processes, *args)
+        elif self.processes.is_main:
+            save_checkpoint(self.output_dir, self.model, self.optimizer, self.scheduler, state)
 
     def _backward(self, batch: dict[str, torch.Tensor], step: int, real: bool = True) -> float:
         try:
@@ -333,12 +354,14 @@ class FineTune:
         last = state["step"] == self.total_steps
         if not self.val_set or (state["step"] % self.config.eval_every and not last):
             return False
-        # Rank 0 evaluates; the others wait for its result, so all keep the same state and stop together.
-        val_loss = self.processes.broadcast(self.evaluate() if self.processes.is_main else None)
+        # Rank 0 evaluates (with a sharded model all take part); the others get its result, so all
+        # keep the same state and stop together.
+        evaluates = self.processes.is_main or self.processes.sharded
+        val_loss = self.processes.broadcast(self.evaluate() if evaluates else None)
         record.update(val_loss=round(val_loss, 5), val_perplexity=round(math.exp(min(val_loss, 50)), 3))
         if state["best_val"] is None or val_loss < state["best_val"]:
             state.update(best_val=val_loss, bad_evals=0)
-            if self.processes.is_main:
+            if evaluates:
                 self._save_model(self.output_dir / "best")
             return False
         state["bad_evals"] += 1
@@ -358,7 +381,7 @@ class FineTune:
             for start in range(0, len(ordered), size):
                 batch = self._collate(ordered[start : start + size])
                 with self._autocast():
-                    loss, n = answer_loss(self.model, batch)
+                    loss, n = answer_loss(self.model, batch, through_forward=self.processes.sharded)
                 total += float(loss) * n
                 count += n
         return total / max(count, 1)
@@ -387,11 +410,15 @@ class FineTune:
 
     def _save_model(self, folder: Path) -> None:
         """A self-contained model folder: weights, tokenizer, recipe; for LoRA/QLoRA the adapters
-        merged into a fresh full-precision base, with the adapters themselves kept in ``adapter/``."""
+        merged into a fresh full-precision base, with the adapters themselves kept in ``adapter/``.
+        A sharded model's weights are gathered first, by every process; process 0 writes."""
+        weights = self.processes.full_state(self.model)[0] if self.processes.sharded else None
+        if not self.processes.is_main:
+            return
         if not self.uses_adapters:
             staging = folder.with_name(f".{folder.name}-staging")
             shutil.rmtree(staging, ignore_errors=True)
-            self.model.save_pretrained(staging)
+            self.model.save_pretrained(staging, state_dict=weights)
             self.loaded.tokenizer.save_pretrained(staging)
             shutil.copy(self.output_dir / "recipe.yaml", staging / "recipe.yaml")
             shutil.rmtree(folder, ignore_errors=True)
@@ -399,7 +426,7 @@ class FineTune:
             return
         adapter = self.output_dir / f".{folder.name}-adapter"
         shutil.rmtree(adapter, ignore_errors=True)
-        self.model.save_pretrained(adapter)
+        self.model.save_pretrained(adapter, state_dict=weights)
         shutil.copy(self.output_dir / "recipe.yaml", adapter / "recipe.yaml")
         base = load_causal_lm(str(self.loaded.path or self.loaded.name))
         save_merged(base.model, base.tokenizer, adapter, folder)
@@ -408,6 +435,8 @@ class FineTune:
     def _save_final(self, summary: dict[str, Any]) -> None:
         final = self.output_dir / "final"
         self._save_model(final)
+        if not self.processes.is_main:
+            return
         if self.metrics_path.exists():
             shutil.copy(self.metrics_path, final / "metrics.jsonl")
         # How long and how fast training ran, for reports that compare trained models.
