@@ -209,6 +209,7 @@ class KnowledgeBase:
 
         check_writable(empty.path)  # before the build, not after it
         store = PostgresStore.for_build(config.store, empty.path)
+        manifest["config"]["store"] = f"{store.address}#{store.table}"  # never a password
         dim = empty.embedder.get_embedding_dimension()
         kb, report = empty._write_with(sources, progress, store.writer(manifest, replace=True, dim=dim))
         # The folder records where the knowledge base lives, once its content is committed.
@@ -317,8 +318,14 @@ class _FolderWriter:
     def _open(self) -> None:
         kb = self.kb
         self._stack.enter_context(write_lock(kb.path))
-        self.staging = self._stack.enter_context(new_version(kb.path))
         previous = kb.chunks if isinstance(kb.chunks, ChunkFile) else None
+        if previous is not None and current_version(kb.path) != previous.path.parent:
+            # Adding to an older version would drop what the other writer added.
+            raise KnowledgeBaseError(
+                f"{kb.path}: another writer changed the knowledge base since it was opened "
+                f"(now {current_version(kb.path).name}); open it again and repeat the add"
+            )
+        self.staging = self._stack.enter_context(new_version(kb.path))
         self.chunks = ChunkFileWriter(self.staging, previous)
         width = kb.embedder.get_embedding_dimension()
         if previous is not None:
