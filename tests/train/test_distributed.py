@@ -182,3 +182,22 @@ def test_sigkill_of_one_rank_then_a_rerun_resumes(strategy, tmp_path, tiny_model
     assert 3 <= len(logged) < STEPS and not (run / "final").exists()
     _finish(_train(recipe, 2))
     _assert_same_curve(_metrics(run), single)  # no step lost or logged twice, same losses
+
+
+def test_recipes_a_multi_process_run_cannot_take_are_refused():
+    from slmkit.config import TrainConfig, parse_config
+    from slmkit.errors import ConfigError
+    from slmkit.train.distributed import Processes, check_run
+
+    processes = Processes(torch.device("cpu"))
+    processes.world, processes.sharded = 4, True
+    small = parse_config(TrainConfig, {"optim": {"batch_size": 2}}, "test")
+    with pytest.raises(ConfigError, match=r"batch_size \(2\) is smaller than the number of processes \(4\)"):
+        check_run(small, processes)
+    qlora = parse_config(TrainConfig, {"method": "qlora", "distributed": {"strategy": "fsdp"}}, "test")
+    with pytest.raises(ConfigError, match="cannot shard a quantized"):
+        check_run(qlora, processes)
+    share, real = processes.share(["a", "b", "c"])
+    assert (share, real) == (["a"], True)
+    processes.rank = 3
+    assert processes.share(["a", "b", "c"]) == (["a"], False)  # a stand-in, weighted 0

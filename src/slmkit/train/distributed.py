@@ -233,17 +233,24 @@ def load_sharded_checkpoint(
     return state
 
 
-def check_batch(batch_size: int, world: int) -> None:
-    """Every process needs at least one example of each micro-batch.
+def check_run(config: Any, processes: Processes) -> None:
+    """What a run in several processes needs of its recipe (``config``: a TrainConfig).
 
     Raises:
-        ConfigError: ``optim.batch_size`` smaller than the number of processes.
+        ConfigError: ``optim.batch_size`` smaller than the number of processes (each needs at least
+            one example of every micro-batch), or FSDP asked to shard a quantized (qlora) base.
     """
+    batch_size, world = config.optim.batch_size, processes.world
     if batch_size < world:
         raise ConfigError(
             f"optim.batch_size ({batch_size}) is smaller than the number of processes ({world}): each "
             f"process takes batch_size / {world} examples of every micro-batch; raise optim.batch_size "
             "(the global micro-batch) or use fewer processes"
+        )
+    if processes.sharded and config.method == "qlora":
+        raise ConfigError(
+            "distributed.strategy: fsdp cannot shard a quantized (qlora) base; use strategy: ddp, or "
+            "method: lora on a base that FSDP shards"
         )
 
 

@@ -32,7 +32,7 @@ from slmkit.train.batching import batch_order, collate
 from slmkit.train.checkpoint import load_checkpoint, save_checkpoint
 from slmkit.train.distributed import (
     Processes,
-    check_batch,
+    check_run,
     load_sharded_checkpoint,
     save_sharded_checkpoint,
 )
@@ -86,7 +86,7 @@ class FineTune:
         # Under torchrun / accelerate launch / --nproc, this process's share of a data-parallel run.
         self.processes = Processes(resolve_device(config.device), config.distributed.strategy)
         self.device = self.processes.device
-        check_batch(config.optim.batch_size, self.processes.world)
+        check_run(config, self.processes)
         # What `bf16: auto` stands for on this machine is what ran, so recipe.yaml records it.
         config = self.config = config.model_copy(update={"bf16": resolve_bf16(config.bf16, self.device)})
         self.loaded = loaded or load_causal_lm(config.model)
