@@ -128,7 +128,7 @@ class PostgresStore:
 
     # -- connection --------------------------------------------------------------------------
     def connect(self, autocommit: bool) -> Any:
-        """A new connection with pgvector's types registered.
+        """A new connection (its user registers pgvector's types once the extension exists).
 
         Raises:
             KnowledgeBaseError: the server cannot be reached.
