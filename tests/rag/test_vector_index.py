@@ -70,6 +70,8 @@ def test_adds_after_reloading_neither_rebuild_nor_retrain(tmp_path):
     loaded.add(vectors[4000:])
     assert len(loaded) == 5000 and loaded.kind == "ivf-pq"
     assert np.array_equal(centroids(loaded._index), trained)
+    decoded = loaded.vectors(np.array([10, 4500]))  # PQ-decoded: close to, not equal to, the originals
+    assert decoded.shape == (2, 32) and np.allclose(decoded, vectors[[10, 4500]], atol=0.5)
     _, ids = loaded.search(vectors[4000:4100], 5)
     assert np.mean([i in row for i, row in zip(range(4000, 4100), ids, strict=True)]) >= 0.9
 

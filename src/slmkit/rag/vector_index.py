@@ -145,8 +145,8 @@ class FaissIndex:
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         self.finish()
-        if isinstance(self._index, faiss.IndexIVF):
-            self._index.make_direct_map()
+        if isinstance(self._index, faiss.IndexIVF) and self._index.direct_map.type == faiss.DirectMap.NoMap:
+            self._index.make_direct_map()  # once: id -> (list, offset), kept up to date by later adds
         return self._index.reconstruct_batch(np.asarray(ids, dtype=np.int64))
 
     def copy(self) -> FaissIndex:
