@@ -163,6 +163,7 @@ def _rank_pid(launcher: subprocess.Popen, rank: int) -> int | None:
     return None
 
 
+@pytest.mark.slow  # three launches of two processes each: about a minute on 2 cores
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_sigkill_of_one_rank_then_a_rerun_resumes(strategy, tmp_path, tiny_model, single):
     recipe = _recipe(tmp_path, "killed", tiny_model, strategy)
