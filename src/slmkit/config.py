@@ -152,6 +152,41 @@ class AskConfig(StrictModel):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
 
 
+class VectorIndexConfig(StrictModel):
+    """How chunk vectors are searched: exactly, or approximately for millions of chunks
+    (measured recall and memory per type in docs/scaling.md)."""
+
+    type: Literal["flat", "hnsw", "ivf-pq"] = Field(
+        "flat",
+        description="flat: exact search, 4 bytes x dim per chunk (fine to ~1M chunks); hnsw: a "
+        "navigable graph, near-exact and fast, more memory than flat; ivf-pq: clustered and "
+        "compressed to pq_bytes per chunk, for corpora whose vectors do not fit in memory. With a "
+        "PostgreSQL store, pgvector's HNSW index is used whatever this says.",
+    )
+    hnsw_m: int = Field(16, ge=4, le=100, description="hnsw: links per node (FAISS M, pgvector m).")
+    ef_construction: int = Field(
+        64, ge=8, description="hnsw: candidates considered while inserting (build time vs recall)."
+    )
+    ef_search: int = Field(
+        64, ge=1, description="hnsw: candidates considered per query (query time vs recall)."
+    )
+    ivf_lists: int | None = Field(
+        None,
+        ge=1,
+        description="ivf-pq: clusters; default about 4 x sqrt(training vectors), at most training/39.",
+    )
+    pq_bytes: int | None = Field(
+        None, ge=1, description="ivf-pq: bytes per stored vector (must divide dim); default dim / 8."
+    )
+    nprobe: int = Field(16, ge=1, description="ivf-pq: clusters searched per query (query time vs recall).")
+    train_size: int = Field(
+        65536,
+        ge=1000,
+        description="ivf-pq: vectors held in memory to train the clusters before any is added; a "
+        "knowledge base with fewer than 1,000 chunks in all is kept flat (exact).",
+    )
+
+
 class IndexConfig(StrictModel):
     """Everything ``slmkit index build`` needs; a recipe's ``index:`` section."""
 
@@ -159,6 +194,20 @@ class IndexConfig(StrictModel):
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     batch_size: int = Field(64, ge=1, description="Chunks embedded per forward pass.")
+    write_batch: int = Field(
+        2048,
+        ge=1,
+        description="Chunks read, embedded and written per batch: a build holds one batch of text at a "
+        "time, so its memory does not grow with the corpus (beyond the vector index itself).",
+    )
+    vector_index: VectorIndexConfig = Field(default_factory=VectorIndexConfig)
+    store: str | None = Field(
+        None,
+        description="Keep the knowledge base in PostgreSQL (pgvector + full-text search) instead of "
+        "files: postgresql://USER@HOST:PORT/DB#TABLE (TABLE defaults to the --kb folder's name). The "
+        "folder then only records where the knowledge base lives; a password is never written there "
+        "(give it with PGPASSWORD or ~/.pgpass). Needs pip install 'slmkit[postgres]'.",
+    )
 
 
 def _valid_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -305,6 +354,18 @@ class OptimConfig(StrictModel):
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
 
 
+class DistributedConfig(StrictModel):
+    """How the processes of ``slmkit train --nproc N`` (or torchrun / accelerate launch) share a run;
+    ignored in a single process (docs/scaling.md)."""
+
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="ddp: every process holds the whole model, gradients are averaged; fsdp: "
+        "parameters, gradients and optimizer state are sharded over the processes (PyTorch FSDP2), "
+        "for models that do not fit one device. Both train the same model as one process.",
+    )
+
+
 class TrainConfig(StrictModel):
     """A fine-tuning run; ``slmkit train RECIPE.yaml`` reads its ``train:`` section."""
 
@@ -334,6 +395,7 @@ class TrainConfig(StrictModel):
         None, ge=1, description="Stop after this many validations without improvement."
     )
     seed: int = Field(0, description="Seed for data order, dropout and initialisation.")
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
 
 class StudentArchitecture(StrictModel):

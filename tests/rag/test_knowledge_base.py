@@ -196,3 +196,15 @@ def test_manifest_records_how_the_kb_was_made(small_kb):
     assert manifest["config"]["embedder"] == "all-minilm-l6-v2"
     assert manifest["config"]["chunking"]["chunk_tokens"] == 200
     assert sum(manifest["sources"].values()) == len(kb.chunks)
+
+
+def test_add_to_a_version_another_writer_replaced_is_refused(small_kb, embedder, tmp_path):
+    kb, _ = small_kb
+    stale = KnowledgeBase.open(kb.path, embedder=embedder)
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first.write_text("Ctenophores swim with combs of cilia.", encoding="utf-8")
+    second.write_text("Sponges filter water through their pores.", encoding="utf-8")
+    KnowledgeBase.open(kb.path, embedder=embedder).add([first], progress=False)
+    with pytest.raises(KnowledgeBaseError, match="another writer changed the knowledge base"):
+        stale.add([second], progress=False)  # would have dropped first.txt's chunk
+    assert KnowledgeBase.open(kb.path, embedder=embedder).chunks[-1].source == str(first)

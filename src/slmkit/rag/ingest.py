@@ -249,9 +249,7 @@ def read_jsonl(path: str | Path, config: IngestConfig | None = None) -> Iterator
     """
     config = config or IngestConfig()
     stem = Path(path).stem
-    # Split on "\n" only: str.splitlines() would also split on U+2028 and friends, which JSON allows
-    # unescaped inside strings.
-    for number, line in enumerate(_read_text(path).split("\n"), start=1):
+    for number, line in enumerate(_text_lines(path), start=1):
         if not line.strip():
             continue
         record = parse_json(line, path, number)
@@ -358,6 +356,34 @@ def _read_text(path: str | Path) -> str:
             err.start,
         )
         return data.decode("utf-8-sig", errors="replace")
+
+
+def _text_lines(path: str | Path) -> Iterator[str]:
+    """The lines of a text file, read one at a time (a corpus file may not fit in memory), decoded
+    as :func:`_read_text` decodes a whole file."""
+    try:
+        with Path(path).open("rb") as f:
+            offset, warned = 0, False
+            # Split on "\n" only: str.splitlines() would also split on U+2028 and friends, which JSON
+            # allows unescaped inside strings.
+            for raw in f:
+                line = raw[3:] if offset == 0 and raw.startswith(b"\xef\xbb\xbf") else raw
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    if not warned:
+                        logger.warning(
+                            "%s: not valid UTF-8 (first bad byte at offset %d); undecodable bytes were "
+                            "replaced with '\ufffd'. Re-save the file as UTF-8 to keep every character.",
+                            path,
+                            offset + (len(raw) - len(line)) + err.start,
+                        )
+                        warned = True
+                    text = line.decode("utf-8", errors="replace")
+                offset += len(raw)
+                yield text[:-1] if text.endswith("\n") else text
+    except OSError as err:
+        raise InputError(f"{path}: cannot read file: {err.strerror or err}") from None
 
 
 def _document(

@@ -1,27 +1,35 @@
-"""A knowledge base: chunks of your documents, their embeddings (FAISS) and a BM25 index, on disk."""
+"""A knowledge base: chunks of your documents, their embeddings and a keyword index, in files (FAISS +
+BM25, versioned folders) or in PostgreSQL (pgvector + full-text search, :mod:`slmkit.rag.postgres_store`).
+
+A build or add streams: documents are read, chunked, embedded and written ``write_batch`` chunks at
+a time, so memory holds one batch of text whatever the corpus size (plus the vector index itself).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from slmkit import __version__
 from slmkit.config import IndexConfig
 from slmkit.errors import KnowledgeBaseError
+from slmkit.rag.chunk_file import ChunkFile, ChunkFileWriter
 from slmkit.rag.chunking import chunk_documents
-from slmkit.rag.documents import Chunk
+from slmkit.rag.documents import Chunk, Document
 from slmkit.rag.ingest import read_sources
-from slmkit.rag.lexical_index import BM25Index
-from slmkit.rag.storage import current_version, new_version, write_lock
-from slmkit.rag.vector_index import FaissIndex
+from slmkit.rag.lexical_index import BM25Index, BM25Writer
+from slmkit.rag.storage import check_writable, current_version, new_version, write_lock
+from slmkit.rag.vector_index import FaissIndex, VectorIndex
 
 logger = logging.getLogger(__name__)
 
@@ -42,41 +50,78 @@ class IngestReport:
         return self.chunks_added / self.seconds if self.seconds > 0 else 0.0
 
 
+class KnowledgeBaseWriter(Protocol):
+    """Where a build or add writes: a new version folder, or a PostgreSQL transaction."""
+
+    base_manifest: dict[str, Any]
+
+    def fresh(self, candidates: Sequence[Chunk]) -> list[Chunk]:
+        """The candidates not yet stored (nor earlier in this write), with their new ids."""
+        ...
+
+    def append(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None: ...
+
+    def finish(self, manifest: dict[str, Any]) -> None:
+        """Write the manifest; the content is published when the writer's context exits cleanly."""
+        ...
+
+    def opened(self, embedder: Any) -> KnowledgeBase:
+        """The knowledge base as published (call after the context exits)."""
+        ...
+
+
 class KnowledgeBase:
     """Chunks, dense and lexical indexes, and the manifest describing how they were made.
 
     Build with :meth:`build`, extend with :meth:`add`, open with :meth:`open`. Every write is
-    atomic (see :mod:`slmkit.rag.storage`).
+    atomic (see :mod:`slmkit.rag.storage`, and transactions for a PostgreSQL store).
+
+    Attributes:
+        chunks: A sequence of :class:`Chunk` (row ``i`` is chunk id ``i``), read on demand.
+        dense: The vector index (:class:`~slmkit.rag.vector_index.VectorIndex`).
+        lexical: The keyword index (``search(query, k)``).
+        store: The :class:`~slmkit.rag.postgres_store.PostgresStore` holding it, or None for files.
     """
 
     def __init__(
         self,
         path: Path,
         manifest: dict[str, Any],
-        chunks: list[Chunk],
-        dense: FaissIndex,
-        lexical: BM25Index,
+        chunks: Sequence[Chunk],
+        dense: VectorIndex,
+        lexical: Any,
         embedder: Any = None,
+        store: Any = None,
     ) -> None:
         self.path, self.manifest, self.chunks = path, manifest, chunks
         self.dense, self.lexical = dense, lexical
         self._embedder = embedder
+        self.store = store
 
     # -- reading -----------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | Path, embedder: Any = None) -> KnowledgeBase:
-        """Open the live version of the knowledge base at ``path``.
+        """Open the live version of the knowledge base at ``path`` (its files, or the PostgreSQL
+        store its manifest names).
 
         Raises:
-            KnowledgeBaseError: missing, not a knowledge base, or written by an incompatible version.
+            KnowledgeBaseError: missing, not a knowledge base, written by an incompatible version,
+                or a PostgreSQL store that cannot be reached.
         """
         path = Path(path)
         version = current_version(path)
         manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
         if manifest.get("format") != FORMAT_VERSION:
             raise KnowledgeBaseError(f"{path}: format {manifest.get('format')} is not supported; rebuild it")
-        chunks = _read_chunks(version / "chunks.jsonl")
-        dense = FaissIndex.load(version / "dense.faiss")
+        if manifest.get("store"):
+            from slmkit.rag.postgres_store import PostgresStore
+
+            return PostgresStore.open(manifest["store"], manifest["table"], str(path)).knowledge_base(
+                path, embedder
+            )
+        config = IndexConfig.model_validate(manifest["config"])
+        chunks = ChunkFile(version)
+        dense = FaissIndex.load(version / "dense.faiss", config.vector_index)
         lexical = BM25Index.load(version / "bm25", len(chunks))
         return cls(path, manifest, chunks, dense, lexical, embedder)
 
@@ -105,17 +150,23 @@ class KnowledgeBase:
 
     def info(self) -> dict[str, Any]:
         """Counts, model and sizes, as ``slmkit index info`` prints them."""
-        version = current_version(self.path)
-        sizes = {p.name: p.stat().st_size for p in version.iterdir() if p.is_file()}
-        sizes["bm25"] = sum(p.stat().st_size for p in (version / "bm25").rglob("*") if p.is_file())
+        info: dict[str, Any] = {"path": str(self.path)}
+        if self.store is not None:
+            info.update(store=self.store.address, table=self.store.table)
+            sizes = self.store.sizes()
+        else:
+            version = current_version(self.path)
+            info["version"] = version.name
+            sizes = {p.name: p.stat().st_size for p in version.iterdir() if p.is_file()}
+            sizes["bm25"] = sum(p.stat().st_size for p in (version / "bm25").rglob("*") if p.is_file())
         return {
-            "path": str(self.path),
-            "version": version.name,
+            **info,
             "chunks": len(self.chunks),
             "documents": self.manifest["documents"],
             "sources": len(self.manifest["sources"]),
             "embedder": self.manifest["config"]["embedder"],
             "embedding_dim": self.dense.dim,
+            "vector_index": self.manifest.get("vector_index", "flat"),
             "chunk_tokens": self.manifest["config"]["chunking"]["chunk_tokens"],
             "overlap_tokens": self.manifest["config"]["chunking"]["overlap_tokens"],
             "bytes": sizes,
@@ -136,96 +187,177 @@ class KnowledgeBase:
     ) -> tuple[KnowledgeBase, IngestReport]:
         """Create (or replace) the knowledge base at ``path`` from ``sources``.
 
-        The previous contents, if any, stay live until the new version is complete.
+        The previous contents, if any, stay live until the new ones are complete: a new version
+        folder is published, or for a PostgreSQL store (``config.store``) one transaction commits.
         """
         config = config or IndexConfig()
         now = _now()
-        empty = cls(
-            Path(path),
-            {
-                "format": FORMAT_VERSION,
-                "config": config.model_dump(),
-                "created": now,
-                "updated": now,
-                "documents": 0,
-                "sources": {},
-                "slmkit": __version__,
-            },
-            [],
-            FaissIndex.empty(0),
-            BM25Index.build([]),
-            embedder,
-        )
-        return empty._write_with(sources, progress)
+        manifest = {
+            "format": FORMAT_VERSION,
+            "config": config.model_dump(),
+            "created": now,
+            "updated": now,
+            "documents": 0,
+            "sources": {},
+            "chunks": 0,
+            "slmkit": __version__,
+        }
+        empty = cls(Path(path), manifest, [], FaissIndex.empty(0), None, embedder)
+        if not config.store:
+            return empty._write_with(sources, progress, _FolderWriter(empty))
+        from slmkit.rag.postgres_store import PostgresStore
+
+        check_writable(empty.path)  # before the build, not after it
+        store = PostgresStore.for_build(config.store, empty.path)
+        manifest["config"]["store"] = f"{store.address}#{store.table}"  # never a password
+        dim = empty.embedder.get_embedding_dimension()
+        kb, report = empty._write_with(sources, progress, store.writer(manifest, replace=True, dim=dim))
+        # The folder records where the knowledge base lives, once its content is committed.
+        with write_lock(empty.path), new_version(empty.path) as staging:
+            pointer = {"format": FORMAT_VERSION, "store": store.address, "table": store.table}
+            (staging / "manifest.json").write_text(json.dumps(pointer, indent=2), encoding="utf-8")
+        return kb, report
 
     def add(self, sources: Sequence[str | Path], progress: bool = True) -> tuple[KnowledgeBase, IngestReport]:
         """Append ``sources``; chunks whose content is already present are skipped.
 
-        Only the new chunks are embedded: the vector index is a copy of this version's with their
-        vectors appended, and the BM25 index is rebuilt from this version's stored tokens plus theirs.
-        The result equals building from all the sources at once. Returns the updated knowledge base
-        (this object is left as it was) and a report.
+        Only the new chunks are embedded and tokenized: their vectors are added to (a copy of) this
+        version's vector index, which is neither rebuilt nor retrained, and the BM25 index is rebuilt
+        from this version's stored tokens plus theirs. The result equals building from all the
+        sources at once. Returns the updated knowledge base (this object is left as it was) and a
+        report. In a PostgreSQL store the add is one transaction, seen by every reader at commit.
         """
-        return self._write_with(sources, progress)
+        if self.store is not None:
+            return self._write_with(sources, progress, self.store.writer(self.manifest, replace=False))
+        return self._write_with(sources, progress, _FolderWriter(self))
 
     def _write_with(
-        self, sources: Sequence[str | Path], progress: bool
+        self, sources: Sequence[str | Path], progress: bool, writer: Any
     ) -> tuple[KnowledgeBase, IngestReport]:
         start = time.perf_counter()
-        config = self.config
-        documents = list(read_sources(sources, config.ingest))
-        candidates = chunk_documents(
-            documents, self.embedder.tokenizer, config.chunking, start_id=len(self.chunks)
-        )
-        seen = {c.hash for c in self.chunks}
-        fresh: list[Chunk] = []
-        for chunk in candidates:
-            if chunk.hash not in seen:
-                seen.add(chunk.hash)
-                fresh.append(_renumber(chunk, len(self.chunks) + len(fresh)))
-        chunks = self.chunks + fresh
-        # Copied, so this object stays as it was; a build starts empty at the embedder's width.
-        width = self.embedder.get_embedding_dimension()
-        dense = self.dense.copy() if self.chunks else FaissIndex.empty(width)
-        if fresh:
-            dense.add(self.embed([c.text for c in fresh], progress=progress))
-        lexical = self.lexical.extended([c.text for c in self.chunks], [c.text for c in fresh])
-        manifest = dict(self.manifest, updated=_now(), documents=self.manifest["documents"] + len(documents))
-        manifest["sources"] = dict(self.manifest["sources"])
-        for chunk in fresh:
-            manifest["sources"][chunk.source] = manifest["sources"].get(chunk.source, 0) + 1
-        manifest["embedding_dim"] = dense.dim
-
-        with write_lock(self.path), new_version(self.path) as staging:
-            _write_chunks(staging / "chunks.jsonl", chunks)
-            dense.save(staging / "dense.faiss")
-            lexical.save(staging / "bm25")
-            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        report = IngestReport(
-            len(documents), len(fresh), len(candidates) - len(fresh), time.perf_counter() - start
-        )
+        with writer:
+            documents, candidates, added = self._ingest(sources, writer, progress)
+            manifest = dict(writer.base_manifest, updated=_now())
+            manifest["documents"] = manifest["documents"] + documents
+            manifest["sources"] = dict(manifest["sources"])
+            for source, count in added.items():
+                manifest["sources"][source] = manifest["sources"].get(source, 0) + count
+            manifest["chunks"] = manifest.get("chunks", 0) + sum(added.values())
+            writer.finish(manifest)
+        kb = writer.opened(self._embedder)
+        count = sum(added.values())
+        report = IngestReport(documents, count, candidates - count, time.perf_counter() - start)
         logger.info(
             "%s: +%d chunks, %d duplicates skipped", self.path, report.chunks_added, report.duplicates_skipped
         )
-        return KnowledgeBase(self.path, manifest, chunks, dense, lexical, self._embedder), report
+        return kb, report
+
+    def _ingest(
+        self, sources: Sequence[str | Path], writer: KnowledgeBaseWriter, progress: bool
+    ) -> tuple[int, int, dict[str, int]]:
+        """Read, chunk, dedupe, embed and hand to ``writer`` about ``write_batch`` chunks at a time.
+
+        Returns how many documents were read, how many chunks they made (duplicates included) and
+        how many chunks each source added.
+        """
+        config = self.config
+        documents = candidates = 0
+        added: dict[str, int] = {}
+        bar = None  # opened on the first batch, after the sources were found to exist
+        for batch in _batches(read_sources(sources, config.ingest), config.write_batch):
+            if bar is None:
+                bar = tqdm(desc="index", unit="chunk", disable=not progress, dynamic_ncols=True)
+            documents += len(batch)
+            chunks = chunk_documents(batch, self.embedder.tokenizer, config.chunking)
+            candidates += len(chunks)
+            fresh = writer.fresh(chunks)
+            if fresh:
+                writer.append(fresh, self.embed([c.text for c in fresh]))
+            for chunk in fresh:
+                added[chunk.source] = added.get(chunk.source, 0) + 1
+            bar.update(len(chunks))
+        if bar is not None:
+            bar.close()
+        return documents, candidates, added
 
 
-def _renumber(chunk: Chunk, new_id: int) -> Chunk:
-    data = chunk.to_dict()
-    data["id"] = new_id
-    return Chunk.from_dict(data)
+def _batches(documents: Iterator[Document], chunks_per_batch: int) -> Iterator[list[Document]]:
+    """Documents grouped so each group makes about ``chunks_per_batch`` chunks."""
+    batch: list[Document] = []
+    estimate = 0
+    for document in documents:
+        batch.append(document)
+        # About one chunk per 1,000 characters (200 MiniLM tokens): a cheap estimate of chunks made.
+        estimate += 1 + len(document.text) // 1000
+        if estimate >= chunks_per_batch:
+            yield batch
+            batch, estimate = [], 0
+    if batch:
+        yield batch
+
+
+class _FolderWriter:
+    """Writes a new version folder: the previous version's content, then each batch of new chunks.
+
+    The version is published (``CURRENT`` switched) when the ``with`` block ends without an error;
+    on any error, or a kill, the previous version stays live.
+    """
+
+    def __init__(self, kb: KnowledgeBase) -> None:
+        self.kb, self.base_manifest = kb, kb.manifest
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> _FolderWriter:
+        try:
+            self._open()
+        except BaseException as err:
+            self._stack.__exit__(type(err), err, err.__traceback__)
+            raise
+        return self
+
+    def _open(self) -> None:
+        kb = self.kb
+        self._stack.enter_context(write_lock(kb.path))
+        previous = kb.chunks if isinstance(kb.chunks, ChunkFile) else None
+        if previous is not None and current_version(kb.path) != previous.path.parent:
+            # Adding to an older version would drop what the other writer added.
+            raise KnowledgeBaseError(
+                f"{kb.path}: another writer changed the knowledge base since it was opened "
+                f"(now {current_version(kb.path).name}); open it again and repeat the add"
+            )
+        self.staging = self._stack.enter_context(new_version(kb.path))
+        self.chunks = ChunkFileWriter(self.staging, previous)
+        width = kb.embedder.get_embedding_dimension()
+        if previous is not None:
+            self.dense = kb.dense.copy()
+        else:
+            self.dense = FaissIndex.empty(width, kb.config.vector_index)
+        texts = (c.text for c in kb.chunks) if previous is not None else ()
+        self.lexical = BM25Writer(self.staging / "bm25", kb.lexical if previous is not None else None, texts)
+
+    def __exit__(self, *exc: object) -> None:
+        # Dropped before the new version is opened: the vector index can be large.
+        self.dense = self.lexical = self.chunks = None  # type: ignore[assignment]
+        self._stack.__exit__(*exc)
+
+    def fresh(self, candidates: Sequence[Chunk]) -> list[Chunk]:
+        return self.chunks.fresh(candidates)
+
+    def append(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        self.chunks.append(chunks)
+        self.dense.add(vectors)
+        self.lexical.append([c.text for c in chunks])
+
+    def finish(self, manifest: dict[str, Any]) -> None:
+        self.chunks.close()
+        self.dense.save(self.staging / "dense.faiss")
+        self.lexical.close()
+        manifest.update(embedding_dim=self.dense.dim, vector_index=self.dense.kind)
+        (self.staging / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+    def opened(self, embedder: Any) -> KnowledgeBase:
+        return KnowledgeBase.open(self.kb.path, embedder)
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _write_chunks(path: Path, chunks: Sequence[Chunk]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for chunk in chunks:
-            f.write(json.dumps(chunk.to_dict(), ensure_ascii=False) + "\n")
-
-
-def _read_chunks(path: Path) -> list[Chunk]:
-    with path.open(encoding="utf-8") as f:
-        return [Chunk.from_dict(json.loads(line)) for line in f if line.strip()]

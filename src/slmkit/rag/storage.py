@@ -69,15 +69,11 @@ def new_version(kb: Path) -> Iterator[Path]:
 
     Must be used under :func:`write_lock`. On any exception the partial folder is removed and the
     previous version stays live.
+
+    Raises:
+        KnowledgeBaseError: see :func:`check_writable`.
     """
-    if kb.exists() and any(kb.iterdir()) and not (kb / CURRENT).exists() and _versions(kb) == []:
-        unexpected = [p.name for p in kb.iterdir() if not p.name.startswith(".")]
-        if unexpected:
-            raise KnowledgeBaseError(
-                f"{kb}: folder exists and is not a knowledge base "
-                f"(holds {', '.join(sorted(unexpected)[:5])}); "
-                "choose another --kb path so nothing there is overwritten"
-            )
+    check_writable(kb)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=kb))
     try:
         yield staging
@@ -90,6 +86,22 @@ def new_version(kb: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _remove_stale(kb, keep=target.name)
+
+
+def check_writable(kb: Path) -> None:
+    """Refuse to write a knowledge base into a folder that holds something else.
+
+    Raises:
+        KnowledgeBaseError: ``kb`` exists, is not empty and is not a knowledge base.
+    """
+    if kb.exists() and any(kb.iterdir()) and not (kb / CURRENT).exists() and _versions(kb) == []:
+        unexpected = [p.name for p in kb.iterdir() if not p.name.startswith(".")]
+        if unexpected:
+            raise KnowledgeBaseError(
+                f"{kb}: folder exists and is not a knowledge base "
+                f"(holds {', '.join(sorted(unexpected)[:5])}); "
+                "choose another --kb path so nothing there is overwritten"
+            )
 
 
 def _versions(kb: Path) -> list[Path]:

@@ -33,11 +33,17 @@ from slmkit.models.families import lora_target_modules
 from slmkit.models.loading import LoadedModel, load_causal_lm, save_tokenizer
 from slmkit.train.batching import batch_order, collate
 from slmkit.train.checkpoint import load_checkpoint, save_checkpoint
+from slmkit.train.distributed import (
+    Processes,
+    check_run,
+    load_sharded_checkpoint,
+    save_sharded_checkpoint,
+)
 from slmkit.train.loss import answer_loss
 from slmkit.train.memory import OutOfMemoryError, advice, check_fits, is_out_of_memory
 from slmkit.train.precision import resolve_bf16
 from slmkit.train.quantize import quantize_base, resolve_backend, resolve_device
-from slmkit.train.tokenize import TokenizedExample
+from slmkit.train.tokenize import IGNORE, TokenizedExample
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +86,10 @@ class FineTune:
         self.config, self.train_set, self.val_set = config, list(train), list(val)
         self.output_dir = Path(config.output_dir)
         seed_everything(config.seed)
-        self.device = resolve_device(config.device)
+        # Under torchrun / accelerate launch / --nproc, this process's share of a data-parallel run.
+        self.processes = Processes(resolve_device(config.device), config.distributed.strategy)
+        self.device = self.processes.device
+        check_run(config, self.processes)
         # What `bf16: auto` stands for on this machine is what ran, so recipe.yaml records it.
         config = self.config = config.model_copy(update={"bf16": resolve_bf16(config.bf16, self.device)})
         self.loaded = loaded or load_causal_lm(config.model)
@@ -90,8 +99,12 @@ class FineTune:
         config = self.config = config.model_copy(update={"lora": lora})
         self.model = self._prepare_model(self.loaded)
         self.pad_id = self.loaded.tokenizer.pad_token_id
+        self.processes.sync_parameters([p for p in self.model.parameters() if p.requires_grad])
+        if self.processes.sharded:
+            self.processes.shard(self.model)  # before the optimizer: it must hold the shards
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        check_fits(self.model, config, max(len(e) for e in self.train_set), self.device)
+        if not self.processes.sharded:  # the estimate is of one device holding the whole model
+            check_fits(self.model, config, max(len(e) for e in self.train_set), self.device)
         self.optimizer = build_optimizer(self.trainable, config)
         self.total_steps = self._total_steps()
         warmup = int(config.optim.warmup_ratio * self.total_steps)
@@ -150,13 +163,18 @@ class FineTune:
         return max(1, math.ceil(optim.epochs * self._batches_per_epoch() / optim.grad_accum))
 
     def _micro_batches(self, start_epoch: int, start_batch: int):
-        """Yield ``(epoch, batch_index, batch)`` forever, from a position (for exact resume)."""
+        """Yield ``(epoch, batch_index, batch, real)`` forever, from a position (for exact resume).
+
+        Every process walks the same batch order and collates its own share of each micro-batch;
+        ``real`` is False for a stand-in share that must not count (see Processes.share).
+        """
         lengths = [len(e) for e in self.train_set]
         epoch, index = start_epoch, start_batch
         while True:
             order = batch_order(lengths, self.config.optim.batch_size, self.config.seed, epoch)
             for i in range(index, len(order)):
-                yield epoch, i, self._collate([self.train_set[j] for j in order[i]])
+                share, real = self.processes.share([self.train_set[j] for j in order[i]])
+                yield epoch, i, self._collate(share), real
             epoch, index = epoch + 1, 0
 
     def _collate(self, examples: Sequence[TokenizedExample]) -> dict[str, torch.Tensor]:
@@ -208,10 +226,12 @@ class FineTune:
             return self._train(stop_after)
 
     def _train(self, stop_after: int | None) -> dict[str, Any]:
-        config = self.config
+        config, main = self.config, self.processes.is_main
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.output_dir / "recipe.yaml", yaml.safe_dump(self.recipe(), sort_keys=False))
-        state = load_checkpoint(self.output_dir, self.model, self.optimizer, self.scheduler) or {
+        if main:  # one process writes files, logs and evaluates
+            recipe = yaml.safe_dump(self.recipe(), sort_keys=False)
+            atomic_write_text(self.output_dir / "recipe.yaml", recipe)
+        state = self._load_checkpoint() or {
             "step": 0,
             "epoch": 0,
             "batch": 0,
@@ -220,22 +240,32 @@ class FineTune:
             "tokens": 0,
             "seconds": 0.0,
         }
-        if state["step"]:
+        if state["step"] and main:
             logger.info("resuming from step %d", state["step"])
-        self._forget_metrics_after(state["step"])
+        if main:
+            self._forget_metrics_after(state["step"])
         batches = self._micro_batches(state["epoch"], state["batch"])
         progress = tqdm(
-            total=self.total_steps, initial=state["step"], desc="train", unit="step", dynamic_ncols=True
+            total=self.total_steps,
+            initial=state["step"],
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not main,
         )
         steps_this_call = 0
         while state["step"] < self.total_steps and not stop_requested():
             started = time.perf_counter()
             loss_sum, tokens = 0.0, 0
             for _ in range(config.optim.grad_accum):
-                epoch, index, batch = next(batches)
-                loss = self._backward(batch, state["step"])
+                epoch, index, batch, real = next(batches)
+                loss = self._backward(batch, state["step"], real)
                 loss_sum += loss / config.optim.grad_accum
-                tokens += int(batch["attention_mask"].sum())
+                tokens += int(batch["attention_mask"].sum()) if real else 0
+            self.processes.average_gradients(self.trainable)
+            # Each process's loss is its share of the global mean (see _backward): their mean is it.
+            loss_sum = self.processes.sum(loss_sum) / self.processes.world
+            tokens = int(self.processes.sum(tokens))
             torch.nn.utils.clip_grad_norm_(self.trainable, config.optim.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
@@ -258,11 +288,12 @@ class FineTune:
             progress.update(1)
             progress.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tokens / elapsed:.0f}")
             stop = self._maybe_validate(state, record)
-            self._log(record)
+            if main:
+                self._log(record)
             steps_this_call += 1
             last = state["step"] == self.total_steps
             if state["step"] % config.save_every == 0 or last or stop or stop_requested():
-                save_checkpoint(self.output_dir, self.model, self.optimizer, self.scheduler, state)
+                self._save_checkpoint(state)
             if stop or (stop_after is not None and steps_this_call >= stop_after):
                 break
         progress.close()
@@ -280,7 +311,7 @@ class FineTune:
             "tokens_per_second": state["tokens"] / state["seconds"] if state["seconds"] else 0.0,
             "trainable_parameters": sum(p.numel() for p in self.trainable),
         }
-        if finished:
+        if finished and (main or self.processes.sharded):
             self._save_final(summary)
         return summary
 
@@ -298,12 +329,26 @@ class FineTune:
         Validation always measures :func:`answer_loss`, so ``val_loss`` and perplexity keep their
         meaning whatever a subclass trains on.
         """
-        return answer_loss(self.model, batch)[0]
+        return answer_loss(self.model, batch, through_forward=self.processes.sharded)[0]
 
-    def _backward(self, batch: dict[str, torch.Tensor], step: int) -> float:
+    def _load_checkpoint(self) -> dict | None:
+        if self.processes.sharded:
+            args = (self.output_dir, self.model, self.optimizer, self.scheduler)
+            return load_sharded_checkpoint(self.processes, *args)
+        return load_checkpoint(self.output_dir, self.model, self.optimizer, self.scheduler)
+
+    def _save_checkpoint(self, state: dict) -> None:
+        """Process 0 writes the checkpoint; all processes gather a sharded model's state for it."""
+        if self.processes.sharded:
+            args = (self.output_dir, self.model, self.optimizer, self.scheduler, state)
+            save_sharded_checkpoint(self.processes, *args)
+        elif self.processes.is_main:
+            save_checkpoint(self.output_dir, self.model, self.optimizer, self.scheduler, state)
+
+    def _backward(self, batch: dict[str, torch.Tensor], step: int, real: bool = True) -> float:
         try:
             with self._autocast():
-                loss = self.training_loss(batch)
+                loss = self.training_loss(batch) * self._share_weight(batch, real)
             (loss / self.config.optim.grad_accum).backward()
         except (RuntimeError, MemoryError) as err:
             if not is_out_of_memory(err):
@@ -316,15 +361,32 @@ class FineTune:
             ) from err
         return float(loss.detach())
 
+    def _share_weight(self, batch: dict[str, torch.Tensor], real: bool) -> float:
+        """What turns this process's mean loss into its share of the micro-batch's global mean.
+
+        With ``world`` processes whose gradients are averaged, weighting each process's mean by
+        ``world × its answer tokens / all answer tokens`` makes the averaged gradient that of the
+        mean over every answer token of the micro-batch, as one process computes it.
+        """
+        if self.processes.world == 1:
+            return 1.0
+        tokens = int((batch["labels"][:, 1:] != IGNORE).sum()) if real else 0
+        total = self.processes.sum(tokens)
+        return self.processes.world * tokens / total if total else 0.0
+
     def _maybe_validate(self, state: dict, record: dict) -> bool:
         last = state["step"] == self.total_steps
         if not self.val_set or (state["step"] % self.config.eval_every and not last):
             return False
-        val_loss = self.evaluate()
+        # Rank 0 evaluates (with a sharded model all take part); the others get its result, so all
+        # keep the same state and stop together.
+        evaluates = self.processes.is_main or self.processes.sharded
+        val_loss = self.processes.broadcast(self.evaluate() if evaluates else None)
         record.update(val_loss=round(val_loss, 5), val_perplexity=round(math.exp(min(val_loss, 50)), 3))
         if state["best_val"] is None or val_loss < state["best_val"]:
             state.update(best_val=val_loss, bad_evals=0)
-            self._save_model(self.output_dir / "best")
+            if evaluates:
+                self._save_model(self.output_dir / "best")
             return False
         state["bad_evals"] += 1
         patience = self.config.early_stopping_patience
@@ -343,7 +405,7 @@ class FineTune:
             for start in range(0, len(ordered), size):
                 batch = self._collate(ordered[start : start + size])
                 with self._autocast():
-                    loss, n = answer_loss(self.model, batch)
+                    loss, n = answer_loss(self.model, batch, through_forward=self.processes.sharded)
                 total += float(loss) * n
                 count += n
         return total / max(count, 1)
@@ -372,11 +434,15 @@ class FineTune:
 
     def _save_model(self, folder: Path) -> None:
         """A self-contained model folder: weights, tokenizer, recipe; for LoRA/QLoRA the adapters
-        merged into a fresh full-precision base, with the adapters themselves kept in ``adapter/``."""
+        merged into a fresh full-precision base, with the adapters themselves kept in ``adapter/``.
+        A sharded model's weights are gathered first, by every process; process 0 writes."""
+        weights = self.processes.full_state(self.model)[0] if self.processes.sharded else None
+        if not self.processes.is_main:
+            return
         if not self.uses_adapters:
             staging = folder.with_name(f".{folder.name}-staging")
             shutil.rmtree(staging, ignore_errors=True)
-            self.model.save_pretrained(staging)
+            self.model.save_pretrained(staging, state_dict=weights)
             save_tokenizer(self.loaded.tokenizer, staging)
             shutil.copy(self.output_dir / "recipe.yaml", staging / "recipe.yaml")
             shutil.rmtree(folder, ignore_errors=True)
@@ -384,7 +450,7 @@ class FineTune:
             return
         adapter = self.output_dir / f".{folder.name}-adapter"
         shutil.rmtree(adapter, ignore_errors=True)
-        self.model.save_pretrained(adapter)
+        self.model.save_pretrained(adapter, state_dict=weights)
         shutil.copy(self.output_dir / "recipe.yaml", adapter / "recipe.yaml")
         base = load_causal_lm(str(self.loaded.path or self.loaded.name))
         save_merged(base.model, base.tokenizer, adapter, folder)
@@ -393,6 +459,8 @@ class FineTune:
     def _save_final(self, summary: dict[str, Any]) -> None:
         final = self.output_dir / "final"
         self._save_model(final)
+        if not self.processes.is_main:
+            return
         if self.metrics_path.exists():
             shutil.copy(self.metrics_path, final / "metrics.jsonl")
         # How long and how fast training ran, for reports that compare trained models.

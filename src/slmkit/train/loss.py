@@ -22,27 +22,35 @@ def _causal_lm(model: Any) -> Any:
 
 
 def answer_logits(
-    model: Any, batch: dict[str, torch.Tensor], every_token: bool = False
+    model: Any, batch: dict[str, torch.Tensor], every_token: bool = False, through_forward: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (fp32, ``[tokens, vocab]``) at the positions that predict a labelled token, and
     those tokens (``[tokens]``), in batch order.
 
     With ``every_token``, every position that predicts a real (not padding) token is kept, prompt
     included; the targets of prompt positions are ``IGNORE``. An encoder-decoder's labels are its
-    decoder targets, all answer: every labelled decoder position is kept.
+    decoder targets, all answer: every labelled decoder position is kept. With ``through_forward``,
+    the model's own forward runs (projecting the columns where any row has such a position), as a
+    model sharded with FSDP needs: its hooks gather the weights on the forward of the model it wraps.
     """
     lm = _causal_lm(model)
     if lm.config.is_encoder_decoder:
         return _decoder_logits(lm, batch)
+    # Position t predicts token t+1.
+    targets = batch["labels"][:, 1:]
+    keep = batch["attention_mask"][:, 1:].bool() if every_token else targets != IGNORE
+    if through_forward:
+        columns = keep.any(dim=0).nonzero().squeeze(1)
+        output = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=columns
+        )
+        return output.logits[keep[:, columns]].float(), targets[keep]
     # The body and the head, found the same way for every family (Llama's `model`, GPT-2's
     # `transformer`, phi's final layer norm inside its body; the head is `lm_head` everywhere).
     body = lm.get_decoder()
     hidden = body(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
     ).last_hidden_state
-    # Position t predicts token t+1.
-    targets = batch["labels"][:, 1:]
-    keep = batch["attention_mask"][:, 1:].bool() if every_token else targets != IGNORE
     selected = hidden[:, :-1][keep]
     logits = lm.get_output_embeddings()(selected).float()
     softcap = getattr(lm.config, "final_logit_softcapping", None)
@@ -67,9 +75,11 @@ def _decoder_logits(lm: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tens
     return output.logits[keep].float(), labels[keep]
 
 
-def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+def answer_loss(
+    model: Any, batch: dict[str, torch.Tensor], through_forward: bool = False
+) -> tuple[torch.Tensor, int]:
     """Mean cross-entropy over labelled tokens, and how many tokens it averaged over."""
-    logits, targets = answer_logits(model, batch)
+    logits, targets = answer_logits(model, batch, through_forward=through_forward)
     return F.cross_entropy(logits, targets, reduction="mean"), int(targets.numel())
 
 
