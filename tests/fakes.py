@@ -40,6 +40,40 @@ class ScriptedGenerator:
         )
 
 
+class ScriptedReader:
+    """A passage reader: scores each passage by ``no_answer[first word of the passage]`` and answers
+    ``answers[first word]``; records what it scored and generated (with the grounding spans)."""
+
+    name = "scripted-reader"
+    has_chat_template = False
+    context_window = 4096
+
+    def __init__(self, no_answer: dict[str, float], answers: dict[str, str]) -> None:
+        self.no_answer, self.answers = no_answer, answers
+        self.scored: list[str] = []
+        self.generated: list[tuple[str, list[str] | None]] = []
+
+    @staticmethod
+    def _passage(messages) -> str:
+        text = messages[-1]["content"].split("\n")
+        return text[2]  # "Context:", "[1] title", passage text, ...
+
+    def count_tokens(self, messages):
+        return sum(len(m["content"].split()) for m in messages)
+
+    def no_answer_probabilities(self, prompts):
+        self.scored += [self._passage(p) for p in prompts]
+        return [self.no_answer[self._passage(p).split()[0]] for p in prompts]
+
+    def generate(self, messages, config, on_text=None, spans=None):
+        passage = self._passage(messages)
+        self.generated.append((passage, spans))
+        reply = self.answers[passage.split()[0]]
+        if on_text:
+            on_text(reply)
+        return Generation(reply, self.count_tokens(messages), len(reply.split()), 0.2, 0.1)
+
+
 @contextmanager
 def loopback_server(app):
     """A real uvicorn server on a free loopback port, in a thread."""

@@ -100,9 +100,10 @@ class BackendConfig(StrictModel):
 
     type: Literal["auto", "transformers", "llama.cpp", "openai"] = Field(
         "auto",
-        description="auto: openai when base_url is set, else transformers (the reference); llama.cpp "
-        "answers identically with an f32 export and is 1.4x faster end to end on CPU (docs/serving.md); "
-        "openai: any OpenAI-compatible server at base_url.",
+        description="auto: openai when base_url is set; else llama.cpp where it is installed and runs the "
+        "model (decoder-only, packaged or local, on a CPU): it gives the same greedy answers as "
+        "transformers from an f32 export, several times faster (docs/serving.md); transformers otherwise "
+        "(a GPU, encoder-decoders, hub ids). openai: any OpenAI-compatible server at base_url.",
     )
     gguf_quant: Literal["f32", "f16", "q8_0", "q4_k_m"] = Field(
         "f32",
@@ -146,6 +147,13 @@ class AskConfig(StrictModel):
         description="per-passage: read each retrieved passage on its own and answer from the one the "
         "model is surest holds the answer (for readers trained with data.context: passage); joint: all "
         "passages in one prompt. auto: per-passage for readers, joint for other models.",
+    )
+    sure_below: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Per-passage reading: stop reading further passages once one has a no-answer "
+        "probability below this (most answers are in the best-ranked passage); 0 reads them all.",
     )
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     abstention: AbstentionConfig = Field(default_factory=AbstentionConfig)
@@ -573,6 +581,13 @@ class EvalConfig(StrictModel):
         "model is surest holds the answer (for readers trained with data.context: passage); joint: all "
         "passages in one prompt. auto: per-passage for readers, joint for other models.",
     )
+    sure_below: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Per-passage reading: stop reading further passages once one has a no-answer "
+        "probability below this (most answers are in the best-ranked passage); 0 reads them all.",
+    )
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     abstention: AbstentionConfig = Field(default_factory=AbstentionConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
@@ -584,6 +599,7 @@ class EvalConfig(StrictModel):
             device=self.device,
             backend=self.backend,
             reading=self.reading,
+            sure_below=self.sure_below,
             retrieval=self.retrieval,
             abstention=self.abstention,
             generation=self.generation,

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import pytest
 
+from fakes import ScriptedReader
 from slmkit.config import AbstentionConfig, AskConfig
 from slmkit.data.prompts import ABSTAIN_ANSWER
 from slmkit.errors import ConfigError
-from slmkit.models.generation import Generation, PassageScorer
+from slmkit.models.generation import PassageScorer
 from slmkit.rag.answer import Answerer, passage_hit
 from slmkit.rag.documents import Chunk
 from slmkit.rag.reading import most_confident, read_passages
@@ -20,39 +21,6 @@ from slmkit.rag.retrieval import Hit
 BRONCOS = "The Denver Broncos defeated the Carolina Panthers 24-10 in Super Bowl 50."
 PANTHERS = "The Carolina Panthers were the NFC champions of the 2015 season."
 WARSAW = "Warsaw is the capital and largest city of Poland."
-
-
-class ScriptedReader:
-    """Scores each passage by ``no_answer[first word of passage]``; answers ``answers[...]``."""
-
-    name = "scripted-reader"
-    has_chat_template = False
-    context_window = 4096
-
-    def __init__(self, no_answer: dict[str, float], answers: dict[str, str]) -> None:
-        self.no_answer, self.answers = no_answer, answers
-        self.scored: list[str] = []
-        self.generated: list[tuple[str, list[str] | None]] = []
-
-    @staticmethod
-    def _passage(messages) -> str:
-        text = messages[-1]["content"].split("\n")
-        return text[2]  # "Context:", "[1] title", passage text, ...
-
-    def count_tokens(self, messages):
-        return sum(len(m["content"].split()) for m in messages)
-
-    def no_answer_probabilities(self, prompts):
-        self.scored += [self._passage(p) for p in prompts]
-        return [self.no_answer[self._passage(p).split()[0]] for p in prompts]
-
-    def generate(self, messages, config, on_text=None, spans=None):
-        passage = self._passage(messages)
-        self.generated.append((passage, spans))
-        reply = self.answers[passage.split()[0]]
-        if on_text:
-            on_text(reply)
-        return Generation(reply, self.count_tokens(messages), len(reply.split()), 0.2, 0.1)
 
 
 def _hit(i: int, text: str, similarity: float = 0.6) -> Hit:
@@ -163,3 +131,16 @@ def test_read_passages_keeps_hit_order_and_most_confident_breaks_ties_by_rank():
     readings = read_passages(reader, "q", [_hit(0, WARSAW), _hit(1, BRONCOS)])
     assert [r.hit.chunk.id for r in readings] == [0, 1]
     assert most_confident(readings).hit.chunk.id == 0
+
+
+def test_reading_stops_at_a_passage_the_reader_is_sure_of():
+    reader = ScriptedReader({"The": 0.02, "Warsaw": 0.9}, {"The": "Denver Broncos"})
+    hits = [_hit(0, BRONCOS), _hit(1, WARSAW), _hit(2, PANTHERS)]
+    config = AskConfig(reading="per-passage", sure_below=0.05, abstention=AbstentionConfig(min_coverage=0.0))
+    answer = Answerer(reader, FixedRetriever(hits), config).ask("Who won Super Bowl 50?")
+    assert reader.scored == [BRONCOS] and answer.no_answer == [0.02]
+    assert answer.text == "Denver Broncos [1]" and len(answer.hits) == 1
+    # Not sure enough of the first passage: the others are read too.
+    reader = ScriptedReader({"The": 0.2, "Warsaw": 0.9}, {"The": "Denver Broncos"})
+    Answerer(reader, FixedRetriever(hits), config).ask("Who won Super Bowl 50?")
+    assert reader.scored == [BRONCOS, WARSAW, PANTHERS]

@@ -213,6 +213,33 @@ def test_system_and_developer_messages_are_honoured_after_slmkits_own_rules():
     assert [m["role"] for m in generator.prompts[0]] == ["system", "user"]
 
 
+def test_a_passage_reader_refuses_instructions_with_422_and_answers_without_them():
+    from fakes import ScriptedReader
+    from slmkit.rag.answer import passage_hit
+
+    reader = ScriptedReader({"The": 0.1}, {"The": "Denver Broncos"})
+    passage = passage_hit("Super Bowl 50", "The Denver Broncos won Super Bowl 50.")
+
+    class OnePassage:
+        config = None
+
+        def search(self, question, top_k=None, mode=None):
+            return [passage]
+
+    config = AskConfig(reading="per-passage", abstention={"min_relevance": 0})
+    answerer = Answerer(reader, OnePassage(), config)
+    client = TestClient(create_app(answerer, "reader"))
+    question = {"role": "user", "content": "Who won Super Bowl 50?"}
+    refused = client.post("/v1/chat/completions", json={"messages": [SYSTEM_FRENCH, question]})
+    assert refused.status_code == 422 and "passage reader" in refused.json()["error"]["message"]
+    answered = client.post("/v1/chat/completions", json={"messages": [question]})
+    assert answered.json()["choices"][0]["message"]["content"] == "Denver Broncos [1]"
+    assert reader.generated[-1][1] == ["The Denver Broncos won Super Bowl 50."]  # grounded decoding
+
+
+SYSTEM_FRENCH = {"role": "system", "content": "Answer in French."}
+
+
 def test_content_as_text_parts_is_read_and_other_part_types_are_a_clear_422():
     generator = ScriptedGenerator()
     client = _client(generator)

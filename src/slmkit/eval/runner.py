@@ -138,7 +138,8 @@ def run_eval(
         missing = next(i.id for i in dataset.items if i.context is None)
         raise ConfigError(f"context 'gold' needs a passage for every question; {missing} has no 'context'")
     generator: Generator
-    if dataset.format == "text" or resolve_backend(config.backend) == "transformers":
+    engine = resolve_backend(config.backend, config.model, config.device)
+    if dataset.format == "text" or loaded is not None or engine == "transformers":
         loaded = loaded or load_causal_lm(config.model, config.dtype, device=config.device)
         generator = transformers_generator(loaded)
     else:

@@ -7,7 +7,9 @@ a new engine is one more branch in :func:`load_generator`, never a change to ans
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+from pathlib import Path
 
 from slmkit.config import BackendConfig
 from slmkit.errors import ConfigError
@@ -20,13 +22,44 @@ def llama_cpp_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-def resolve_backend(config: BackendConfig) -> str:
-    """The concrete backend ``auto`` stands for (see :class:`BackendConfig`)."""
+def resolve_backend(config: BackendConfig, model: str | None = None, device: str = "cpu") -> str:
+    """The concrete backend ``auto`` stands for: ``openai`` when a server URL is set; ``llama.cpp``
+    where it is installed and can run ``model`` on this CPU (a decoder-only model that is packaged,
+    local or a GGUF file): the fastest local engine, with the same greedy answers from its f32 export;
+    ``transformers`` otherwise (a CUDA device, encoder-decoders, hub ids; training always)."""
     if config.type != "auto":
         return config.type
     if config.base_url:
         return "openai"
+    if llama_cpp_available() and not _cuda_wanted(device) and (model is None or _runs_on_llama_cpp(model)):
+        return "llama.cpp"
     return "transformers"
+
+
+def _cuda_wanted(device: str) -> bool:
+    if device == "cuda":
+        return True
+    # No NVIDIA driver, no CUDA: decided without importing torch (seconds of a fresh `slmkit ask`).
+    if device != "auto" or not Path("/proc/driver/nvidia").exists():
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _runs_on_llama_cpp(model: str) -> bool:
+    """A packaged generator, a GGUF file, an adapter folder or a decoder-only model folder."""
+    from slmkit.models.registry import PACKAGED_MODELS
+
+    if model in PACKAGED_MODELS:
+        return PACKAGED_MODELS[model].kind == "causal-lm"
+    path = Path(model).expanduser()
+    if path.is_file():
+        return path.suffix == ".gguf"
+    if (path / "adapter_config.json").is_file():
+        return True
+    config = path / "config.json"
+    return config.is_file() and not json.loads(config.read_text(encoding="utf-8")).get("is_encoder_decoder")
 
 
 def load_generator(
@@ -56,7 +89,7 @@ def load_generator(
     config = BackendConfig(type=backend) if isinstance(backend, str) else backend
     if base_url is not None:
         config = config.model_copy(update={"type": "openai", "base_url": base_url})
-    kind = resolve_backend(config)
+    kind = resolve_backend(config, model, device)
     if kind == "openai":
         return _openai(model, config, api_key)
     if kind == "llama.cpp":
@@ -86,9 +119,6 @@ def transformers_generator(loaded: LoadedModel) -> Generator:
 def _check_decoder_only(model: str) -> None:
     """llama.cpp's Python binding generates with decoder-only models: refuse a BART/T5 folder up front
     (packaged models and GGUF files are decoder-only)."""
-    import json
-    from pathlib import Path
-
     config = Path(model).expanduser() / "config.json"
     if config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("is_encoder_decoder"):
         raise ConfigError(

@@ -250,8 +250,10 @@ class Answerer:
             question,
             hits,
             lambda passage: self._fit_passage(lambda p: reader_messages(question, p), passage, budget),
+            self.config.sure_below,
         )
         reading_s = time.perf_counter() - reading_start
+        hits = [r.hit for r in readings]  # the passages read (reading may stop early)
         no_answer = [r.no_answer for r in readings]
         best = most_confident(readings)
         decision = check_reader_confidence(best.no_answer, len(readings), self.config.abstention)

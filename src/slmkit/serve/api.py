@@ -13,7 +13,8 @@ citations, exactly as ``slmkit ask``; OpenAI responses carry them in an extra ``
 The OpenAI request shapes clients send are read as OpenAI defines them: a message's ``content`` may
 be a string or a list of text parts (other part types get 422: this server reads text), ``prompt``
 may be a string or a list of strings (one choice per prompt; token ids get 422), and ``system`` (or
-``developer``) messages are honoured: their text is added to slmkit's own system prompt, after its
+``developer``) messages are honoured (a passage reader, which only extracts spans, answers them with
+422 instead): their text is added to slmkit's own system prompt, after its
 rules on grounding, citing and abstaining. ``finish_reason`` is ``length`` when ``max_tokens`` cut the
 answer, ``stop`` otherwise.
 
@@ -396,9 +397,14 @@ class _Instructed:
         return self.generator.count_tokens(self._with_instructions(messages))
 
     def generate(
-        self, messages: Messages, config: GenerationConfig, on_text: Callable[[str], None] | None = None
+        self,
+        messages: Messages,
+        config: GenerationConfig,
+        on_text: Callable[[str], None] | None = None,
+        spans: Sequence[str] | None = None,
     ) -> Generation:
-        return self.generator.generate(self._with_instructions(messages), config, on_text)
+        extra = {"spans": spans} if spans is not None else {}
+        return self.generator.generate(self._with_instructions(messages), config, on_text, **extra)
 
 
 def _per_request(
@@ -418,8 +424,16 @@ def _per_request(
         update["max_new_tokens"] = max_tokens
     if temperature is not None:
         update["temperature"] = temperature
+    if instructions and answerer.per_passage:
+        raise HTTPException(
+            422,
+            "this server's model is a passage reader: it answers with a span of a passage or abstains, "
+            "and system/developer instructions cannot change that; send the question without them, or "
+            "serve an instruction-following model with reading: joint",
+        )
+    reading = "per-passage" if answerer.per_passage else "joint"  # decided once, when the server started
     config = answerer.config.model_copy(
-        update={"generation": answerer.config.generation.model_copy(update=update)}
+        update={"generation": answerer.config.generation.model_copy(update=update), "reading": reading}
     )
     generator = _Instructed(answerer.generator, instructions) if instructions else answerer.generator
     return Answerer(generator, answerer.retriever, config)
