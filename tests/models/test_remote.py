@@ -30,9 +30,22 @@ def _app(generator=None, **limits):
     return create_app(answerer, "tiny", ServerLimits(**limits))
 
 
-def test_auto_backend_is_transformers_unless_a_server_url_is_given():
-    assert resolve_backend(BackendConfig()) == "transformers"
-    assert resolve_backend(BackendConfig(base_url="http://h/v1")) == "openai"
+def test_auto_backend_is_llama_cpp_where_it_can_run_the_model(tmp_path, monkeypatch):
+    import slmkit.models.backends as backends
+
+    monkeypatch.setattr(backends, "llama_cpp_available", lambda: True)
+    assert resolve_backend(BackendConfig(), "slmkit-reader-270m") == "llama.cpp"
+    assert resolve_backend(BackendConfig(), "smollm2-135m-instruct", device="cpu") == "llama.cpp"
+    assert resolve_backend(BackendConfig(), "smollm2-135m-instruct", device="cuda") == "transformers"
+    assert resolve_backend(BackendConfig(), "org/some-hub-model") == "transformers"
+    seq2seq = tmp_path / "bart"
+    seq2seq.mkdir()
+    (seq2seq / "config.json").write_text('{"is_encoder_decoder": true}')
+    assert resolve_backend(BackendConfig(), str(seq2seq)) == "transformers"
+    assert resolve_backend(BackendConfig(base_url="http://h/v1"), "m") == "openai"
+    assert resolve_backend(BackendConfig(type="transformers"), "slmkit-reader-270m") == "transformers"
+    monkeypatch.setattr(backends, "llama_cpp_available", lambda: False)
+    assert resolve_backend(BackendConfig(), "slmkit-reader-270m") == "transformers"
     assert resolve_backend(BackendConfig(type="llama.cpp")) == "llama.cpp"
     with pytest.raises(ConfigError, match="base_url"):
         load_generator("m", "openai")

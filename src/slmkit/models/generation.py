@@ -1,5 +1,9 @@
-"""Generator backends: one interface for local transformers models and (later) llama.cpp or remote
-OpenAI-compatible servers, so answering and serving never depend on which one runs."""
+"""Generator backends: one interface for local transformers models, llama.cpp and remote
+OpenAI-compatible servers, so answering and serving never depend on which one runs.
+
+torch and transformers are imported where the transformers backend uses them, not at import: a
+fresh ``slmkit ask`` on the llama.cpp backend never pays their seconds of start-up.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import torch
-from transformers import LogitsProcessorList
-from transformers.generation.streamers import BaseStreamer
+import numpy as np
 
 from slmkit.config import GenerationConfig
 from slmkit.data.prompts import plain_prompt
-from slmkit.models.loading import LoadedModel
+
+if TYPE_CHECKING:
+    import torch
+
+    from slmkit.models.loading import LoadedModel
 
 Messages = Sequence[dict[str, str]]
 
@@ -91,15 +97,18 @@ class PassageScorer(Protocol):
 
 def softmax_mass(logits: Any, ids: Sequence[int]) -> float:
     """The probability mass a logit vector (torch or numpy) puts on ``ids``."""
-    values = torch.as_tensor(logits, dtype=torch.float32).reshape(-1)
-    return float(torch.softmax(values, dim=-1)[list(ids)].sum())
+    values = np.asarray(logits.float().cpu() if hasattr(logits, "float") else logits, dtype=np.float64)
+    values = values.reshape(-1)
+    weights = np.exp(values - values.max())
+    return float(weights[list(ids)].sum() / weights.sum())
 
 
-class _CallbackStreamer(BaseStreamer):
+class _CallbackStreamer:
     """Decodes tokens incrementally and hands each new piece of text to a callback.
 
-    Runs in the generating thread (no queue, no extra thread): the first ``put`` carries the prompt,
-    which is skipped; later ones are single new tokens.
+    A transformers streamer (``put`` and ``end``, what ``generate`` calls); runs in the generating
+    thread (no queue, no extra thread): the first ``put`` carries the prompt, which is skipped; later
+    ones are single new tokens.
     """
 
     def __init__(self, tokenizer: Any, on_text: Callable[[str], None] | None) -> None:
@@ -166,6 +175,8 @@ class TransformersGenerator:
     def no_answer_probabilities(self, prompts: Sequence[Messages]) -> list[float]:
         model = self.loaded.model
         probabilities = []
+        import torch
+
         with torch.inference_mode():
             for messages in prompts:
                 inputs = {k: v.to(model.device) for k, v in self._encode(messages).items()}
@@ -199,11 +210,15 @@ class TransformersGenerator:
             # A base model has no end-of-turn token; one answer line is one turn.
             kwargs.update(stop_strings=["\n"], tokenizer=tokenizer)
         if spans is not None:
+            from transformers import LogitsProcessorList
+
             from slmkit.models.grounding import SpanConstraint, SpanLogitsProcessor, token_bytes
 
             constraint = SpanConstraint(token_bytes(tokenizer), spans, self.stop_ids)
             prompt_length = int(inputs["input_ids"].shape[1])
             kwargs["logits_processor"] = LogitsProcessorList([SpanLogitsProcessor(constraint, prompt_length)])
+        import torch
+
         start = time.perf_counter()
         with torch.inference_mode():
             output = model.generate(**inputs, **kwargs)

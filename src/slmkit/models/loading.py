@@ -16,29 +16,25 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any
-
-import torch
-import transformers
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForSeq2SeqLM,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from typing import TYPE_CHECKING, Any
 
 from slmkit.errors import ConfigError, ModelNotFoundError
 from slmkit.models.adapters import adapter_fingerprint, base_model_of, is_adapter_folder, save_merged
 from slmkit.models.cache import cache_dir
 from slmkit.models.registry import PACKAGED_MODELS, packaged_names
 
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 logger = logging.getLogger(__name__)
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# torch and transformers are imported by the functions that load weights, not here: resolving a
+# model's cached files (what a fresh `slmkit ask` on llama.cpp does) then costs no torch start-up.
+_DTYPES = ("float32", "bfloat16")
 # SentencePiece model files: transformers' fast tokenizers do not write them back on save, but
 # llama.cpp's converter reads them for T5, Gemma (v1) and other SentencePiece families.
 _SENTENCEPIECE_FILES = ("tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
@@ -97,7 +93,7 @@ def file_fingerprint(path: Path) -> str:
     # Size plus the first and last MiB identify a weights file without reading all of it,
     # so a cache hit costs milliseconds even for multi-GB files.
     size = path.stat().st_size
-    digest = hashlib.sha256(f"{size}:{transformers.__version__.split('.')[0]}".encode())
+    digest = hashlib.sha256(f"{size}:{version('transformers').split('.')[0]}".encode())
     with path.open("rb") as f:
         digest.update(f.read(1 << 20))
         f.seek(max(0, size - (1 << 20)))
@@ -127,6 +123,9 @@ def dequantized_folder(gguf: Path, cache: Path | None = None) -> Path:
         return target
     root.mkdir(parents=True, exist_ok=True)
     logger.info("dequantizing %s once (later loads use the cache at %s)", gguf.name, target)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     _clear_gguf_quantization_mark(model)
@@ -134,7 +133,7 @@ def dequantized_folder(gguf: Path, cache: Path | None = None) -> Path:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        meta = {"source_gguf": str(gguf), "transformers": transformers.__version__}
+        meta = {"source_gguf": str(gguf), "transformers": version("transformers")}
         (tmp / "slmkit-model.json").write_text(json.dumps(meta, indent=2))
         try:
             tmp.rename(target)
@@ -157,6 +156,9 @@ def merged_folder(adapter_dir: Path, cache: Path | None = None) -> Path:
     base_name = base_model_of(adapter_dir)
     logger.info("merging %s into %s once (later loads use the cache at %s)", adapter_dir, base_name, target)
     base_path = resolve_model_path(base_name, cache)
+    import torch
+    from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(str(base_path))
     base = model_class(base_path).from_pretrained(str(base_path), dtype=torch.float32)
     return save_merged(base, tokenizer, adapter_dir, target)
@@ -168,6 +170,8 @@ def model_class(source: Path | str) -> type:
     Raises:
         ModelNotFoundError: no readable config there.
     """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
     try:
         config = AutoConfig.from_pretrained(str(source))
     except (OSError, ValueError) as err:
@@ -261,6 +265,8 @@ def load_tokenizer(name: str, cache: Path | None = None) -> PreTrainedTokenizerB
     Raises:
         ModelNotFoundError: the model cannot be found, or its folder holds no tokenizer.
     """
+    from transformers import AutoTokenizer
+
     source = resolve_model_path(name, cache)
     try:
         return AutoTokenizer.from_pretrained(str(source))
@@ -270,6 +276,8 @@ def load_tokenizer(name: str, cache: Path | None = None) -> PreTrainedTokenizerB
 
 def resolve_device(requested: str) -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA without one is a config error."""
+    import torch
+
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested == "cuda" and not torch.cuda.is_available():
@@ -293,8 +301,13 @@ def load_causal_lm(
         ModelNotFoundError: the model cannot be found or downloaded.
         ConfigError: ``device: cuda`` without a CUDA device.
     """
+    import torch
+    from transformers import AutoTokenizer
+
+    if dtype not in _DTYPES:
+        raise ConfigError(f"dtype '{dtype}' is not one of {', '.join(_DTYPES)}")
     source = resolve_model_path(name, cache)
-    kwargs: dict[str, Any] = {"dtype": _DTYPES[dtype]}
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
     target = resolve_device(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(source))
