@@ -85,6 +85,8 @@ _ASK_FLAGS = {
     "min_relevance": "abstention.min_relevance",
     "min_coverage": "abstention.min_coverage",
     "min_support": "abstention.min_support",
+    "max_no_answer": "abstention.max_no_answer",
+    "reading": "reading",
     "backend": "backend.type",
     "base_url": "backend.base_url",
 }
@@ -219,6 +221,14 @@ MaxTokOpt = Annotated[int | None, typer.Option(help="Max generated tokens.")]
 RelOpt = Annotated[float | None, typer.Option(help="Abstain below this best cosine similarity.")]
 CovOpt = Annotated[float | None, typer.Option(help="Abstain below this share of question names found.")]
 SupOpt = Annotated[float | None, typer.Option(help="Abstain below this answer support share.")]
+NoAnswerOpt = Annotated[
+    float | None,
+    typer.Option(help="Per-passage reading: abstain when every passage's no-answer probability is this+."),
+]
+ReadingOpt = Annotated[
+    str | None,
+    typer.Option(help="auto, per-passage (a reader reads each passage) or joint (all in one prompt)."),
+]
 OptionalKbOpt = Annotated[Path | None, typer.Option("--kb", help="Knowledge base folder.")]
 NoRagOpt = Annotated[bool, typer.Option("--no-rag", help="Answer closed-book, without the knowledge base.")]
 BackendOpt = Annotated[
@@ -248,6 +258,8 @@ def ask(
     min_relevance: RelOpt = None,
     min_coverage: CovOpt = None,
     min_support: SupOpt = None,
+    max_no_answer: NoAnswerOpt = None,
+    reading: ReadingOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
 ) -> None:
@@ -269,6 +281,8 @@ def _print_answer(answer: Any) -> None:
         typer.echo(line)
     t = answer.timings
     cost = f"  ({t['total']:.2f}s: retrieval {t['retrieval']:.2f}s"
+    if "reading" in t:
+        cost += f", reading {len(answer.no_answer)} passage(s) {t['reading']:.2f}s"
     if answer.completion_tokens:
         cost += (
             f", generation {t['generation']:.2f}s, "
@@ -290,6 +304,8 @@ def chat(
     min_relevance: RelOpt = None,
     min_coverage: CovOpt = None,
     min_support: SupOpt = None,
+    max_no_answer: NoAnswerOpt = None,
+    reading: ReadingOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
 ) -> None:
@@ -312,6 +328,8 @@ def serve(
     min_relevance: RelOpt = None,
     min_coverage: CovOpt = None,
     min_support: SupOpt = None,
+    max_no_answer: NoAnswerOpt = None,
+    reading: ReadingOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
