@@ -11,7 +11,7 @@ gates, generation, citations), to choose the default backend by measurement.
 ``ratio`` = llama.cpp (f32, the default format: answers identical to transformers) ask p50 /
 transformers fp32 ask p50: below 1 means llama.cpp is faster.
 
-    python benchmarks/backends_quality.py [--questions 40]
+    python benchmarks/backends_quality.py [--questions 40] [--model smollm2-135m-instruct]
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from _common import KB_PATH, emit, squad_kb
 from slmkit.config import BackendConfig, EvalConfig, EvalDataConfig
 from slmkit.eval.predictions import read_predictions
 from slmkit.eval.runner import run_eval
-from slmkit.models.registry import PACKAGED_MODELS
-
-MODEL = "smollm2-135m-instruct"
+from slmkit.models.registry import DEFAULT_MODEL, PACKAGED_MODELS
 
 
-def evaluate(out: Path, name: str, context: str, questions: int, **fields) -> tuple[dict, list]:
+def evaluate(
+    out: Path, name: str, context: str, questions: int, default_model: str, **fields
+) -> tuple[dict, list]:
     config = EvalConfig(
-        model=fields.pop("model", MODEL),
+        model=fields.pop("model", default_model),
         context=context,
         kb=str(KB_PATH) if context == "retrieved" else None,
         data=EvalDataConfig(limit=questions),
@@ -47,23 +47,25 @@ def evaluate(out: Path, name: str, context: str, questions: int, **fields) -> tu
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--questions", type=int, default=40)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     args = parser.parse_args()
     squad_kb()  # built on first use
-    shipped = str(PACKAGED_MODELS[MODEL].locate(Path()))
     engines = {
-        "transformers-fp32": {},
+        "transformers-fp32": {"backend": BackendConfig(type="transformers")},
         "llama.cpp-f32": {"backend": BackendConfig(type="llama.cpp", gguf_quant="f32")},
         "llama.cpp-f16": {"backend": BackendConfig(type="llama.cpp", gguf_quant="f16")},
         "llama.cpp-q8_0": {"backend": BackendConfig(type="llama.cpp", gguf_quant="q8_0")},
         "llama.cpp-q4_k_m": {"backend": BackendConfig(type="llama.cpp", gguf_quant="q4_k_m")},
-        "llama.cpp-shipped-Q4_1": {"model": shipped, "backend": BackendConfig(type="llama.cpp")},
     }
+    shipped = PACKAGED_MODELS[args.model].locate(Path()) if args.model in PACKAGED_MODELS else None
+    if shipped is not None and shipped.suffix == ".gguf":  # the file a package ships, as it is
+        engines["llama.cpp-shipped"] = {"model": str(shipped), "backend": BackendConfig(type="llama.cpp")}
     quality: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="slmkit-bench-") as tmp:
         out = Path(tmp)
         reference: list = []
         for name, fields in engines.items():
-            scores, predictions = evaluate(out, name, "gold", args.questions, **dict(fields))
+            scores, predictions = evaluate(out, name, "gold", args.questions, args.model, **dict(fields))
             reference = reference or predictions
             same = sum(p.prediction == r.prediction for p, r in zip(predictions, reference, strict=True))
             quality[name] = {
@@ -74,13 +76,13 @@ def main() -> None:
             }
         latency: dict[str, dict] = {}
         for name, fields in {
-            "transformers-fp32": {},
-            "transformers-bf16": {"dtype": "bfloat16"},
+            "transformers-fp32": engines["transformers-fp32"],
+            "transformers-bf16": {"dtype": "bfloat16", "backend": BackendConfig(type="transformers")},
             "llama.cpp-f32": engines["llama.cpp-f32"],
             "llama.cpp-f16": engines["llama.cpp-f16"],
             "llama.cpp-q8_0": engines["llama.cpp-q8_0"],
         }.items():
-            scores, _ = evaluate(out, name, "retrieved", args.questions, **dict(fields))
+            scores, _ = evaluate(out, name, "retrieved", args.questions, args.model, **dict(fields))
             latency[name] = {
                 "p50_s": round(scores["latency_p50_s"], 3),
                 "p95_s": round(scores["latency_p95_s"], 3),
@@ -90,7 +92,7 @@ def main() -> None:
     emit(
         {
             "benchmark": "backends_quality",
-            "model": MODEL,
+            "model": args.model,
             "questions": args.questions,
             "gold_context_quality": quality,
             "ask_latency_retrieved": latency,
