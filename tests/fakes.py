@@ -8,6 +8,24 @@ import time
 from contextlib import contextmanager
 
 from slmkit.models.generation import Generation
+from slmkit.rag.documents import Chunk
+from slmkit.rag.retrieval import Hit
+
+
+def make_hit(i: int, text: str, similarity: float = 0.6, title: str = "Doc") -> Hit:
+    """Retrieved chunk ``i`` (source ``src{i}.txt``, title ``"{title} {i}"``) at rank ``i + 1``."""
+    chunk = Chunk(i, text, f"src{i}.txt", f"{title} {i}", 0, 0, 0, len(text), f"h{i}")
+    return Hit(chunk, similarity, similarity, None, i + 1)
+
+
+class FixedRetriever:
+    """Returns the same hits (the first ``top_k``) for any question."""
+
+    def __init__(self, hits) -> None:
+        self.hits, self.config = hits, None
+
+    def search(self, question, top_k=None, mode=None):
+        return list(self.hits)[:top_k]
 
 
 class ScriptedGenerator:

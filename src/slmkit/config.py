@@ -554,14 +554,13 @@ class EvalDataConfig(StrictModel):
     )
 
 
-class EvalConfig(StrictModel):
-    """``slmkit eval``: one model, one dataset, one context mode; a recipe's ``eval:`` section."""
+class EvalConfig(AskConfig):
+    """``slmkit eval``: one model, one dataset, one context mode; a recipe's ``eval:`` section.
 
-    model: str = Field(DEFAULT_MODEL, description="Packaged name, folder, .gguf or hub id.")
-    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weights and compute precision.")
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="transformers backend: where the model runs; auto: CUDA when available."
-    )
+    Every ``ask`` setting (model, backend, reading, retrieval, abstention, generation) is one too, so
+    an evaluation answers exactly as ``slmkit ask`` would; perplexity always uses transformers.
+    """
+
     context: Literal["closed-book", "gold", "retrieved"] = Field(
         "retrieved",
         description="closed-book (question only), gold (the dataset's own passage), retrieved (RAG over kb).",
@@ -572,38 +571,10 @@ class EvalConfig(StrictModel):
         None, description="Metric names (see slmkit.eval.metrics.METRIC_NAMES); default: all that apply."
     )
     output_dir: str = Field("runs/eval", description="Where predictions.jsonl and metrics.json go.")
-    backend: BackendConfig = Field(
-        default_factory=BackendConfig, description="Generator backend (perplexity always uses transformers)."
-    )
-    reading: Literal["auto", "per-passage", "joint"] = Field(
-        "auto",
-        description="per-passage: read each retrieved passage on its own and answer from the one the "
-        "model is surest holds the answer (for readers trained with data.context: passage); joint: all "
-        "passages in one prompt. auto: per-passage for readers, joint for other models.",
-    )
-    sure_below: float = Field(
-        0.0,
-        ge=0.0,
-        le=1.0,
-        description="Per-passage reading: stop reading further passages once one has a no-answer "
-        "probability below this (most answers are in the best-ranked passage); 0 reads them all.",
-    )
-    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
-    abstention: AbstentionConfig = Field(default_factory=AbstentionConfig)
-    generation: GenerationConfig = Field(default_factory=GenerationConfig)
 
     def ask_config(self) -> AskConfig:
-        return AskConfig(
-            model=self.model,
-            dtype=self.dtype,
-            device=self.device,
-            backend=self.backend,
-            reading=self.reading,
-            sure_below=self.sure_below,
-            retrieval=self.retrieval,
-            abstention=self.abstention,
-            generation=self.generation,
-        )
+        """The ``ask`` settings of this evaluation."""
+        return AskConfig.model_validate(self.model_dump(include=set(AskConfig.model_fields)))
 
 
 class ExperimentModel(StrictModel):

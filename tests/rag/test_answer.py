@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import pytest
 
+from fakes import FixedRetriever, make_hit
 from slmkit.config import AskConfig, GenerationConfig
 from slmkit.data.prompts import ABSTAIN_ANSWER
 from slmkit.errors import InputError
 from slmkit.models.generation import Generation
 from slmkit.rag.answer import Answerer, ContextTrimmedWarning, cite
-from slmkit.rag.documents import Chunk
-from slmkit.rag.retrieval import Hit
 
 
 class ScriptedGenerator:
@@ -37,17 +36,6 @@ class ScriptedGenerator:
         return Generation(self.reply, self.count_tokens(messages), len(self.reply.split()), 0.5, 0.1)
 
 
-def _hit(i: int, text: str, similarity: float, title: str = "Doc") -> Hit:
-    chunk = Chunk(i, text, f"src{i}.txt", f"{title} {i}", 0, 0, 0, len(text), f"h{i}")
-    return Hit(chunk, similarity, similarity, None, i + 1)
-
-
-class FixedRetriever:
-    def __init__(self, hits):
-        self.hits, self.config = hits, None
-
-    def search(self, question, top_k=None, mode=None):
-        return list(self.hits)[:top_k]
 
 
 BRONCOS = "The Denver Broncos defeated the Carolina Panthers 24-10 in Super Bowl 50."
@@ -55,9 +43,8 @@ WARSAW = "Warsaw is the capital and largest city of Poland."
 
 
 def test_supported_answer_is_cited():
-    answerer = Answerer(
-        ScriptedGenerator("Denver Broncos"), FixedRetriever([_hit(0, WARSAW, 0.5), _hit(1, BRONCOS, 0.7)])
-    )
+    hits = [make_hit(0, WARSAW, 0.5), make_hit(1, BRONCOS, 0.7)]
+    answerer = Answerer(ScriptedGenerator("Denver Broncos"), FixedRetriever(hits))
     answer = answerer.ask("Who won Super Bowl 50?")
     assert not answer.abstained
     assert answer.text == "Denver Broncos [2]"
@@ -67,7 +54,7 @@ def test_supported_answer_is_cited():
 
 def test_irrelevant_knowledge_base_abstains_without_generating():
     generator = ScriptedGenerator("anything")
-    answer = Answerer(generator, FixedRetriever([_hit(0, WARSAW, 0.12)])).ask(
+    answer = Answerer(generator, FixedRetriever([make_hit(0, WARSAW, 0.12)])).ask(
         "What is the boiling point of nitrogen?"
     )
     assert answer.abstained and answer.text == ABSTAIN_ANSWER
@@ -77,14 +64,14 @@ def test_irrelevant_knowledge_base_abstains_without_generating():
 
 def test_unsupported_answer_abstains():
     answer = Answerer(
-        ScriptedGenerator("The New England Patriots"), FixedRetriever([_hit(0, BRONCOS, 0.8)])
+        ScriptedGenerator("The New England Patriots"), FixedRetriever([make_hit(0, BRONCOS, 0.8)])
     ).ask("Who won?")
     assert answer.abstained and "not supported" in answer.reason
     assert answer.raw_text == "The New England Patriots"
 
 
 def test_model_refusal_abstains():
-    answer = Answerer(ScriptedGenerator(ABSTAIN_ANSWER), FixedRetriever([_hit(0, BRONCOS, 0.8)])).ask(
+    answer = Answerer(ScriptedGenerator(ABSTAIN_ANSWER), FixedRetriever([make_hit(0, BRONCOS, 0.8)])).ask(
         "Who sang?"
     )
     assert answer.abstained and "no answer" in answer.reason
@@ -92,7 +79,7 @@ def test_model_refusal_abstains():
 
 def test_closed_book_skips_retrieval_and_gates():
     generator = ScriptedGenerator("Paris")
-    answer = Answerer(generator, FixedRetriever([_hit(0, BRONCOS, 0.9)])).ask(
+    answer = Answerer(generator, FixedRetriever([make_hit(0, BRONCOS, 0.9)])).ask(
         "Capital of France?", use_retrieval=False
     )
     assert not answer.abstained and answer.text == "Paris" and answer.citations == []
@@ -106,7 +93,7 @@ def test_empty_question_is_an_input_error():
 
 def test_long_context_is_trimmed_with_a_warning():
     long_text = " ".join(["Broncos"] * 300)
-    hits = [_hit(0, BRONCOS, 0.8), _hit(1, long_text, 0.7), _hit(2, long_text, 0.6)]
+    hits = [make_hit(0, BRONCOS, 0.8), make_hit(1, long_text, 0.7), make_hit(2, long_text, 0.6)]
     config = AskConfig(generation=GenerationConfig(max_prompt_tokens=200, max_new_tokens=20))
     generator = ScriptedGenerator("Denver Broncos")
     with pytest.warns(ContextTrimmedWarning, match="dropped 2 passage"):
@@ -120,14 +107,15 @@ def test_single_oversized_passage_is_cut_to_fit():
     config = AskConfig(generation=GenerationConfig(max_prompt_tokens=150, max_new_tokens=10))
     generator = ScriptedGenerator("Denver Broncos", context_window=8192)
     with pytest.warns(ContextTrimmedWarning, match="cut"):
-        Answerer(generator, FixedRetriever([_hit(0, long_text, 0.9)]), config).ask("Who won?")
+        Answerer(generator, FixedRetriever([make_hit(0, long_text, 0.9)]), config).ask("Who won?")
     assert generator.count_tokens(generator.prompts[0]) <= 140
 
 
 def test_question_longer_than_window_is_an_input_error():
     config = AskConfig(generation=GenerationConfig(max_prompt_tokens=100, max_new_tokens=10))
+    answerer = Answerer(ScriptedGenerator("x"), FixedRetriever([make_hit(0, BRONCOS, 0.9)]), config)
     with pytest.raises(InputError, match="prompt budget"):
-        Answerer(ScriptedGenerator("x"), FixedRetriever([_hit(0, BRONCOS, 0.9)]), config).ask("why " * 200)
+        answerer.ask("why " * 200)
 
 
 def test_model_window_caps_the_prompt_budget():
@@ -136,13 +124,13 @@ def test_model_window_caps_the_prompt_budget():
 
 
 def test_cite_always_names_the_best_supporting_passage():
-    hits = [_hit(0, WARSAW, 0.9), _hit(1, BRONCOS, 0.8)]
+    hits = [make_hit(0, WARSAW, 0.9), make_hit(1, BRONCOS, 0.8)]
     citations = cite("Broncos in Miami with Elway", hits, min_support=0.9)
     assert [c.index for c in citations] == [2]
 
 
 def test_json_form_has_the_documented_fields():
-    answer = Answerer(ScriptedGenerator("Denver Broncos"), FixedRetriever([_hit(0, BRONCOS, 0.8)])).ask(
+    answer = Answerer(ScriptedGenerator("Denver Broncos"), FixedRetriever([make_hit(0, BRONCOS, 0.8)])).ask(
         "Who won?"
     )
     data = answer.to_dict()

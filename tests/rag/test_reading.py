@@ -8,32 +8,19 @@ from __future__ import annotations
 
 import pytest
 
-from fakes import ScriptedReader
+from fakes import FixedRetriever, ScriptedReader, make_hit
 from slmkit.config import AbstentionConfig, AskConfig
 from slmkit.data.prompts import ABSTAIN_ANSWER
 from slmkit.errors import ConfigError
 from slmkit.models.generation import PassageScorer
 from slmkit.rag.answer import Answerer, passage_hit
-from slmkit.rag.documents import Chunk
 from slmkit.rag.reading import most_confident, read_passages
-from slmkit.rag.retrieval import Hit
 
 BRONCOS = "The Denver Broncos defeated the Carolina Panthers 24-10 in Super Bowl 50."
 PANTHERS = "The Carolina Panthers were the NFC champions of the 2015 season."
 WARSAW = "Warsaw is the capital and largest city of Poland."
 
 
-def _hit(i: int, text: str, similarity: float = 0.6) -> Hit:
-    chunk = Chunk(i, text, f"src{i}.txt", f"Doc {i}", 0, 0, 0, len(text), f"h{i}")
-    return Hit(chunk, similarity, similarity, None, i + 1)
-
-
-class FixedRetriever:
-    def __init__(self, hits):
-        self.hits, self.config = hits, None
-
-    def search(self, question, top_k=None, mode=None):
-        return list(self.hits)[:top_k]
 
 
 def _answerer(reader, hits, **abstention) -> Answerer:
@@ -47,7 +34,7 @@ def test_the_scripted_reader_is_a_passage_scorer():
 
 def test_answer_comes_from_the_passage_the_reader_is_surest_about_and_cites_it():
     reader = ScriptedReader({"Warsaw": 0.9, "The": 0.05}, {"The": "Denver Broncos"})
-    answer = _answerer(reader, [_hit(0, WARSAW), _hit(1, BRONCOS)]).ask("Who won Super Bowl 50?")
+    answer = _answerer(reader, [make_hit(0, WARSAW), make_hit(1, BRONCOS)]).ask("Who won Super Bowl 50?")
     assert not answer.abstained
     assert answer.text == "Denver Broncos [2]"
     assert [c.chunk_id for c in answer.citations] == [1]
@@ -61,14 +48,14 @@ def test_answer_comes_from_the_passage_the_reader_is_surest_about_and_cites_it()
 def test_every_passage_holding_the_answer_is_cited():
     panthers = "The Panthers lost to the Denver Broncos in Super Bowl 50."
     reader = ScriptedReader({"The": 0.1, "Warsaw": 0.99}, {"The": "Denver Broncos"})
-    hits = [_hit(0, BRONCOS), _hit(1, WARSAW, 0.5), _hit(2, panthers)]
+    hits = [make_hit(0, BRONCOS), make_hit(1, WARSAW, 0.5), make_hit(2, panthers)]
     answer = _answerer(reader, hits).ask("Who won Super Bowl 50?")
     assert [c.index for c in answer.citations] == [1, 3]
 
 
 def test_reader_that_finds_no_answer_anywhere_abstains_without_generating():
     reader = ScriptedReader({"Warsaw": 0.97, "The": 0.8}, {})
-    answer = _answerer(reader, [_hit(0, WARSAW), _hit(1, PANTHERS)], max_no_answer=0.5).ask(
+    answer = _answerer(reader, [make_hit(0, WARSAW), make_hit(1, PANTHERS)], max_no_answer=0.5).ask(
         "Who won Super Bowl 50?"
     )
     assert answer.abstained and answer.text == ABSTAIN_ANSWER
@@ -78,7 +65,7 @@ def test_reader_that_finds_no_answer_anywhere_abstains_without_generating():
 
 def test_max_no_answer_is_the_threshold():
     reader = ScriptedReader({"The": 0.45}, {"The": "Denver Broncos"})
-    hits = [_hit(0, BRONCOS)]
+    hits = [make_hit(0, BRONCOS)]
     assert not _answerer(reader, hits, max_no_answer=0.5).ask("Who won?").abstained
     assert _answerer(reader, hits, max_no_answer=0.4).ask("Who won?").abstained
 
@@ -128,14 +115,14 @@ def test_auto_reads_jointly_with_a_model_that_is_no_reader():
 
 def test_read_passages_keeps_hit_order_and_most_confident_breaks_ties_by_rank():
     reader = ScriptedReader({"The": 0.2, "Warsaw": 0.2}, {})
-    readings = read_passages(reader, "q", [_hit(0, WARSAW), _hit(1, BRONCOS)])
+    readings = read_passages(reader, "q", [make_hit(0, WARSAW), make_hit(1, BRONCOS)])
     assert [r.hit.chunk.id for r in readings] == [0, 1]
     assert most_confident(readings).hit.chunk.id == 0
 
 
 def test_reading_stops_at_a_passage_the_reader_is_sure_of():
     reader = ScriptedReader({"The": 0.02, "Warsaw": 0.9}, {"The": "Denver Broncos"})
-    hits = [_hit(0, BRONCOS), _hit(1, WARSAW), _hit(2, PANTHERS)]
+    hits = [make_hit(0, BRONCOS), make_hit(1, WARSAW), make_hit(2, PANTHERS)]
     config = AskConfig(reading="per-passage", sure_below=0.05, abstention=AbstentionConfig(min_coverage=0.0))
     answer = Answerer(reader, FixedRetriever(hits), config).ask("Who won Super Bowl 50?")
     assert reader.scored == [BRONCOS] and answer.no_answer == [0.02]

@@ -173,18 +173,31 @@ class TransformersGenerator:
         return sorted(i for i in ids if i is not None)
 
     def no_answer_probabilities(self, prompts: Sequence[Messages]) -> list[float]:
-        model = self.loaded.model
-        probabilities = []
         import torch
 
+        model = self.loaded.model
+        probabilities = []
         with torch.inference_mode():
             for messages in prompts:
                 inputs = {k: v.to(model.device) for k, v in self._encode(messages).items()}
-                # Only the last position's logits: a full [tokens, vocab] projection is most of the
-                # cost for a 262k-entry vocabulary such as Gemma's.
-                logits = model(**inputs, use_cache=False, logits_to_keep=1).logits[0, -1]
-                probabilities.append(softmax_mass(logits, self.stop_ids))
+                probabilities.append(softmax_mass(self._first_answer_logits(inputs), self.stop_ids))
         return probabilities
+
+    def _first_answer_logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        # Only the last position's logits: a full [tokens, vocab] projection is most of the cost
+        # for a 262k-entry vocabulary such as Gemma's.
+        return self.loaded.model(**inputs, use_cache=False, logits_to_keep=1).logits[0, -1]
+
+    def _answer_start(self, inputs: dict[str, torch.Tensor]) -> int:
+        """Where the answer starts in ``generate``'s output: after the prompt."""
+        return int(inputs["input_ids"].shape[1])
+
+    def _decoding(self) -> dict[str, Any]:
+        """``generate`` arguments this kind of model needs: a base model has no end-of-turn token,
+        so one answer line is one turn."""
+        if self.loaded.has_chat_template:
+            return {}
+        return {"stop_strings": ["\n"], "tokenizer": self.loaded.tokenizer}
 
     def generate(
         self,
@@ -193,9 +206,11 @@ class TransformersGenerator:
         on_text: Callable[[str], None] | None = None,
         spans: Sequence[str] | None = None,
     ) -> Generation:
-        inputs = self._encode(messages)
+        import torch
+
         model, tokenizer = self.loaded.model, self.loaded.tokenizer
-        inputs = {k: v.to(model.device) for k, v in inputs.items()}
+        inputs = {k: v.to(model.device) for k, v in self._encode(messages).items()}
+        answer_start = self._answer_start(inputs)
         streamer = _CallbackStreamer(tokenizer, on_text)
         kwargs: dict[str, Any] = {
             "max_new_tokens": config.max_new_tokens,
@@ -203,32 +218,27 @@ class TransformersGenerator:
             "repetition_penalty": config.repetition_penalty,
             "pad_token_id": tokenizer.pad_token_id,
             "streamer": streamer,
+            **self._decoding(),
         }
         if config.temperature > 0:
             kwargs.update(temperature=config.temperature, top_p=config.top_p)
-        if not self.loaded.has_chat_template:
-            # A base model has no end-of-turn token; one answer line is one turn.
-            kwargs.update(stop_strings=["\n"], tokenizer=tokenizer)
         if spans is not None:
             from transformers import LogitsProcessorList
 
             from slmkit.models.grounding import SpanConstraint, SpanLogitsProcessor, token_bytes
 
             constraint = SpanConstraint(token_bytes(tokenizer), spans, self.stop_ids)
-            prompt_length = int(inputs["input_ids"].shape[1])
-            kwargs["logits_processor"] = LogitsProcessorList([SpanLogitsProcessor(constraint, prompt_length)])
-        import torch
-
+            kwargs["logits_processor"] = LogitsProcessorList([SpanLogitsProcessor(constraint, answer_start)])
         start = time.perf_counter()
         with torch.inference_mode():
             output = model.generate(**inputs, **kwargs)
         seconds = time.perf_counter() - start
-        prompt_len = inputs["input_ids"].shape[1]
-        new_ids = output[0, prompt_len:]
+        new_ids = output[0, answer_start:]
         text = tokenizer.decode(new_ids, skip_special_tokens=True).strip()
         first = (streamer.first_token_at or time.perf_counter()) - start
         # Cut by the limit: as many tokens as allowed, the last of them no end of the answer.
         last = int(new_ids[-1]) if new_ids.numel() else None
         ended = last is not None and (last in self.stop_ids or "\n" in tokenizer.decode([last]))
         finish = "length" if new_ids.numel() >= config.max_new_tokens and not ended else "stop"
-        return Generation(text, int(prompt_len), int(new_ids.numel()), seconds, first, finish)
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        return Generation(text, prompt_tokens, int(new_ids.numel()), seconds, first, finish)

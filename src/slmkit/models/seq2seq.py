@@ -11,23 +11,13 @@ causal reader's end-of-turn token.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any
 
 import torch
-from transformers import LogitsProcessorList
 
-from slmkit.config import GenerationConfig
 from slmkit.data.prompts import plain_prompt
-from slmkit.models.generation import (
-    Generation,
-    Messages,
-    TransformersGenerator,
-    _CallbackStreamer,
-    softmax_mass,
-)
+from slmkit.models.generation import Messages, TransformersGenerator
 
 
 def target_ids(tokenizer: Any, answer: str) -> list[int]:
@@ -49,7 +39,8 @@ class Seq2SeqGenerator(TransformersGenerator):
     """Generates with a transformers encoder-decoder (``AutoModelForSeq2SeqLM``).
 
     The same interface as :class:`TransformersGenerator`, streaming, grounded decoding
-    (``spans``) and per-passage no-answer probabilities included; token counts are the encoder's.
+    (``spans``) and per-passage no-answer probabilities included (its decoding loop, with the
+    decoder's start and stop); token counts are the encoder's.
     """
 
     def _encode(self, messages: Messages) -> dict[str, torch.Tensor]:
@@ -69,53 +60,20 @@ class Seq2SeqGenerator(TransformersGenerator):
     def _decoder_start(self) -> torch.Tensor:
         return torch.tensor([self.prefix], device=self.loaded.model.device)
 
-    def no_answer_probabilities(self, prompts: Sequence[Messages]) -> list[float]:
-        model = self.loaded.model
-        probabilities = []
-        with torch.inference_mode():
-            for messages in prompts:
-                inputs = {k: v.to(model.device) for k, v in self._encode(messages).items()}
-                logits = model(**inputs, decoder_input_ids=self._decoder_start(), use_cache=False).logits
-                probabilities.append(softmax_mass(logits[0, -1], self.stop_ids))
-        return probabilities
+    def _first_answer_logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        output = self.loaded.model(**inputs, decoder_input_ids=self._decoder_start(), use_cache=False)
+        return output.logits[0, -1]
 
-    def generate(
-        self,
-        messages: Messages,
-        config: GenerationConfig,
-        on_text: Callable[[str], None] | None = None,
-        spans: Sequence[str] | None = None,
-    ) -> Generation:
-        model, tokenizer = self.loaded.model, self.loaded.tokenizer
-        inputs = {k: v.to(model.device) for k, v in self._encode(messages).items()}
-        streamer = _CallbackStreamer(tokenizer, on_text)  # its first put is the decoder prefix: skipped
-        kwargs: dict[str, Any] = {
+    def _answer_start(self, inputs: dict[str, torch.Tensor]) -> int:
+        return len(self.prefix)  # generate returns the decoder's ids: the prefix, then the answer
+
+    def _decoding(self) -> dict[str, Any]:
+        return {
             "decoder_input_ids": self._decoder_start(),
-            "max_new_tokens": config.max_new_tokens,
-            "do_sample": config.temperature > 0,
-            "repetition_penalty": config.repetition_penalty,
-            "pad_token_id": tokenizer.pad_token_id,
             "eos_token_id": self.stop_ids,
-            "streamer": streamer,
             # Summarisation checkpoints (bart-large-xsum) ship beam search, a minimum length and an
             # n-gram ban in their generation config; slmkit decodes as GenerationConfig says.
             "num_beams": 1,
             "min_length": 0,
             "no_repeat_ngram_size": 0,
         }
-        if config.temperature > 0:
-            kwargs.update(temperature=config.temperature, top_p=config.top_p)
-        if spans is not None:
-            from slmkit.models.grounding import SpanConstraint, SpanLogitsProcessor, token_bytes
-
-            constraint = SpanConstraint(token_bytes(tokenizer), spans, self.stop_ids)
-            processor = SpanLogitsProcessor(constraint, prompt_length=len(self.prefix))
-            kwargs["logits_processor"] = LogitsProcessorList([processor])
-        start = time.perf_counter()
-        with torch.inference_mode():
-            output = model.generate(**inputs, **kwargs)
-        seconds = time.perf_counter() - start
-        new_ids = output[0, len(self.prefix) :]
-        text = tokenizer.decode(new_ids, skip_special_tokens=True).strip()
-        first = (streamer.first_token_at or time.perf_counter()) - start
-        return Generation(text, int(inputs["input_ids"].shape[1]), int(new_ids.numel()), seconds, first)
