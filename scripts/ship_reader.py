@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from slmkit.atomic import atomic_write_text  # noqa: E402
 from slmkit.models.model_card import render_reader_card  # noqa: E402
+from slmkit.train.checkpoint import checkpoint_state  # noqa: E402
 
 
 def adapter_folder(run: Path) -> Path:
@@ -36,6 +37,13 @@ def adapter_folder(run: Path) -> Path:
         if (candidate / "adapter_config.json").is_file():
             return candidate
     raise SystemExit(f"{run}: no final/adapter or best/adapter folder")
+
+
+def best_step(metrics: Path) -> int | None:
+    """The step of the lowest validation loss: the one ``best/adapter`` holds."""
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    validated = [r for r in rows if "val_loss" in r]
+    return min(validated, key=lambda r: r["val_loss"])["step"] if validated else None
 
 
 def main() -> None:
@@ -63,12 +71,18 @@ def main() -> None:
             if (folder / name).is_file():
                 shutil.copy(folder / name, staging / name)
                 break
+    if not (staging / "training.json").is_file():  # an unfinished run: its best adapter, so far
+        state = checkpoint_state(args.run) or {}
+        progress = {k: state.get(k) for k in ("step", "tokens", "seconds")}
+        progress["tokens_per_second"] = state["tokens"] / state["seconds"] if state.get("seconds") else 0
+        progress["adapter_step"] = best_step(args.run / "metrics.jsonl")
+        (staging / "training.json").write_text(json.dumps({"finished": False, **progress}, indent=2))
     scores = {}
     for key, path in (("benchmark", args.benchmark), ("calibration", args.calibration)):
         if path:
             scores[key] = json.loads(path.read_text().strip().splitlines()[-1])
     (staging / "scores.json").write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
-    atomic_write_text(staging / "README.md", render_reader_card(staging, args.name, str(args.run)))
+    atomic_write_text(staging / "README.md", render_reader_card(staging, args.name))
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     size = sum(p.stat().st_size for p in target.iterdir()) / 2**20

@@ -28,6 +28,11 @@ def _last_validation(folder: Path) -> dict[str, Any]:
     return validated[-1] if validated else {}
 
 
+def _planned_steps(recipe: dict[str, Any], training: dict[str, Any]) -> str:
+    planned = training.get("total_steps") or (recipe.get("optim") or {}).get("max_steps")
+    return str(planned) if planned else f"{(recipe.get('optim') or {}).get('epochs')} epoch(s)"
+
+
 def _interval(values: list[float] | None) -> str:
     return f"[{values[0]:.1f}, {values[1]:.1f}]" if values else ""
 
@@ -45,7 +50,7 @@ def _score_rows(benchmark: dict[str, Any]) -> list[str]:
     return rows
 
 
-def render_reader_card(folder: Path, name: str, run: str = "") -> str:
+def render_reader_card(folder: Path, name: str) -> str:
     """The README.md of the reader whose files are in ``folder``."""
     recipe = (yaml.safe_load((folder / "recipe.yaml").read_text(encoding="utf-8")) or {}).get("train", {})
     training = _read_json(folder / "training.json")
@@ -93,9 +98,14 @@ def render_reader_card(folder: Path, name: str, run: str = "") -> str:
             f"; last validation loss {validation['val_loss']:.3f} at step {validation['step']}."
             if validation
             else "."
+        )
+        + (
+            f" **Training is not finished**: this adapter is the best so far, from step "
+            f"{training.get('adapter_step')} of {_planned_steps(recipe, training)}."
+            if training.get("finished") is False
+            else ""
         ),
-        "- Recipe: `recipes/reader-gemma3.yaml` (copy in `recipe.yaml`); curve in `metrics.jsonl`"
-        + (f"; run folder `{run}`." if run else "."),
+        "- Recipe: `recipes/reader-gemma3.yaml` (copy in `recipe.yaml`); curve in `metrics.jsonl`.",
         "",
         "## Scores",
         "",

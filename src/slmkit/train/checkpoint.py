@@ -75,6 +75,12 @@ def load_checkpoint(output_dir: Path, model: torch.nn.Module, optimizer: Any, sc
     return payload["state"]
 
 
+def checkpoint_state(output_dir: Path) -> dict[str, Any] | None:
+    """The progress a run's last checkpoint records (step, tokens, seconds, ...), or None."""
+    path = output_dir / CHECKPOINT / "state.pt"
+    return _load(path)["state"] if path.exists() else None
+
+
 def rng_state() -> dict[str, Any]:
     """Python's, NumPy's and torch's RNG states, as plain values and tensors (``weights_only``-safe)."""
     numpy = np.random.get_state(legacy=False)  # {"bit_generator", "state": {"key", "pos"}, ...}

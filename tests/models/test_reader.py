@@ -1,0 +1,92 @@
+"""The reader slmkit ships: it loads offline by name, reads, abstains, and its card tells the truth.
+
+The end-to-end tests run it as users get it: the default model on the default engine (llama.cpp
+where installed), merged and exported once into the cache.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from slmkit.data.squad import bundled_squad, load_squad, split_articles
+from slmkit.models.model_card import render_reader_card
+from slmkit.models.registry import DEFAULT_MODEL, PACKAGED_MODELS
+
+READER = "slmkit-reader-270m"
+# Eval-article questions (never trained on) with one-span answers.
+QUESTIONS = {
+    "Which NFL team represented the AFC at Super Bowl 50?": "Denver Broncos",
+    "Who did Peyton Manning play for as a rookie?": "Indianapolis Colts",
+    "What hotel did the Panthers stay in during Super Bowl 50?": "San Jose Marriott",
+    "What is the Irish term for private schools?": "scoil phríobháideach",
+    "What year did the Khwarezmian Empire fall to Genghis Khan?": "1220",
+    "What is the oldest Methodist church in continuous use in the United States?": (
+        "St. George's United Methodist Church"
+    ),
+}
+
+
+def _eval_items(questions):
+    """(question, article title, paragraph) of each question, looked up in the bundled eval split."""
+    found = {}
+    for article in split_articles(load_squad(bundled_squad()), "eval"):
+        for paragraph in article.paragraphs:
+            for qa in paragraph.qas:
+                if qa.question.strip() in questions:
+                    found[qa.question.strip()] = (article.display_title, paragraph.context)
+    return found
+
+
+def test_the_reader_is_the_default_and_ships_in_the_package():
+    assert DEFAULT_MODEL == READER
+    folder = PACKAGED_MODELS[READER].locate(None)
+    assert (folder / "adapter_config.json").is_file()
+    assert (folder / "adapter_model.safetensors").stat().st_size < 25 * 2**20  # the repository budget
+
+
+def test_the_model_card_is_rendered_from_the_files_beside_the_weights():
+    folder = PACKAGED_MODELS[READER].locate(None)
+    assert (folder / "README.md").read_text(encoding="utf-8") == render_reader_card(folder, READER)
+    scores = json.loads((folder / "scores.json").read_text(encoding="utf-8"))
+    card = render_reader_card(folder, READER)
+    for model, result in scores.get("benchmark", {}).get("results", {}).items():
+        assert f"| {model} | {result['gold']['em']:.1f} / {result['gold']['f1']:.1f}" in card
+
+
+@pytest.mark.slow
+def test_the_shipped_reader_answers_eval_questions_with_the_gold_span():
+    from slmkit.rag.answer import Answerer, passage_hit, strip_markers
+
+    answerer = Answerer.load()  # the default model on the default engine, offline
+    assert answerer.per_passage and answerer.grounded
+    items = _eval_items(QUESTIONS)
+    assert len(items) == len(QUESTIONS)
+    right = 0
+    for question, (title, paragraph) in items.items():
+        answer = answerer.answer_from(question, [passage_hit(title, paragraph)])
+        right += not answer.abstained and strip_markers(answer.text) == QUESTIONS[question]
+        if not answer.abstained:  # grounded decoding: always a verbatim span of the passage
+            assert strip_markers(answer.text) in paragraph
+    assert right >= len(QUESTIONS) - 1
+
+
+@pytest.mark.slow
+def test_the_shipped_reader_abstains_on_questions_about_an_article_the_kb_lacks(squad_kb):
+    from slmkit.rag.answer import Answerer
+    from slmkit.rag.retrieval import Retriever
+
+    answerer = Answerer.load()
+    answerer.retriever = Retriever(squad_kb, answerer.config.retrieval)  # 3 eval articles, not Prime number
+    absent = [
+        qa.question
+        for article in split_articles(load_squad(bundled_squad()), "eval")
+        if article.title == "Prime_number"
+        for paragraph in article.paragraphs[:4]
+        for qa in paragraph.qas[:1]
+    ]
+    refused = sum(answerer.ask(question).abstained for question in absent)
+    assert refused >= len(absent) - 1
+    answered = answerer.ask("Which NFL team represented the AFC at Super Bowl 50?")
+    assert not answered.abstained and answered.text.startswith("Denver Broncos")
