@@ -22,9 +22,11 @@ def format_sources(answer: Answer | None) -> list[str]:
     lines = []
     for i, hit in enumerate(answer.hits, start=1):
         preview = " ".join(hit.chunk.text.split())[:160]
+        # Per-passage reading also says how sure the reader was that this passage holds no answer.
+        read = f", no answer {answer.no_answer[i - 1]:.2f}" if len(answer.no_answer) >= i else ""
         lines.append(
             f"[{i}] {hit.chunk.title} — {hit.chunk.source} #{hit.chunk.position} "
-            f"(score {hit.score:.3f}, similarity {hit.dense_score:.2f})\n    {preview}…"
+            f"(score {hit.score:.3f}, similarity {hit.dense_score:.2f}{read})\n    {preview}…"
         )
     return lines
 
