@@ -6,7 +6,9 @@ of the recipe) whose article is in the knowledge base. Absent: questions about t
 Each question is answered once with every gate off, recording the best passage's no-answer
 probability, the best retrieval similarity and the question's name coverage; every threshold
 setting is then applied to the same records. The chosen setting maximises answerable F1 subject to
-refusing at least ``--target-absent`` of absent questions; the JSON line lists the grid around it.
+refusing at least ``--target-absent`` of absent questions; the JSON line lists the grid around it,
+and for ``sure_below`` (stop reading at a passage the reader is sure of) how many passages are read
+and how often the passage answered from still holds a gold answer.
 
     python benchmarks/reader_calibration.py --recipe recipes/reader-gemma3.yaml --model slmkit-reader-270m
 """
@@ -22,7 +24,7 @@ from tqdm.auto import tqdm
 from _common import REPO, emit, squad_articles
 from slmkit.config import AbstentionConfig, AskConfig, BackendConfig, TrainConfig, load_yaml, parse_config
 from slmkit.data.squad import split_articles, write_squad_paragraphs
-from slmkit.eval.squad_metrics import f1_score
+from slmkit.eval.squad_metrics import f1_score, normalize_answer
 from slmkit.models.backends import load_generator
 from slmkit.rag.abstention import coverage_score
 from slmkit.rag.answer import Answerer, strip_markers
@@ -49,11 +51,34 @@ def record(answerer: Answerer, question: str, golds: list[str]) -> dict:
     answer = answerer.ask(question)
     contexts = [h.chunk.text for h in answer.hits]
     text = strip_markers(answer.text)
+    gold = [normalize_answer(g) for g in golds]
     return {
         "no_answer": min(answer.no_answer, default=1.0),
         "relevance": max((h.dense_score for h in answer.hits), default=-1.0),
         "coverage": coverage_score(question, contexts),
         "f1": 100 * f1_score(text, golds) if golds and not answer.abstained else 0.0,
+        # For sure_below: each passage's no-answer probability, and whether it holds a gold answer.
+        "passages": [
+            (p, any(g and g in normalize_answer(c) for g in gold))
+            for p, c in zip(answer.no_answer, contexts, strict=False)
+        ],
+    }
+
+
+def early_stop(answerable: list[dict], sure_below: float) -> dict:
+    """Reading in rank order and stopping at the first passage below ``sure_below``: how many
+    passages are read, and how often the passage answered from still holds a gold answer."""
+    read, right = [], []
+    for row in answerable:
+        passages = row["passages"]
+        stop = next((i for i, (p, _) in enumerate(passages) if p < sure_below), len(passages) - 1)
+        kept = passages[: stop + 1]
+        read.append(len(kept))
+        right.append(min(kept, key=lambda x: x[0])[1] if kept else False)
+    return {
+        "sure_below": sure_below,
+        "passages_read": round(statistics.fmean(read), 2),
+        "answered_from_a_gold_passage_pct": round(100 * statistics.fmean(right), 1),
     }
 
 
@@ -93,7 +118,7 @@ def main() -> None:
     absent_pool = [qa for a in train_articles if a.title in withheld for p in a.paragraphs for qa in p.qas]
     absent = absent_pool[:: max(1, len(absent_pool) // args.absent)][: args.absent]
 
-    ungated = AbstentionConfig(min_relevance=-1.0, min_coverage=0.0, min_support=0.0, max_no_answer=1.01)
+    ungated = AbstentionConfig(min_relevance=-1.0, min_coverage=0.0, min_support=0.0, max_no_answer=1.0)
     ask = AskConfig(model=args.model, backend=BackendConfig(type=args.backend), abstention=ungated)
     answerer = Answerer(load_generator(args.model, ask.backend), Retriever(kb, ask.retrieval), ask)
     rows_a = [record(answerer, q.question, q.answers) for q in tqdm(answerable, desc="answerable")]
@@ -113,6 +138,7 @@ def main() -> None:
             "withheld_articles": sorted(withheld),
             "chosen": best,
             "current_defaults": current,
+            "sure_below": [early_stop(rows_a, t) for t in (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)],
             "grid": grid,
             "ratio": round(best["answerable_f1"] / current["answerable_f1"], 3)
             if current["answerable_f1"]
