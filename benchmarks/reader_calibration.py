@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--model", default="slmkit-reader-270m")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--absent", type=int, default=200)
+    parser.add_argument("--answerable", type=int, default=None, help="At most this many (default: all).")
     parser.add_argument("--target-absent", type=float, default=90.0, help="Percent of absent to refuse.")
     args = parser.parse_args()
 
@@ -115,6 +116,7 @@ def main() -> None:
     val_ids = {e.id for e in val if not e.id.endswith("-negative")}
     questions = {qa.id: (a.title, qa) for a in train_articles for p in a.paragraphs for qa in p.qas}
     answerable = [questions[i][1] for i in sorted(val_ids) if questions[i][0] not in withheld]
+    answerable = answerable[: args.answerable]
     absent_pool = [qa for a in train_articles if a.title in withheld for p in a.paragraphs for qa in p.qas]
     absent = absent_pool[:: max(1, len(absent_pool) // args.absent)][: args.absent]
 
