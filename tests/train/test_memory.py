@@ -66,7 +66,7 @@ def test_running_out_mid_training_keeps_the_checkpoint_and_says_what_to_lower(
     run.train(stop_after=1)
     real_loss = finetune_module.answer_loss
 
-    def exhausted(model, batch):
+    def exhausted(model, batch, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB")
 
     monkeypatch.setattr(finetune_module, "answer_loss", exhausted)

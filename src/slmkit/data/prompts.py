@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 ABSTAIN_ANSWER = "The knowledge base does not contain the answer to this question."
+# What the user sees when a model asked without retrieval gives no answer at all.
+CLOSED_BOOK_ABSTAIN_ANSWER = "I don't know."
 
 SYSTEM_PROMPT = (
     "Answer the question using only the numbered context passages. Reply with a short answer taken "

@@ -9,6 +9,8 @@ read the same tokens and greedy answers can be compared one to one.
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import os
 import time
 import weakref
@@ -24,8 +26,34 @@ from slmkit.data.prompts import plain_prompt
 from slmkit.errors import ModelNotFoundError
 from slmkit.models.generation import Generation, Messages, softmax_mass
 
+log = logging.getLogger(__name__)
+
 # llama.cpp allocates the KV cache for the whole window up front; RAG prompts never need more.
 _MAX_WINDOW = 8192
+
+
+_log_callback: Any = None  # kept alive: llama.cpp holds only a C pointer to it
+
+
+def _route_llama_logs(llama_cpp: Any) -> None:
+    """Send llama.cpp's own log lines to Python logging (errors as warnings, the rest at debug).
+
+    llama-cpp-python prints some of them to stderr even with ``verbose=False`` (the sliding-window
+    cache note on every Gemma-3 load), which garbles ``ask --json`` for a user who merges the streams.
+    """
+    global _log_callback
+    if _log_callback is not None:
+        return
+
+    @llama_cpp.llama_log_callback
+    def forward(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        line = text.decode("utf-8", "replace").rstrip()
+        if line:
+            # ggml levels: 1 debug, 2 info, 3 warn, 4 error (llama-cpp-python's own table predates this).
+            log.log(logging.WARNING if level == 4 else logging.DEBUG, "llama.cpp: %s", line)
+
+    _log_callback = forward
+    llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
 
 
 class LlamaCppGenerator:
@@ -48,6 +76,7 @@ class LlamaCppGenerator:
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+        _route_llama_logs(llama_cpp)
         self._llama_cpp = llama_cpp
         self.path = Path(gguf)
         self.name = name or self.path.name

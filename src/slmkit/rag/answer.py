@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from slmkit.config import AskConfig
-from slmkit.data.prompts import ABSTAIN_ANSWER, Passage, qa_messages, reader_messages
+from slmkit.data.prompts import (
+    ABSTAIN_ANSWER,
+    CLOSED_BOOK_ABSTAIN_ANSWER,
+    Passage,
+    qa_messages,
+    reader_messages,
+)
 from slmkit.errors import ConfigError, InputError
 from slmkit.models.generation import Generation, Generator, PassageScorer
 from slmkit.rag.abstention import (
@@ -184,8 +190,12 @@ class Answerer:
         if self.retriever is None or not use_retrieval:
             generation = self._generate(qa_messages(question, None, history), on_text)
             text = generation.text
-            abstained = is_refusal(text)
-            return self._finish(question, text, abstained, None, [], [], generation, start, 0.0)
+            if not text.strip():  # a reader asked without a passage typically stops at once
+                reason = "the model gave no answer"
+                return self._finish(
+                    question, CLOSED_BOOK_ABSTAIN_ANSWER, True, reason, [], [], generation, start, 0.0
+                )
+            return self._finish(question, text, is_refusal(text), None, [], [], generation, start, 0.0)
 
         retrieval = self.config.retrieval
         hits = self.retriever.search(question, top_k=retrieval.top_k, mode=retrieval.mode)
