@@ -105,10 +105,9 @@ def test_ask_no_rag_answers_closed_book(built_kb):
 
 @pytest.mark.slow
 def test_chat_streams_keeps_history_and_shows_sources(built_kb, monkeypatch):
+    from slmkit.config import AbstentionConfig, AskConfig
     from slmkit.rag.answer import Answerer
     from slmkit.serve.chat import run_chat
-
-    from slmkit.config import AbstentionConfig, AskConfig
 
     # Streaming is under test, not the reader's confidence gate (tests/models/test_reader.py).
     answerer = Answerer.load(built_kb, AskConfig(abstention=AbstentionConfig(max_no_answer=1.0)))

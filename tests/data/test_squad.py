@@ -117,7 +117,7 @@ def _question(**fields: object) -> dict[str, object]:
         (
             _question(is_impossible=True, answers=[{"text": "c", "answer_start": 0}]),
             f"{QA}: 'is_impossible' is true but 'answers' is not empty; an unanswerable question has "
-            '"answers": [] (put distractors in \'plausible_answers\')',
+            "\"answers\": [] (put distractors in 'plausible_answers')",
         ),
         (
             _question(is_impossible=True, plausible_answers=[{}]),

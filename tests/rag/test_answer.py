@@ -36,8 +36,6 @@ class ScriptedGenerator:
         return Generation(self.reply, self.count_tokens(messages), len(self.reply.split()), 0.5, 0.1)
 
 
-
-
 BRONCOS = "The Denver Broncos defeated the Carolina Panthers 24-10 in Super Bowl 50."
 WARSAW = "Warsaw is the capital and largest city of Poland."
 

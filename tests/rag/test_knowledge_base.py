@@ -84,9 +84,7 @@ def _searches(kb):
     return [[h.chunk.id for h in hits] for hits in results], [h.score for hits in results for h in hits]
 
 
-def test_incremental_add_embeds_only_new_chunks_and_equals_a_full_build(
-    tmp_path, embedder, monkeypatch
-):
+def test_incremental_add_embeds_only_new_chunks_and_equals_a_full_build(tmp_path, embedder, monkeypatch):
     extra = tmp_path / "extra.md"
     extra.write_text(
         "# Ctenophores\nComb jellies swim with combs of cilia. Dr. Mills counted 150 species.\n\n"

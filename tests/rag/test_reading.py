@@ -21,8 +21,6 @@ PANTHERS = "The Carolina Panthers were the NFC champions of the 2015 season."
 WARSAW = "Warsaw is the capital and largest city of Poland."
 
 
-
-
 def _answerer(reader, hits, **abstention) -> Answerer:
     config = AskConfig(reading="per-passage", abstention=AbstentionConfig(min_coverage=0.0, **abstention))
     return Answerer(reader, FixedRetriever(hits), config)

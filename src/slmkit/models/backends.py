@@ -31,12 +31,13 @@ def resolve_backend(config: BackendConfig, model: str | None = None, device: str
         return config.type
     if config.base_url:
         return "openai"
-    if llama_cpp_available() and not _cuda_wanted(device) and (model is None or _runs_on_llama_cpp(model)):
+    if llama_cpp_available() and not cuda_wanted(device) and (model is None or _runs_on_llama_cpp(model)):
         return "llama.cpp"
     return "transformers"
 
 
-def _cuda_wanted(device: str) -> bool:
+def cuda_wanted(device: str) -> bool:
+    """Whether ``device`` means a CUDA GPU here (``auto``: one is present)."""
     if device == "cuda":
         return True
     # No NVIDIA driver, no CUDA: decided without importing torch (seconds of a fresh `slmkit ask`).

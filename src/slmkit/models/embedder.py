@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-from sentence_transformers import SentenceTransformer
+from typing import Any
 
 from slmkit.errors import ModelNotFoundError
 from slmkit.models.cache import cache_dir
@@ -40,13 +39,17 @@ def resolve_embedder_path(name: str) -> str:
     )
 
 
-def load_embedder(name: str, device: str = "auto") -> SentenceTransformer:
+def load_embedder(name: str, device: str = "auto") -> Any:
     """Load a sentence-transformers embedder on ``device`` (``auto``: CUDA when present, else CPU).
 
     Raises:
         ModelNotFoundError: the embedder cannot be found or loaded.
         ConfigError: ``device: cuda`` without a CUDA device.
     """
+    # Imported here: sentence-transformers (torch, transformers, peft) takes seconds to import, and
+    # a process that only searches encodes its questions without it (slmkit.models.query_encoder).
+    from sentence_transformers import SentenceTransformer
+
     target = str(resolve_device(device))
     try:
         return SentenceTransformer(resolve_embedder_path(name), device=target)

@@ -172,9 +172,26 @@ def export_gguf(
         ModelNotFoundError: the model cannot be found or is an unmerged adapter.
         SlmkitError: the converter or quantizer failed (its message is included).
     """
+    _check_quant(quant)  # before resolving the model: that may dequantize or merge first
+    return export_folder(source_folder(model, cache), output, quant, cache)
+
+
+def _check_quant(quant: str) -> None:
     if quant not in QUANTS:
         raise ConfigError(f"unknown GGUF format '{quant}'; choose one of {', '.join(QUANTS)}")
-    source = source_folder(model, cache)
+
+
+def export_folder(
+    source: Path, output: Path | None = None, quant: str = "f32", cache: Path | None = None
+) -> ExportResult:
+    """:func:`export_gguf` for a transformers folder given by path (any architecture the converter
+    knows, embedders included); with no ``output`` the file is kept in the cache and reused.
+
+    Raises:
+        ConfigError: unknown ``quant``.
+        SlmkitError: the converter or quantizer failed (its message is included).
+    """
+    _check_quant(quant)
     target = Path(output) if output is not None else _cached_export_path(source, quant, cache)
     if output is None and target.is_file():
         return ExportResult(target, quant, source, target.stat().st_size)

@@ -35,7 +35,7 @@ _MAX_WINDOW = 8192
 _log_callback: Any = None  # kept alive: llama.cpp holds only a C pointer to it
 
 
-def _route_llama_logs(llama_cpp: Any) -> None:
+def route_llama_logs(llama_cpp: Any) -> None:
     """Send llama.cpp's own log lines to Python logging (errors as warnings, the rest at debug).
 
     llama-cpp-python prints some of them to stderr even with ``verbose=False`` (the sliding-window
@@ -76,7 +76,7 @@ class LlamaCppGenerator:
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        _route_llama_logs(llama_cpp)
+        route_llama_logs(llama_cpp)
         self._llama_cpp = llama_cpp
         self.path = Path(gguf)
         self.name = name or self.path.name

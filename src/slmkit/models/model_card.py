@@ -71,7 +71,7 @@ def render_reader_card(folder: Path, name: str) -> str:
         "## Use",
         "",
         "```bash",
-        f"slmkit ask \"Who won Super Bowl 50?\" --kb my-kb --model {name}",
+        f'slmkit ask "Who won Super Bowl 50?" --kb my-kb --model {name}',
         "```",
         "",
         "The adapter is merged into its base once and cached; the base weights come from the "

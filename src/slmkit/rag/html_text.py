@@ -33,9 +33,35 @@ _FURNITURE = (
 _MAIN = "//main | //*[@role='main']"
 # Elements that start a new block of text (a paragraph break for the sentence splitter).
 _BLOCKS = {
-    "address", "article", "blockquote", "body", "caption", "dd", "details", "div", "dl", "dt",
-    "figcaption", "figure", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "li", "main", "ol", "p", "pre",
-    "section", "summary", "table", "tr", "ul",
+    "address",
+    "article",
+    "blockquote",
+    "body",
+    "caption",
+    "dd",
+    "details",
+    "div",
+    "dl",
+    "dt",
+    "figcaption",
+    "figure",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+    "li",
+    "main",
+    "ol",
+    "p",
+    "pre",
+    "section",
+    "summary",
+    "table",
+    "tr",
+    "ul",
 }
 # Only h1 and h2 start a section, as in Markdown: deeper headings subdivide a topic too finely.
 _SECTION_HEADINGS = {"h1", "h2"}

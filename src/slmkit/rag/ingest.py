@@ -31,7 +31,17 @@ from slmkit.rag.html_text import html_main_text
 logger = logging.getLogger(__name__)
 
 SUPPORTED_SUFFIXES = (
-    ".txt", ".md", ".markdown", ".html", ".htm", ".docx", ".json", ".jsonl", ".csv", ".tsv", ".pdf"
+    ".txt",
+    ".md",
+    ".markdown",
+    ".html",
+    ".htm",
+    ".docx",
+    ".json",
+    ".jsonl",
+    ".csv",
+    ".tsv",
+    ".pdf",
 )
 HF_PREFIX = "hf://"
 

@@ -96,6 +96,7 @@ class KnowledgeBase:
         self.path, self.manifest, self.chunks = path, manifest, chunks
         self.dense, self.lexical = dense, lexical
         self._embedder = embedder
+        self._query_encoders: dict[str, Any] = {}
         self.store = store
 
     # -- reading -----------------------------------------------------------------------------
@@ -147,6 +148,21 @@ class KnowledgeBase:
             convert_to_numpy=True,
             show_progress_bar=progress,
         ).astype(np.float32)
+
+    def embed_queries(self, questions: Sequence[str], engine: str = "auto") -> np.ndarray:
+        """Embeddings of questions for search, like :meth:`embed` but on ``engine`` (``auto``: llama.cpp
+        where installed, which starts in a fraction of a second; see slmkit.models.query_encoder). An
+        embedder handed to this knowledge base (tests, callers that already hold one) is used as is.
+        """
+        if self._embedder is not None:
+            return self.embed(questions)
+        if engine not in self._query_encoders:
+            from slmkit.models.query_encoder import load_query_encoder
+
+            self._query_encoders[engine] = load_query_encoder(
+                self.manifest["config"]["embedder"], engine, self.embed
+            )
+        return self._query_encoders[engine](questions)
 
     def info(self) -> dict[str, Any]:
         """Counts, model and sizes, as ``slmkit index info`` prints them."""

@@ -372,9 +372,11 @@ class PostgresWriter:
                     "tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED)"
                 ).format(self.target, sql.Literal(self.dim))
             )
-            conn.execute(sql.SQL("CREATE UNIQUE INDEX {} ON {} (hash)").format(
-                store.ident("__build_hash"), self.target
-            ))
+            conn.execute(
+                sql.SQL("CREATE UNIQUE INDEX {} ON {} (hash)").format(
+                    store.ident("__build_hash"), self.target
+                )
+            )
             return
         # An add: continue from what is committed now (another process may have added since this
         # knowledge base was opened).

@@ -69,7 +69,7 @@ class Retriever:
         if not self.kb.chunks:
             return [[] for _ in questions]
         pool = max(top_k, self.config.candidates)
-        query_vectors = self.kb.embed(questions)
+        query_vectors = self.kb.embed_queries(questions, self.config.query_encoder)
         dense_scores, dense_ids = self.kb.dense.search(query_vectors, pool)
         results = []
         for i, question in enumerate(questions):

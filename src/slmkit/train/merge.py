@@ -11,6 +11,7 @@ from slmkit.models.loading import load_causal_lm
 
 __all__ = ["ADAPTER_CONFIG", "base_model_of", "merge_adapter"]
 
+
 def merge_adapter(adapter_dir: Path, output: Path, base: str | None = None) -> Path:
     """``slmkit merge``: load the base (``base`` or the one the adapter names), merge, save.
 
