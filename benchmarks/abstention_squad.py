@@ -20,7 +20,7 @@ import argparse
 from _common import emit, squad_articles, train_kb
 from slmkit.config import AbstentionConfig, AskConfig
 from slmkit.data.squad import split_articles
-from slmkit.eval.squad_metrics import normalize_answer
+from slmkit.data.squad_metrics import normalize_answer
 from slmkit.rag.abstention import coverage_score, is_refusal, support_score
 from slmkit.rag.answer import Answerer
 

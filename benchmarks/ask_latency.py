@@ -31,7 +31,7 @@ from pathlib import Path
 from _common import KB_PATH, emit, squad_articles, squad_kb
 from slmkit.config import AskConfig, BackendConfig, GenerationConfig
 from slmkit.data.squad import split_articles
-from slmkit.eval.squad_metrics import f1_score
+from slmkit.data.squad_metrics import f1_score
 from slmkit.models.backends import load_generator
 from slmkit.models.registry import DEFAULT_BASE_MODEL, DEFAULT_MODEL
 from slmkit.rag.answer import Answerer, strip_markers

@@ -31,6 +31,7 @@ import torch
 from _common import REPO, emit, squad_kb
 from slmkit.config import DistillConfig, load_yaml, parse_config
 from slmkit.data.prompts import Passage, qa_messages
+from slmkit.eval.distillation import evaluate_pair
 from slmkit.models.generation import TransformersGenerator
 from slmkit.models.loading import load_causal_lm
 from slmkit.train.distill import distill
@@ -64,7 +65,7 @@ def train_student(
     if lr is not None:
         data["optim"]["lr"] = lr
     started = time.perf_counter()
-    report = distill(parse_config(DistillConfig, data, f"distill_squad [{name}]"))
+    report = distill(parse_config(DistillConfig, data, f"distill_squad [{name}]"), evaluate_pair)
     report["wall_minutes"] = round((time.perf_counter() - started) / 60, 1)
     return report
 

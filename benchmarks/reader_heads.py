@@ -32,9 +32,9 @@ from _common import emit
 from slmkit.config import AskConfig, BackendConfig, TrainConfig
 from slmkit.data.prompts import Passage, reader_messages
 from slmkit.data.squad import bundled_squad, load_squad, split_articles
+from slmkit.data.squad_metrics import exact_match, f1_score
 from slmkit.data.tasks import Example
 from slmkit.eval.eval_sets import load_eval_set
-from slmkit.eval.squad_metrics import exact_match, f1_score
 from slmkit.models.generation import TransformersGenerator
 from slmkit.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
 from slmkit.rag.answer import Answerer, passage_hit, strip_markers

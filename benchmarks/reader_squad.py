@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 from _common import REPO, bootstrap_ci, emit, squad_kb, train_kb
 from slmkit.config import AskConfig, BackendConfig
 from slmkit.data.squad import bundled_squad
+from slmkit.data.squad_metrics import exact_match, f1_score
 from slmkit.eval.eval_sets import EvalItem, load_eval_set
-from slmkit.eval.squad_metrics import exact_match, f1_score
 from slmkit.models.backends import load_generator, resolve_backend
 from slmkit.rag.answer import Answer, Answerer, passage_hit, strip_markers
 from slmkit.rag.knowledge_base import KnowledgeBase

@@ -24,7 +24,7 @@ from _common import REPO, emit, squad_articles, squad_kb
 from slmkit.config import AskConfig, GenerationConfig, TrainConfig, parse_config
 from slmkit.data.prompts import Passage, qa_messages
 from slmkit.data.squad import split_articles
-from slmkit.eval.squad_metrics import exact_match, f1_score
+from slmkit.data.squad_metrics import exact_match, f1_score
 from slmkit.models.generation import TransformersGenerator
 from slmkit.models.loading import load_causal_lm
 from slmkit.rag.answer import Answerer

@@ -445,13 +445,14 @@ def distill(
     they do not. Re-running the same command resumes from the last checkpoint in output_dir.
     """
     from slmkit.config import DistillConfig
+    from slmkit.eval.distillation import evaluate_pair
     from slmkit.train.distill import distill as run_distill
     from slmkit.train.distill import format_report
 
     data = _apply_overrides(_recipe_section(recipe, "distill"), list(ctx.args))
     config = parse_config(DistillConfig, data, f"{recipe} [distill]")
     with _stops_cleanly(_resume_hint(config.output_dir)):
-        result = run_distill(config)
+        result = run_distill(config, evaluate_pair)
     _exit_if_interrupted(result, config.output_dir)
     if "parameter_compression" not in result:  # stopped before the last step
         typer.echo(f"stopped after {result['step']} steps; re-run the same command to resume")
@@ -533,10 +534,15 @@ def _main(
     for handler in logging.getLogger().handlers:
         handler.setLevel(level)
     if not verbose:
-        import transformers
+        # Through the variables transformers reads when it is first imported, so that a command that
+        # never needs it (`ask` on llama.cpp) does not pay the second its import takes.
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if "transformers" in sys.modules:
+            import transformers
 
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
+            transformers.utils.logging.set_verbosity_error()
+            transformers.utils.logging.disable_progress_bar()
         # bitsandbytes and torchao (the qlora extra, imported by transformers when installed) warn on
         # every CPU run about optional GPU kernels; nothing slmkit runs outside QLoRA training uses them.
         for noisy in ("bitsandbytes", "torchao", "torch.utils._pytree"):
@@ -701,7 +707,7 @@ def experiment(
     matrix: Annotated[Path, typer.Argument(help="YAML with an experiment: section (models × contexts).")],
 ) -> None:
     """Run a scenario grid and write a Markdown + HTML report with tables and plots."""
-    from slmkit.eval.experiment import load_experiment, run_experiment
+    from slmkit.experiment import load_experiment, run_experiment
 
     result = run_experiment(load_experiment(matrix))
     typer.echo(

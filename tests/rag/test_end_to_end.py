@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from slmkit.data.prompts import ABSTAIN_ANSWER
-from slmkit.eval.squad_metrics import normalize_answer
+from slmkit.data.squad_metrics import normalize_answer
 
 pytestmark = pytest.mark.slow
 

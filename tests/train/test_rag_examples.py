@@ -8,7 +8,7 @@ import pytest
 
 from slmkit.data.prompts import ABSTAIN_ANSWER
 from slmkit.data.squad import load_squad
-from slmkit.eval.squad_metrics import normalize_answer
+from slmkit.data.squad_metrics import normalize_answer
 from slmkit.rag.knowledge_base import KnowledgeBase
 from slmkit.train.rag_examples import retrieved_context_examples
 

@@ -15,9 +15,9 @@ import pytest
 from slmkit.config import SynthConfig, SynthFilterConfig, parse_config
 from slmkit.data.prompts import ABSTAIN_ANSWER
 from slmkit.data.squad import bundled_squad, load_squad, split_articles, write_squad_paragraphs
+from slmkit.data.squad_metrics import normalize_answer
 from slmkit.data.tasks import read_task
 from slmkit.errors import BackendUnavailableError, ConfigError, KnowledgeBaseError
-from slmkit.eval.squad_metrics import normalize_answer
 from slmkit.models.generation import Generation
 from slmkit.rag.knowledge_base import KnowledgeBase
 from slmkit.train.synth import (

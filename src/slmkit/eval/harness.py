@@ -253,7 +253,7 @@ def squad_answer_pairs(max_questions: int | None = None, **_task_metadata: Any) 
 
 
 def _answer_pair(paragraph: Any, gold_first: bool) -> dict[str, Any] | None:
-    from slmkit.eval.squad_metrics import f1_score
+    from slmkit.data.squad_metrics import f1_score
 
     for question in paragraph.qas:
         distractor = next(

@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from slmkit.data.squad_metrics import exact_match, f1_score
 from slmkit.data.tasks import multiple_choice_letter
 from slmkit.errors import ConfigError, InputError
 from slmkit.eval.predictions import Prediction
-from slmkit.eval.squad_metrics import exact_match, f1_score
 from slmkit.rag.abstention import is_refusal, support_score
 
 if TYPE_CHECKING:

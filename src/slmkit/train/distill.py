@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from slmkit.atomic import append_journal, atomic_write_json, read_journal
-from slmkit.config import DistillConfig, EvalConfig, EvalDataConfig, GenerationConfig
+from slmkit.config import DistillConfig, GenerationConfig
 from slmkit.data.tasks import Example
 from slmkit.errors import ConfigError
 from slmkit.models.loading import LoadedModel, load_causal_lm, load_tokenizer
@@ -194,8 +194,14 @@ def load_student(config: DistillConfig, teacher: LoadedModel) -> LoadedModel:
     return build_student(teacher, config.student.architecture, config.student.init, config.seed)
 
 
-def distill(config: DistillConfig) -> dict[str, Any]:
+# Scores teacher and student on the same questions (slmkit.eval.distillation.evaluate_pair): handed in
+# by the caller, because evaluation sits above training and training never imports it.
+PairEvaluator = Callable[[DistillConfig, LoadedModel, LoadedModel], dict[str, Any]]
+
+
+def distill(config: DistillConfig, evaluate: PairEvaluator | None = None) -> dict[str, Any]:
     """Distil ``config.teacher`` into the student; resumes if ``output_dir`` holds a checkpoint.
+    With ``evaluate`` (and ``eval.questions`` > 0) the report compares their answers.
 
     Returns:
         The report written to ``final/distill.json`` (or, for a run stopped before its last step,
@@ -231,7 +237,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     summary = run.train()
     if not summary["finished"]:
         return summary
-    report = build_report(config, method, teacher, summary)
+    report = build_report(config, method, teacher, summary, evaluate)
     atomic_write_json(Path(summary["model_dir"]) / REPORT, report)
     return report
 
@@ -247,34 +253,16 @@ def safetensors_bytes(folder: Path | None) -> int | None:
     return sum(f.stat().st_size for f in files) if files else None
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
+def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
 
-def evaluate_pair(config: DistillConfig, teacher: LoadedModel, student: LoadedModel) -> dict[str, Any]:
-    """Teacher and student answer the same SQuAD eval questions with the gold paragraph as context."""
-    from slmkit.eval.runner import run_eval
-
-    scores = {}
-    for role, loaded in (("teacher", teacher), ("student", student)):
-        eval_config = EvalConfig(
-            model=loaded.name,
-            context="gold",
-            data=EvalDataConfig(path=config.eval.path, split="eval", limit=config.eval.questions),
-            metrics=["squad", "latency"],
-            output_dir=str(Path(config.output_dir) / "eval" / role),
-            generation=GenerationConfig(max_new_tokens=config.eval.max_new_tokens),
-        )
-        result = run_eval(eval_config, loaded=loaded)
-        keys = ("exact_match", "f1", "tokens_per_s", "latency_p50_s")
-        scores[role] = {k: round(float(result.scores[k]), 3) for k in keys if k in result.scores}
-        scores["questions"] = result.resources["questions"]
-    scores["f1_ratio"] = _ratio(scores["student"].get("f1"), scores["teacher"].get("f1"))
-    return scores
-
-
 def build_report(
-    config: DistillConfig, method: str, teacher: LoadedModel, summary: dict[str, Any]
+    config: DistillConfig,
+    method: str,
+    teacher: LoadedModel,
+    summary: dict[str, Any],
+    evaluate: PairEvaluator | None = None,
 ) -> dict[str, Any]:
     """Compression, training cost and (unless ``eval.questions`` is 0) teacher-vs-student quality."""
     final = Path(summary["model_dir"])
@@ -292,18 +280,18 @@ def build_report(
         "kl_tokens": config.kl_tokens if method == "logit" else None,
         "teacher_parameters": teacher_params,
         "student_parameters": student_params,
-        "parameter_compression": _ratio(teacher_params, student_params),
+        "parameter_compression": ratio(teacher_params, student_params),
         "teacher_safetensors_bytes": teacher_bytes,
         "student_safetensors_bytes": student_bytes,
-        "disk_compression": _ratio(teacher_bytes, student_bytes),
+        "disk_compression": ratio(teacher_bytes, student_bytes),
         "steps": summary["step"],
         "training_seconds": round(summary["seconds"], 1),
         "training_tokens_per_second": round(summary["tokens_per_second"], 1),
         "best_val_loss": summary.get("best_val"),
         "model_dir": str(final),
     }
-    if config.eval.questions:
-        report["eval"] = evaluate_pair(config, teacher, student)
+    if config.eval.questions and evaluate is not None:
+        report["eval"] = evaluate(config, teacher, student)
     return report
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from slmkit.data.prompts import ABSTAIN_ANSWER, NO_ANSWER, Passage, qa_messages, reader_messages
 from slmkit.data.squad import SquadArticle, write_squad_paragraphs
+from slmkit.data.squad_metrics import normalize_answer
 from slmkit.data.tasks import Example
-from slmkit.eval.squad_metrics import normalize_answer
 from slmkit.rag.knowledge_base import KnowledgeBase
 from slmkit.rag.retrieval import Hit, Retriever
 

@@ -45,8 +45,8 @@ from tqdm.auto import tqdm
 from slmkit.atomic import append_journal, atomic_write_json, atomic_write_text, read_journal
 from slmkit.config import GenerationConfig, SynthConfig, SynthFilterConfig
 from slmkit.data.prompts import ABSTAIN_ANSWER, Passage, qa_messages
+from slmkit.data.squad_metrics import normalize_answer
 from slmkit.errors import BackendUnavailableError, ConfigError, InputError, KnowledgeBaseError
-from slmkit.eval.squad_metrics import normalize_answer
 from slmkit.models.generation import Generator
 from slmkit.rag.abstention import support_score
 from slmkit.rag.documents import Chunk

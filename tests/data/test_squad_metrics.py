@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from slmkit.eval.squad_metrics import exact_match, f1_score, normalize_answer
+from slmkit.data.squad_metrics import exact_match, f1_score, normalize_answer
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import yaml
 
 from slmkit.config import EvalConfig, ExperimentConfig, parse_config
 from slmkit.errors import ConfigError
-from slmkit.eval.experiment import _cached_scenario, load_experiment, run_experiment
+from slmkit.experiment import _cached_scenario, load_experiment, run_experiment
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
