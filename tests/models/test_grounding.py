@@ -22,11 +22,11 @@ from hypothesis import strategies as st
 from slmkit.models.grounding import (
     LlamaSpanLogitsProcessor,
     SpanConstraint,
-    SpanLogitsProcessor,
     llama_logits_processor,
     llama_token_bytes,
     token_bytes,
 )
+from slmkit.models.grounding_torch import SpanLogitsProcessor
 
 SMOLLM, GEMMA = "smollm2-135m-instruct", "gemma3-270m"
 WS = b" \t\n\r\x0b\x0c"
@@ -414,3 +414,18 @@ def test_an_answer_neither_starts_nor_stops_inside_a_word():
     after_graduate = set(constraint.allowed([3, 4]).tolist())
     assert after_graduate == {5}  # "undergraduate" may not end there: only "s" continues
     assert {1, 2} <= set(constraint.allowed([3, 4, 5]).tolist())
+
+
+def test_the_llama_cpp_token_table_is_kept_in_the_cache_and_read_back_unchanged(tmp_path, monkeypatch):
+    """A fresh process reads the table from the cache instead of 49k (Gemma-3: 262k) ctypes calls."""
+    pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (the llama extra)")
+    from slmkit.models.cache import cache_dir
+    from slmkit.models.llama_cpp import LlamaCppGenerator
+    from slmkit.models.registry import PACKAGED_MODELS
+
+    gguf = PACKAGED_MODELS[SMOLLM].locate(cache_dir())
+    monkeypatch.setenv("SLMKIT_CACHE", str(tmp_path))
+    first = LlamaCppGenerator(gguf, context_window=256).token_bytes
+    assert list((tmp_path / "gguf").glob("*.token-bytes.npz"))
+    again = LlamaCppGenerator(gguf, context_window=256).token_bytes
+    assert again == first and len(first) == 49152 and first[0] == b""

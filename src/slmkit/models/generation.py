@@ -225,7 +225,8 @@ class TransformersGenerator:
         if spans is not None:
             from transformers import LogitsProcessorList
 
-            from slmkit.models.grounding import SpanConstraint, SpanLogitsProcessor, token_bytes
+            from slmkit.models.grounding import SpanConstraint, token_bytes
+            from slmkit.models.grounding_torch import SpanLogitsProcessor
 
             constraint = SpanConstraint(token_bytes(tokenizer), spans, self.stop_ids)
             kwargs["logits_processor"] = LogitsProcessorList([SpanLogitsProcessor(constraint, answer_start)])

@@ -13,8 +13,9 @@ question)::
     from transformers import LogitsProcessorList
 
     from slmkit.models.grounding import (
-        SpanConstraint, SpanLogitsProcessor, llama_logits_processor, llama_token_bytes, token_bytes,
+        SpanConstraint, llama_logits_processor, llama_token_bytes, token_bytes,
     )
+    from slmkit.models.grounding_torch import SpanLogitsProcessor
 
     # transformers (TransformersGenerator): a chat model stops at end of turn; a base model, whose
     # answer is one line, at any token that starts with a newline.
@@ -57,13 +58,10 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import torch
-from transformers import LogitsProcessor
 
 __all__ = [
     "LlamaSpanLogitsProcessor",
     "SpanConstraint",
-    "SpanLogitsProcessor",
     "llama_logits_processor",
     "llama_token_bytes",
     "token_bytes",
@@ -442,31 +440,6 @@ class SpanConstraint:
 
 
 # --- Logits processors ---------------------------------------------------------------------------
-
-
-class SpanLogitsProcessor(LogitsProcessor):
-    """Masks (to -inf) every token that :class:`SpanConstraint` does not allow, for ``model.generate``.
-
-    Args:
-        constraint: The span constraint for this question.
-        prompt_length: Tokens of the prompt: ``generate`` passes prompt and answer ids together.
-
-    Raises:
-        ValueError: (when called) a batch of more than one sequence.
-    """
-
-    def __init__(self, constraint: SpanConstraint, prompt_length: int) -> None:
-        self.constraint = constraint
-        self.prompt_length = prompt_length
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if input_ids.shape[0] != 1:
-            raise ValueError(f"SpanLogitsProcessor handles one sequence at a time, got {input_ids.shape[0]}")
-        allowed = self.constraint.allowed(input_ids[0, self.prompt_length :].tolist())
-        index = torch.from_numpy(allowed[allowed < scores.shape[-1]]).to(scores.device)
-        masked = torch.full_like(scores, float("-inf"))
-        masked[:, index] = scores[:, index]
-        return masked
 
 
 class LlamaSpanLogitsProcessor:

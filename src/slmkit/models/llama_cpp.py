@@ -10,6 +10,7 @@ read the same tokens and greedy answers can be compared one to one.
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import time
@@ -21,12 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from slmkit.atomic import atomic_write_json
 from slmkit.config import GenerationConfig
 from slmkit.data.prompts import plain_prompt
 from slmkit.errors import ModelNotFoundError
+from slmkit.models.cache import cache_dir
 from slmkit.models.generation import Generation, Messages, softmax_mass
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # llama.cpp allocates the KV cache for the whole window up front; RAG prompts never need more.
 _MAX_WINDOW = 8192
@@ -50,7 +53,7 @@ def route_llama_logs(llama_cpp: Any) -> None:
         line = text.decode("utf-8", "replace").rstrip()
         if line:
             # ggml levels: 1 debug, 2 info, 3 warn, 4 error (llama-cpp-python's own table predates this).
-            log.log(logging.WARNING if level == 4 else logging.DEBUG, "llama.cpp: %s", line)
+            logger.log(logging.WARNING if level == 4 else logging.DEBUG, "llama.cpp: %s", line)
 
     _log_callback = forward
     llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
@@ -131,10 +134,24 @@ class LlamaCppGenerator:
 
     @cached_property
     def token_bytes(self) -> list[bytes]:
-        """The bytes each token id stands for inside a text (one ctypes call per token, once)."""
+        """The bytes each token id stands for inside a text: one ctypes call per token (half a second
+        for Gemma-3's 262k tokens) the first time, then read from the cache beside the GGUF exports."""
+        stat = self.path.stat()
+        saved = cache_dir() / "gguf" / f"{self.path.stem}-{stat.st_size}-{stat.st_mtime_ns}.token-bytes.npz"
+        try:
+            with np.load(saved) as table:
+                blob, ends = table["blob"].tobytes(), table["ends"].tolist()
+            return [blob[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+        except (OSError, ValueError, KeyError):
+            pass
         from slmkit.models.grounding import llama_token_bytes
 
-        return llama_token_bytes(self.llm)
+        pieces = llama_token_bytes(self.llm)
+        try:
+            _save_token_bytes(saved, pieces)
+        except OSError as err:  # a read-only cache costs half a second per start, nothing else
+            logger.debug("could not keep the token table in %s: %s", saved, err)
+        return pieces
 
     @cached_property
     def stop_ids(self) -> list[int]:
@@ -225,12 +242,42 @@ class LlamaCppGenerator:
         return Generation(text, len(prompt), len(ids), seconds, first or seconds, finish)
 
 
+def _save_token_bytes(path: Path, pieces: list[bytes]) -> None:
+    """Write the token table as one byte blob and the end offset of each token, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ends = np.cumsum([len(p) for p in pieces], dtype=np.int64)
+    blob = np.frombuffer(b"".join(pieces), dtype=np.uint8)
+    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(staged, blob=blob, ends=ends)
+    os.replace(staged, path)
+
+
 def _training_window(llama_cpp: Any, path: Path) -> int:
-    """The window a GGUF model was trained with, read by llama.cpp from a vocabulary-only load.
+    """The window a GGUF model was trained with, read by llama.cpp from a vocabulary-only load and
+    remembered in the cache per file (size and modification time): the load takes about a second for
+    Gemma-3's 262k-token vocabulary, on every start of a fresh process otherwise.
 
     Not gguf-py's GGUFReader: it builds a Python object per vocabulary entry, about a minute for
     Gemma-3's 262k tokens, where llama.cpp's own reader takes a fraction of a second.
     """
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    known_file = cache_dir() / "gguf" / "training-windows.json"
+    try:
+        known = json.loads(known_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known.get(key), int):
+        return known[key]
+    window = _read_training_window(llama_cpp, path)
+    try:
+        atomic_write_json(known_file, {**known, key: window})
+    except OSError as err:  # a read-only cache costs a second per start, nothing else
+        logger.debug("could not remember the training window in %s: %s", known_file, err)
+    return window
+
+
+def _read_training_window(llama_cpp: Any, path: Path) -> int:
     from llama_cpp._utils import suppress_stdout_stderr
 
     params = llama_cpp.llama_model_default_params()
