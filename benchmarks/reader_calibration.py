@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from _common import REPO, emit, squad_articles
 from slmkit.config import AbstentionConfig, AskConfig, BackendConfig, TrainConfig, load_yaml, parse_config
 from slmkit.data.squad import split_articles, write_squad_paragraphs
-from slmkit.eval.squad_metrics import f1_score, normalize_answer
+from slmkit.data.squad_metrics import f1_score, normalize_answer
 from slmkit.models.backends import load_generator
 from slmkit.rag.abstention import coverage_score
 from slmkit.rag.answer import Answerer, strip_markers
@@ -105,7 +105,9 @@ def main() -> None:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--absent", type=int, default=200)
     parser.add_argument("--answerable", type=int, default=None, help="At most this many (default: all).")
-    parser.add_argument("--target-absent", type=float, default=90.0, help="Percent of absent to refuse.")
+    # 95, not the 90: 200 absent questions measure a share to about +-4 points, and the eval
+    # articles must still clear 90 after the move from the calibration articles.
+    parser.add_argument("--target-absent", type=float, default=95.0, help="Percent of absent to refuse.")
     args = parser.parse_args()
 
     train_articles = split_articles(squad_articles(), "train")
@@ -138,6 +140,7 @@ def main() -> None:
             "answerable": len(rows_a),
             "absent": len(rows_x),
             "withheld_articles": sorted(withheld),
+            "target_absent_pct": args.target_absent,
             "chosen": best,
             "current_defaults": current,
             "sure_below": [early_stop(rows_a, t) for t in (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)],

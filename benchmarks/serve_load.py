@@ -97,7 +97,8 @@ async def run_level(url: str, questions: list[str], concurrency: int, total: int
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--backend", default="transformers", choices=["transformers", "llama.cpp"])
+    # auto: the engine `slmkit serve` picks by default (llama.cpp where installed).
+    parser.add_argument("--backend", default="auto", choices=["auto", "transformers", "llama.cpp"])
     parser.add_argument("--requests", type=int, default=2, help="Requests per client slot and level.")
     parser.add_argument("--limit-s", type=float, default=600, help="Time limit per level.")
     args = parser.parse_args()

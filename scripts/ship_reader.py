@@ -63,6 +63,8 @@ def main() -> None:
     save_file(weights, staging / "adapter_model.safetensors", metadata={"format": "pt"})
     config = json.loads((source / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = yaml.safe_load((source / "recipe.yaml").read_text())["train"]["model"]
+    if isinstance(config.get("target_modules"), list):  # peft writes a set: keep the diff stable
+        config["target_modules"] = sorted(config["target_modules"])
     (staging / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     shutil.copy(source / "recipe.yaml", staging / "recipe.yaml")
     final = source.parent
