@@ -114,6 +114,8 @@ def main() -> None:
     withheld = {a.title for a in train_articles[::5]}
     kb = calibration_kb([a for a in train_articles if a.title not in withheld])
     config = parse_config(TrainConfig, load_yaml(args.recipe).get("train", {}), str(args.recipe))
+    # The recipe's paths are relative to the repository (its negatives' KB lives in output_dir/kb).
+    config = config.model_copy(update={"output_dir": str(REPO / config.output_dir)})
     _, val = load_examples(config)
     val_ids = {e.id for e in val if not e.id.endswith("-negative")}
     questions = {qa.id: (a.title, qa) for a in train_articles for p in a.paragraphs for qa in p.qas}
