@@ -65,11 +65,15 @@ def smollm(model_cache):
 
 @pytest.fixture(scope="session")
 def squad_answerer(smollm, squad_kb):
+    from slmkit.config import AbstentionConfig, AskConfig
     from slmkit.models.generation import TransformersGenerator
     from slmkit.rag.answer import Answerer
     from slmkit.rag.retrieval import Retriever
 
-    return Answerer(TransformersGenerator(smollm), Retriever(squad_kb))
+    # The untuned SmolLM2 with the relevance threshold calibrated for it (docs/abstention.md); the
+    # defaults are the reader's.
+    config = AskConfig(model="smollm2-135m-instruct", abstention=AbstentionConfig(min_relevance=0.40))
+    return Answerer(TransformersGenerator(smollm), Retriever(squad_kb, config.retrieval), config)
 
 
 @pytest.fixture(scope="session")

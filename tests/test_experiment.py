@@ -14,7 +14,7 @@ from slmkit.config import EvalConfig, ExperimentConfig, parse_config
 from slmkit.errors import ConfigError
 from slmkit.experiment import _cached_scenario, load_experiment, run_experiment
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parent / "assets"
 
 
 def test_a_model_needs_exactly_one_source(tmp_path):

@@ -115,7 +115,7 @@ def test_distill_stopped_after_a_step_says_how_to_resume(monkeypatch, tmp_path):
     distill = {"student": {"model": "smollm2-135m-instruct"}, "output_dir": str(tmp_path / "run")}
     recipe.write_text(yaml.safe_dump({"distill": distill}), encoding="utf-8")
     summary = {"interrupted": "SIGINT", "step": 4, "total_steps": 10, "finished": False}
-    monkeypatch.setattr("slmkit.train.distill.distill", lambda config: summary)
+    monkeypatch.setattr("slmkit.train.distill.distill", lambda config, evaluate=None: summary)
     monkeypatch.setattr(sys, "argv", ["slmkit", "distill", str(recipe)])
     result = CliRunner().invoke(app, sys.argv[1:])
     assert result.exit_code == 130

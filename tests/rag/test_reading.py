@@ -22,7 +22,10 @@ WARSAW = "Warsaw is the capital and largest city of Poland."
 
 
 def _answerer(reader, hits, **abstention) -> Answerer:
-    config = AskConfig(reading="per-passage", abstention=AbstentionConfig(min_coverage=0.0, **abstention))
+    # Every passage read (sure_below 0): stopping early has its own test below.
+    config = AskConfig(
+        reading="per-passage", sure_below=0.0, abstention=AbstentionConfig(min_coverage=0.0, **abstention)
+    )
     return Answerer(reader, FixedRetriever(hits), config)
 
 

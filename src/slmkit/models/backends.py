@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 from pathlib import Path
 
 from slmkit.config import BackendConfig
-from slmkit.errors import ConfigError
+from slmkit.errors import ConfigError, SlmkitError
 from slmkit.models.generation import Generator
 from slmkit.models.loading import LoadedModel, load_causal_lm
+
+logger = logging.getLogger(__name__)
 
 
 def llama_cpp_available() -> bool:
@@ -102,7 +105,14 @@ def load_generator(
                 "backend 'llama.cpp' needs llama-cpp-python: `pip install 'slmkit[llama]'` (builds from "
                 "source in about 4 minutes on 2 cores); or use backend 'transformers'"
             )
-        return LlamaCppGenerator.load(model, quant=config.gguf_quant, threads=config.threads)
+        if config.type != "auto":
+            return LlamaCppGenerator.load(model, quant=config.gguf_quant, threads=config.threads)
+        try:
+            return LlamaCppGenerator.load(model, quant=config.gguf_quant, threads=config.threads)
+        except SlmkitError as err:
+            # auto promised the fastest engine that runs the model, not llama.cpp at any price: a
+            # model llama.cpp's converter rejects (an unlisted tokenizer, say) runs on transformers.
+            logger.warning("%s runs on transformers: llama.cpp cannot take it (%s)", model, err)
     return transformers_generator(load_causal_lm(model, dtype, device=device))
 
 

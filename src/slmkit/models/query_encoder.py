@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -58,10 +59,16 @@ class LlamaCppQueryEncoder:
         )
         self.max_tokens = max_tokens
         self.fallback = fallback
+        # A llama.cpp context is not thread-safe; a server may search from several threads.
+        self._lock = threading.Lock()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised float32 embeddings, one row per text."""
         texts = list(texts)
+        with self._lock:
+            return self._encode(texts)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
         fits = [len(self.llm.tokenize(t.encode("utf-8"), add_bos=True)) + 1 <= self.max_tokens for t in texts]
         out = np.zeros((len(texts), self.llm.n_embd()), dtype=np.float32)
         short = [i for i, ok in enumerate(fits) if ok]
