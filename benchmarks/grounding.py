@@ -19,13 +19,13 @@ import statistics
 from tqdm.auto import tqdm
 
 from _common import bootstrap_ci, emit
+from reader_squad import answer, row
 from slmkit.config import AskConfig, GenerationConfig
 from slmkit.data.squad import bundled_squad
-from slmkit.data.squad_metrics import exact_match, f1_score
 from slmkit.eval.eval_sets import load_eval_set
 from slmkit.models.backends import load_generator
 from slmkit.models.registry import DEFAULT_MODEL
-from slmkit.rag.answer import Answerer, passage_hit, strip_markers
+from slmkit.rag.answer import Answerer
 
 
 def _norm(text: str) -> str:
@@ -45,20 +45,18 @@ def main() -> None:
     for grounded in (True, False):
         config = base.model_copy(update={"generation": GenerationConfig(grounded=grounded)})
         answerer = Answerer(generator, None, config)
-        em, f1, refused, faithful = [], [], [], []
-        for item in tqdm(items, desc=f"grounded={grounded}", unit="q"):
-            reply = answerer.answer_from(item.question, [passage_hit(item.title, item.context or "")])
-            text = "" if reply.abstained else strip_markers(reply.text)
-            em.append(100 * exact_match(text, item.references) if text else 0.0)
-            f1.append(100 * f1_score(text, item.references) if text else 0.0)
-            refused.append(100.0 * reply.abstained)
-            if text:
-                faithful.append(100.0 * (_norm(text) in _norm(item.context or "")))
+        # Scored as reader_squad.py scores its gold setting (a refusal scores 0).
+        rows = [
+            (item, row("gold", item, answer("gold", {"full": answerer}, item)))
+            for item in tqdm(items, desc=f"grounded={grounded}", unit="q")
+        ]
+        f1 = [r["f1"] for _, r in rows]
+        faithful = [100.0 * (_norm(r["answer"]) in _norm(i.context or "")) for i, r in rows if r["answer"]]
         results["grounded" if grounded else "free"] = {
-            "em": round(statistics.fmean(em), 2),
+            "em": round(statistics.fmean(r["em"] for _, r in rows), 2),
             "f1": round(statistics.fmean(f1), 2),
             "f1_ci95": [round(v, 2) for v in bootstrap_ci(f1)],
-            "refused_pct": round(statistics.fmean(refused), 2),
+            "refused_pct": round(statistics.fmean(100.0 * r["abstained"] for _, r in rows), 2),
             "faithful_pct": round(statistics.fmean(faithful), 2) if faithful else None,
             "answers": len(faithful),
         }

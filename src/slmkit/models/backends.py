@@ -62,8 +62,13 @@ def _runs_on_llama_cpp(model: str) -> bool:
         return path.suffix == ".gguf"
     if (path / "adapter_config.json").is_file():
         return True
-    config = path / "config.json"
-    return config.is_file() and not json.loads(config.read_text(encoding="utf-8")).get("is_encoder_decoder")
+    return (path / "config.json").is_file() and not _is_encoder_decoder(model)
+
+
+def _is_encoder_decoder(model: str) -> bool:
+    """True for a model folder whose config.json says it is an encoder-decoder (BART, T5)."""
+    config = Path(model).expanduser() / "config.json"
+    return config.is_file() and bool(json.loads(config.read_text(encoding="utf-8")).get("is_encoder_decoder"))
 
 
 def load_generator(
@@ -105,11 +110,11 @@ def load_generator(
                 "backend 'llama.cpp' needs llama-cpp-python: `pip install 'slmkit[llama]'` (builds from "
                 "source in about 4 minutes on 2 cores); or use backend 'transformers'"
             )
-        if config.type != "auto":
-            return LlamaCppGenerator.load(model, quant=config.gguf_quant, threads=config.threads)
         try:
             return LlamaCppGenerator.load(model, quant=config.gguf_quant, threads=config.threads)
         except SlmkitError as err:
+            if config.type != "auto":
+                raise
             # auto promised the fastest engine that runs the model, not llama.cpp at any price: a
             # model llama.cpp's converter rejects (an unlisted tokenizer, say) runs on transformers.
             logger.warning("%s runs on transformers: llama.cpp cannot take it (%s)", model, err)
@@ -130,8 +135,7 @@ def transformers_generator(loaded: LoadedModel) -> Generator:
 def _check_decoder_only(model: str) -> None:
     """llama.cpp's Python binding generates with decoder-only models: refuse a BART/T5 folder up front
     (packaged models and GGUF files are decoder-only)."""
-    config = Path(model).expanduser() / "config.json"
-    if config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("is_encoder_decoder"):
+    if _is_encoder_decoder(model):
         raise ConfigError(
             f"'{model}' is an encoder-decoder, which the llama.cpp backend does not run; "
             "use backend 'transformers'"

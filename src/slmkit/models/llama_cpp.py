@@ -10,6 +10,7 @@ read the same tokens and greedy answers can be compared one to one.
 from __future__ import annotations
 
 import ctypes
+import io
 import json
 import logging
 import os
@@ -22,12 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from slmkit.atomic import atomic_write_json
+from slmkit.atomic import atomic_write_bytes, atomic_write_json
 from slmkit.config import GenerationConfig
 from slmkit.data.prompts import plain_prompt
 from slmkit.errors import ModelNotFoundError
 from slmkit.models.cache import cache_dir
 from slmkit.models.generation import Generation, Messages, softmax_mass
+from slmkit.models.loading import file_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +138,7 @@ class LlamaCppGenerator:
     def token_bytes(self) -> list[bytes]:
         """The bytes each token id stands for inside a text: one ctypes call per token (half a second
         for Gemma-3's 262k tokens) the first time, then read from the cache beside the GGUF exports."""
-        stat = self.path.stat()
-        saved = cache_dir() / "gguf" / f"{self.path.stem}-{stat.st_size}-{stat.st_mtime_ns}.token-bytes.npz"
+        saved = cache_dir() / "gguf" / f"{_cache_key(self.path)}.token-bytes.npz"
         try:
             with np.load(saved) as table:
                 blob, ends = table["blob"].tobytes(), table["ends"].tolist()
@@ -242,26 +243,29 @@ class LlamaCppGenerator:
         return Generation(text, len(prompt), len(ids), seconds, first or seconds, finish)
 
 
+def _cache_key(gguf: Path) -> str:
+    """What the per-file facts kept in the cache are filed under: the file's name and fingerprint."""
+    return f"{gguf.stem}-{file_fingerprint(gguf)}"
+
+
 def _save_token_bytes(path: Path, pieces: list[bytes]) -> None:
     """Write the token table as one byte blob and the end offset of each token, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    table = io.BytesIO()
     ends = np.cumsum([len(p) for p in pieces], dtype=np.int64)
-    blob = np.frombuffer(b"".join(pieces), dtype=np.uint8)
-    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(staged, blob=blob, ends=ends)
-    os.replace(staged, path)
+    np.savez(table, blob=np.frombuffer(b"".join(pieces), dtype=np.uint8), ends=ends)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, table.getvalue())
 
 
 def _training_window(llama_cpp: Any, path: Path) -> int:
     """The window a GGUF model was trained with, read by llama.cpp from a vocabulary-only load and
-    remembered in the cache per file (size and modification time): the load takes about a second for
+    remembered in the cache per file (its fingerprint): the load takes about a second for
     Gemma-3's 262k-token vocabulary, on every start of a fresh process otherwise.
 
     Not gguf-py's GGUFReader: it builds a Python object per vocabulary entry, about a minute for
     Gemma-3's 262k tokens, where llama.cpp's own reader takes a fraction of a second.
     """
-    stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    key = _cache_key(path)
     known_file = cache_dir() / "gguf" / "training-windows.json"
     try:
         known = json.loads(known_file.read_text(encoding="utf-8"))
@@ -271,6 +275,7 @@ def _training_window(llama_cpp: Any, path: Path) -> int:
         return known[key]
     window = _read_training_window(llama_cpp, path)
     try:
+        known_file.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(known_file, {**known, key: window})
     except OSError as err:  # a read-only cache costs a second per start, nothing else
         logger.debug("could not remember the training window in %s: %s", known_file, err)

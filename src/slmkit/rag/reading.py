@@ -53,20 +53,22 @@ def read_passages(
     need not read the rest (most of a question's CPU time is reading). The readings returned are
     those of the passages read.
     """
-    passages = [fit(Passage(h.chunk.title, h.chunk.text)) for h in hits]
-    prompts = [reader_messages(question, p) for p in passages]
-    if sure_below <= 0:
+    if sure_below <= 0:  # all passages in one call: a backend may order or batch them as it likes
+        passages = [fit(Passage(h.chunk.title, h.chunk.text)) for h in hits]
+        prompts = [reader_messages(question, p) for p in passages]
         scores = scorer.no_answer_probabilities(prompts)
-    else:
-        scores = []
-        for prompt in prompts:
-            scores += scorer.no_answer_probabilities([prompt])
-            if scores[-1] < sure_below:
-                break
-    return [
-        Reading(hit, passage, messages, score)
-        for hit, passage, messages, score in zip(hits, passages, prompts, scores, strict=False)
-    ]
+        return [
+            Reading(hit, passage, messages, score)
+            for hit, passage, messages, score in zip(hits, passages, prompts, scores, strict=True)
+        ]
+    readings: list[Reading] = []
+    for hit in hits:  # one at a time, fitting only the passages actually read
+        passage = fit(Passage(hit.chunk.title, hit.chunk.text))
+        messages = reader_messages(question, passage)
+        readings.append(Reading(hit, passage, messages, scorer.no_answer_probabilities([messages])[0]))
+        if readings[-1].no_answer < sure_below:
+            break
+    return readings
 
 
 def most_confident(readings: Sequence[Reading]) -> Reading:
