@@ -40,7 +40,18 @@ class IngestConfig(StrictModel):
 
 class RetrievalConfig(StrictModel):
     mode: Literal["dense", "bm25", "hybrid"] = Field(
-        "hybrid", description="dense (embeddings), bm25 (keywords) or hybrid (reciprocal-rank fusion)."
+        "hybrid", description="dense (embeddings), bm25 (keywords) or hybrid (both, fused)."
+    )
+    fusion: Literal["convex", "rrf"] = Field(
+        "convex",
+        description="How hybrid fuses: convex (min-max normalised scores, weighted by lexical_weight) or rrf "
+        "(reciprocal rank). convex measured better on SQuAD (docs/retrieval.md).",
+    )
+    lexical_weight: float = Field(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="convex fusion: the BM25 share of the score (chosen on SQuAD train articles).",
     )
     top_k: int = Field(3, ge=1, le=50, description="Chunks handed to the generator.")
     candidates: int = Field(20, ge=1, description="Hits taken from each retriever before fusion.")

@@ -1,4 +1,5 @@
-"""Find the chunks that answer a question: dense, BM25, or both fused by reciprocal rank."""
+"""Find the chunks that answer a question: dense, BM25, or both fused (a convex combination of their
+normalised scores by default, or reciprocal rank)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ class Hit:
 
     Attributes:
         chunk: The chunk.
-        score: The score the hits are ranked by (cosine, BM25 or fused RRF, per mode).
+        score: The score the hits are ranked by (cosine, BM25 or the fused score, per mode).
         dense_score: Cosine similarity between question and chunk embeddings; always filled in,
             also for BM25 hits, because abstention reads it.
         bm25_score: BM25 score, or None when BM25 did not retrieve this chunk.
@@ -42,6 +43,34 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = 60) -> li
         for rank, item in enumerate(ranking, start=1):
             scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
     return sorted(scores.items(), key=lambda kv: -kv[1])
+
+
+def convex_fusion(
+    dense: Sequence[tuple[int, float]], lexical: Sequence[tuple[int, float]], lexical_weight: float
+) -> list[tuple[int, float]]:
+    """Fuse two scored candidate lists: each list's scores are min-max normalised over its
+    candidates (an id missing from a list scores that list's minimum), then
+    ``score = (1 - w) * dense + w * lexical``. Bruch et al. (2023, "An Analysis of Fusion Functions
+    for Hybrid Retrieval") find this beats reciprocal-rank fusion once ``w`` is tuned: it keeps how
+    far apart the scores are, where ranks keep only their order. Measured on SQuAD: recall@1 0.760
+    vs 0.716 on the eval articles with ``w`` chosen on the train articles (docs/benchmarks.md).
+
+    Returns ``(id, score)`` pairs, best first; ties keep the order of first appearance.
+    """
+
+    def normalised(items: Sequence[tuple[int, float]]) -> dict[int, float]:
+        if not items:
+            return {}
+        low, high = min(s for _, s in items), max(s for _, s in items)
+        span = high - low
+        return {c: (s - low) / span if span > 0 else 1.0 for c, s in items}
+
+    dense_n, lexical_n = normalised(dense), normalised(lexical)
+    order = list(dict.fromkeys([c for c, _ in dense] + [c for c, _ in lexical]))
+    fused = {
+        c: (1 - lexical_weight) * dense_n.get(c, 0.0) + lexical_weight * lexical_n.get(c, 0.0) for c in order
+    }
+    return sorted(fused.items(), key=lambda kv: -kv[1])
 
 
 class Retriever:
@@ -93,6 +122,8 @@ class Retriever:
             ranked = dense[:top_k]
         elif mode == "bm25":
             ranked = lexical[:top_k]
+        elif self.config.fusion == "convex":
+            ranked = convex_fusion(dense, lexical, self.config.lexical_weight)[:top_k]
         else:
             ranked = reciprocal_rank_fusion(
                 [[c for c, _ in dense], [c for c, _ in lexical]], self.config.rrf_k
