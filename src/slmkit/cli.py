@@ -9,13 +9,22 @@ import os
 import shlex
 import signal
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from slmkit.config import AskConfig, IndexConfig, TrainConfig, load_yaml, parse_config, set_dotted
+from slmkit.config import (
+    AskConfig,
+    IndexConfig,
+    QueryTuneConfig,
+    TrainConfig,
+    load_yaml,
+    parse_config,
+    set_dotted,
+)
 from slmkit.data.squad import bundled_squad
 from slmkit.errors import SlmkitError
 from slmkit.interrupt import Interrupted, stop_on_signals
@@ -177,6 +186,67 @@ def index_add(
         f"added to {kb}: {report.chunks_added} chunks from {report.documents} documents "
         f"({report.duplicates_skipped} duplicates skipped)"
     )
+
+
+@index_app.command("tune")
+def index_tune(
+    kb: KbOption,
+    pairs: Annotated[
+        Path,
+        typer.Option(
+            "--pairs",
+            help="JSONL of {question, chunk_id} (slmkit synth's pairs.jsonl) or {question, passage}.",
+        ),
+    ],
+    config: ConfigOption = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the pairs.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    holdout: Annotated[float | None, typer.Option(help="Share of chunks held out to measure recall.")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Also keep the adapter here (it is always copied into the KB).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Publish even if held-out recall did not improve.")] = False,
+) -> None:
+    """Adapt how questions are embedded to a knowledge base's own documents (a query adapter).
+
+    Trains on the question pairs, measures held-out recall before and after, and publishes a new
+    version of the knowledge base that embeds questions through the adapter, if it improved. The
+    chunks and their vectors are not touched; the previous version stays live until then.
+    """
+    from slmkit.rag.knowledge_base import KnowledgeBase
+    from slmkit.train.query_tuning import read_pairs, tune_query_encoder
+
+    settings = _recipe_section(config, "tune")
+    for key, value in (("epochs", epochs), ("lr", lr), ("holdout", holdout)):
+        if value is not None:
+            settings[key] = value
+    tune_config = parse_config(QueryTuneConfig, settings, str(config or "index tune"))
+    base = KnowledgeBase.open(kb)
+    found, unmatched = read_pairs(pairs, base)
+    with tempfile.TemporaryDirectory(prefix=".tune-", dir=kb) as tmp:
+        target = output or Path(tmp) / "query-adapter"
+        with _stops_cleanly(f"{kb} is as it was (nothing is published before training ends)"):
+            result = tune_query_encoder(base, found, target, tune_config)
+            published = result.improved or force
+            if published:
+                base.with_query_adapter(result.adapter)
+    report = {
+        "kb": str(kb),
+        "pairs": len(found),
+        "unmatched_passages": unmatched,
+        "train_pairs": result.train_pairs,
+        "heldout_pairs": result.heldout_pairs,
+        "heldout_recall_before": result.before,
+        "heldout_recall_after": result.after,
+        "published": published,
+        "seconds": round(result.seconds, 1),
+    }
+    typer.echo(json.dumps(report, indent=2))
+    if not published:
+        typer.echo(
+            f"held-out recall did not improve: {kb} keeps its query embedder (--force publishes anyway)",
+            err=True,
+        )
 
 
 @index_app.command("info")

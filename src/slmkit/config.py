@@ -216,6 +216,12 @@ class IndexConfig(StrictModel):
     """Everything ``slmkit index build`` needs; a recipe's ``index:`` section."""
 
     embedder: str = Field(DEFAULT_EMBEDDER, description="Packaged embedder, local folder or hub id.")
+    query_embedder: str | None = Field(
+        None,
+        description="What embeds questions, if not the embedder: a query adapter trained for the "
+        "embedder's vector space (slmkit index tune writes one into the knowledge base; chunk vectors stay "
+        "as they are).",
+    )
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     batch_size: int = Field(64, ge=1, description="Chunks embedded per forward pass.")
@@ -722,3 +728,33 @@ class SynthConfig(StrictModel):
         description="Teacher decoding (greedy by default).",
     )
     filters: SynthFilterConfig = Field(default_factory=SynthFilterConfig)
+
+
+class QueryTuneConfig(StrictModel):
+    """``slmkit index tune``: a query adapter for a knowledge base (see slmkit.train.query_tuning)."""
+
+    r: int = Field(16, ge=1, description="LoRA rank on every linear layer of the embedder.")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    lr: float = Field(5e-4, gt=0.0, description="AdamW learning rate (linear decay after 5 % warm-up).")
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(32, ge=1, description="Questions per step.")
+    scale: float = Field(
+        20.0,
+        gt=0.0,
+        description="Cosine-to-logit scale of the softmax over chunks (sentence-transformers' MNRL uses 20).",
+    )
+    max_candidates: int = Field(
+        200_000,
+        ge=1,
+        description="Chunks every question is scored against in training: all of a smaller knowledge base "
+        "(every chunk a negative, the hard ones included), else its positives and a random sample.",
+    )
+    holdout: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="Share of the chunks whose questions are held out of training to measure recall before "
+        "and after (held out whole: no question about them is trained on).",
+    )
+    seed: int = Field(0)

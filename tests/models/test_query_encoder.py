@@ -93,3 +93,24 @@ def test_engine_choices(embedder):
     assert load_query_encoder("all-minilm-l6-v2", "sentence-transformers", fallback) is fallback
     with pytest.raises(ConfigError, match="unknown query_encoder 'onnx'"):
         load_query_encoder("all-minilm-l6-v2", "onnx", fallback)
+
+
+def test_a_query_adapter_runs_on_llama_cpp_with_the_same_vectors(tmp_path, tiny_kb, model_cache, monkeypatch):
+    """A knowledge base's query adapter (index tune) is merged once and converted like any embedder:
+    llama.cpp then gives the vectors sentence-transformers gives with the adapter merged."""
+    from slmkit.config import QueryTuneConfig
+    from slmkit.models.embedder import load_embedder, resolve_embedder_path
+    from slmkit.train.query_tuning import QueryPair, tune_query_encoder
+
+    monkeypatch.setenv("SLMKIT_CACHE", str(model_cache))  # llama.cpp's converter is fetched once per cache
+    pairs = [QueryPair(f"Which passage is number {c.id}?", (c.id,)) for c in tiny_kb.chunks] * 4
+    adapter = tune_query_encoder(
+        tiny_kb, pairs, tmp_path / "adapter", QueryTuneConfig(epochs=2, holdout=0.0, lr=1e-3), progress=False
+    ).adapter
+    merged = load_embedder(str(adapter))
+    assert resolve_embedder_path(str(adapter)) == resolve_embedder_path(str(adapter))  # cached, same folder
+    encode = load_query_encoder(str(adapter), "llama.cpp", _st_encode(merged))
+    ours, reference = encode(QUESTIONS[:3]), _st_encode(merged)(QUESTIONS[:3])
+    assert (ours * reference).sum(axis=1).min() > 0.9999
+    plain = _st_encode(load_embedder("all-minilm-l6-v2"))(QUESTIONS[:3])
+    assert (ours * plain).sum(axis=1).min() < 0.9999  # the adapter changed them

@@ -25,7 +25,7 @@ def resolve_embedder_path(name: str) -> str:
         return str(spec.locate(cache_dir()))
     path = Path(name).expanduser()
     if path.is_dir():
-        return str(path)
+        return _merged_if_adapter(path)
     if is_hub_id(name):
         if hub_offline():
             raise ModelNotFoundError(
@@ -37,6 +37,12 @@ def resolve_embedder_path(name: str) -> str:
     raise ModelNotFoundError(
         f"unknown embedder '{name}'. Known packaged embedders: {known}; or a local folder."
     )
+
+
+def _merged_if_adapter(path: Path) -> str:
+    from slmkit.models.query_adapter import is_query_adapter, merged_query_encoder
+
+    return str(merged_query_encoder(path, cache_dir()) if is_query_adapter(path) else path)
 
 
 def load_embedder(name: str, device: str = "auto") -> Any:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +36,8 @@ from slmkit.rag.vector_index import FaissIndex, VectorIndex
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+# Query adapters a knowledge base holds (``slmkit index tune``), beside its version folders.
+QUERY_ADAPTERS = "query-adapters"
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class KnowledgeBase:
         self.dense, self.lexical = dense, lexical
         self._embedder = embedder
         self._query_encoders: dict[str, Any] = {}
+        self._query_model: Any = None
         self.store = store
 
     # -- reading -----------------------------------------------------------------------------
@@ -117,9 +122,12 @@ class KnowledgeBase:
         if manifest.get("store"):
             from slmkit.rag.postgres_store import PostgresStore
 
-            return PostgresStore.open(manifest["store"], manifest["table"], str(path)).knowledge_base(
+            kb = PostgresStore.open(manifest["store"], manifest["table"], str(path)).knowledge_base(
                 path, embedder
             )
+            if manifest.get("query_embedder"):  # set by with_query_adapter in the folder's pointer
+                kb.manifest["query_embedder"] = manifest["query_embedder"]
+            return kb
         config = IndexConfig.model_validate(manifest["config"])
         chunks = ChunkFile(version)
         dense = FaissIndex.load(version / "dense.faiss", config.vector_index)
@@ -159,10 +167,30 @@ class KnowledgeBase:
         if engine not in self._query_encoders:
             from slmkit.models.query_encoder import load_query_encoder
 
-            self._query_encoders[engine] = load_query_encoder(
-                self.manifest["config"]["embedder"], engine, self.embed
-            )
+            name = self.query_embedder
+            fallback = self.embed if name == self.config.embedder else self._embed_with_query_model
+            self._query_encoders[engine] = load_query_encoder(name, engine, fallback)
         return self._query_encoders[engine](questions)
+
+    @property
+    def query_embedder(self) -> str:
+        """What embeds questions (``index.query_embedder``): the embedder, or a query adapter, such as
+        the one ``slmkit index tune`` wrote into this knowledge base (a path relative to it)."""
+        name = self.manifest.get("query_embedder") or self.config.query_embedder or self.config.embedder
+        held = self.path / name
+        return str(held) if not Path(name).is_absolute() and held.is_dir() else name
+
+    def _embed_with_query_model(self, questions: Sequence[str]) -> np.ndarray:
+        if self._query_model is None:
+            from slmkit.models.embedder import load_embedder
+
+            self._query_model = load_embedder(self.query_embedder)
+        return self._query_model.encode(
+            list(questions),
+            batch_size=self.config.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+        ).astype(np.float32)
 
     def info(self) -> dict[str, Any]:
         """Counts, model and sizes, as ``slmkit index info`` prints them."""
@@ -181,6 +209,7 @@ class KnowledgeBase:
             "documents": self.manifest["documents"],
             "sources": len(self.manifest["sources"]),
             "embedder": self.manifest["config"]["embedder"],
+            "query_embedder": self.query_embedder,
             "embedding_dim": self.dense.dim,
             "vector_index": self.manifest.get("vector_index", "flat"),
             "chunk_tokens": self.manifest["config"]["chunking"]["chunk_tokens"],
@@ -246,6 +275,43 @@ class KnowledgeBase:
         if self.store is not None:
             return self._write_with(sources, progress, self.store.writer(self.manifest, replace=False))
         return self._write_with(sources, progress, _FolderWriter(self))
+
+    def with_query_adapter(self, adapter: Path) -> KnowledgeBase:
+        """Publish a new version whose questions are embedded through ``adapter`` (a query adapter
+        folder, see slmkit.models.query_adapter), copied into ``query-adapters/`` of the knowledge
+        base. Chunks and vectors stay as they are (the files are hard-linked into the new version):
+        until the new version is published, which is atomic, the previous one stays live.
+
+        Raises:
+            KnowledgeBaseError: ``adapter`` is not a query adapter, or targets another embedder.
+        """
+        from slmkit.models.query_adapter import is_query_adapter, read_query_adapter
+
+        adapter = Path(adapter)
+        if not is_query_adapter(adapter):
+            raise KnowledgeBaseError(f"{adapter}: not a query adapter folder")
+        target = read_query_adapter(adapter)["embedder"]
+        if target != self.config.embedder:
+            raise KnowledgeBaseError(
+                f"{adapter}: trained for embedder '{target}', but {self.path} is embedded with "
+                f"'{self.config.embedder}'"
+            )
+        relative = f"{QUERY_ADAPTERS}/{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
+        with write_lock(self.path):
+            _copy_tree(adapter, self.path / relative, link=False)
+            version = current_version(self.path)
+            with new_version(self.path) as staging:
+                for item in version.iterdir():
+                    if item.name != "manifest.json":
+                        _copy_tree(item, staging / item.name, link=True)
+                manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
+                if "store" in manifest:  # a PostgreSQL store's pointer: its manifest lives in the database
+                    manifest["query_embedder"] = relative
+                else:
+                    manifest["config"]["query_embedder"] = relative
+                    manifest["updated"] = _now()
+                (staging / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        return KnowledgeBase.open(self.path, self._embedder)
 
     def _write_with(
         self, sources: Sequence[str | Path], progress: bool, writer: Any
@@ -373,6 +439,29 @@ class _FolderWriter:
 
     def opened(self, embedder: Any) -> KnowledgeBase:
         return KnowledgeBase.open(self.kb.path, embedder)
+
+
+def _copy_tree(source: Path, target: Path, link: bool) -> None:
+    """Copy a file or folder to ``target`` (written beside it, then renamed). With ``link``, files are
+    hard-linked where the file system allows: a version's files are never changed once published."""
+
+    def copy(src: str, dst: str) -> None:
+        try:
+            if link:
+                os.link(src, dst)
+                return
+        except OSError:
+            pass
+        shutil.copy2(src, dst)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    if source.is_dir():
+        shutil.copytree(source, staging, copy_function=copy)
+    else:
+        copy(str(source), str(staging))
+    staging.rename(target)
 
 
 def _now() -> str:

@@ -1,0 +1,304 @@
+"""Query adapters for a knowledge base (``slmkit index tune``): questions embedded to find its chunks.
+
+The knowledge base's chunk vectors stay fixed; a LoRA on the embedder learns to embed questions
+close to the chunks that answer them (slmkit.models.query_adapter). Because the chunk vectors are
+stored, scoring a question against *every* chunk costs one matrix product, so each step is a
+softmax over the whole knowledge base with the question's chunks as targets: the in-batch negatives
+of sentence-transformers' MultipleNegativesRankingLoss, with every hard negative included and no
+chunk re-encoded. Only short questions go through the transformer, which is why a few thousand
+pairs train in minutes on a laptop CPU.
+
+Pairs come from a JSONL file, one per line: ``question`` with ``chunk_id`` (or ``chunk_ids``), as
+``slmkit synth`` writes them to ``pairs.jsonl``, or with ``passage``, the text that answers it
+(matched to the chunks made from it: each chunk whose words are nearly all in the passage).
+
+A share of the chunks is held out whole with every question about them, and recall on those
+questions is measured before and after: the report says whether the adapter generalises to
+chunks it never saw, which is what a knowledge base that grows needs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from slmkit import __version__
+from slmkit.config import QueryTuneConfig
+from slmkit.errors import InputError
+from slmkit.models.query_adapter import QUERY_ADAPTER_FILE
+from slmkit.rag.knowledge_base import KnowledgeBase
+
+logger = logging.getLogger(__name__)
+
+RECALL_DEPTHS = (1, 5, 20)
+# A chunk belongs to a passage when this share of its words occur in the passage (chunks are cut
+# from documents, so a chunk of the passage's own document scores ~1.0; another one rarely > 0.6).
+_CONTAINED = 0.8
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class QueryPair:
+    """A question and the ids of the chunks that answer it."""
+
+    question: str
+    positives: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class QueryTuneResult:
+    """What a tuning run produced: the adapter folder and held-out recall before and after."""
+
+    adapter: Path
+    train_pairs: int
+    heldout_pairs: int
+    before: dict[str, float]
+    after: dict[str, float]
+    seconds: float
+
+    @property
+    def improved(self) -> bool:
+        """Held-out MRR went up (no held-out questions: trust the training loss)."""
+        return not self.heldout_pairs or self.after["mrr@20"] > self.before["mrr@20"]
+
+
+def read_pairs(path: Path, kb: KnowledgeBase) -> tuple[list[QueryPair], int]:
+    """Question/chunk pairs from a JSONL file (see the module docstring); also returns how many
+    passages matched no chunk of ``kb`` (they are skipped).
+
+    Raises:
+        InputError: unreadable file, a line that is not a JSON object, no ``question``, a chunk id
+            outside the knowledge base, or no usable pair at all; naming the file and line.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: cannot read question pairs: {err}") from None
+    pairs, unmatched = [], 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{where}: not JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{where}: expected a JSON object with 'question' and 'chunk_id' or 'passage'")
+        question = row.get("question")
+        if not isinstance(question, str) or not question.strip():
+            raise InputError(f"{where}: 'question' must be a non-empty string")
+        positives = _positives(row, kb, where)
+        if positives:
+            pairs.append(QueryPair(question.strip(), positives))
+        else:
+            unmatched += 1
+    if not pairs:
+        raise InputError(
+            f"{path}: no question matched a chunk of {kb.path} ({unmatched} passage(s) unmatched)"
+        )
+    return pairs, unmatched
+
+
+def _positives(row: dict[str, Any], kb: KnowledgeBase, where: str) -> tuple[int, ...]:
+    if "chunk_id" in row or "chunk_ids" in row:
+        ids = row["chunk_ids"] if "chunk_ids" in row else [row["chunk_id"]]
+        if (
+            not isinstance(ids, list)
+            or not ids
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        ):
+            raise InputError(f"{where}: 'chunk_id' must be an integer ('chunk_ids' a list of them)")
+        outside = [i for i in ids if not 0 <= i < len(kb.chunks)]
+        if outside:
+            raise InputError(f"{where}: chunk id {outside[0]} is not in {kb.path} ({len(kb.chunks)} chunks)")
+        return tuple(sorted(set(ids)))
+    passage = row.get("passage")
+    if not isinstance(passage, str) or not passage.strip():
+        raise InputError(f"{where}: give 'chunk_id' (or 'chunk_ids') or a non-empty 'passage'")
+    return match_passage(kb, passage)
+
+
+def match_passage(kb: KnowledgeBase, passage: str, candidates: int = 20) -> tuple[int, ...]:
+    """Ids of the chunks cut from ``passage``: among its best BM25 matches, those whose words are
+    nearly all in it."""
+    words = set(_WORD.findall(passage.lower()))
+    _, ids = kb.lexical.search(passage, candidates)
+    found = []
+    for chunk_id in ids:
+        chunk_words = _WORD.findall(kb.chunks[int(chunk_id)].text.lower())
+        if chunk_words and sum(w in words for w in chunk_words) / len(chunk_words) >= _CONTAINED:
+            found.append(int(chunk_id))
+    return tuple(sorted(found))
+
+
+def split_heldout(
+    pairs: Sequence[QueryPair], share: float, seed: int
+) -> tuple[list[QueryPair], list[QueryPair]]:
+    """Hold out ``share`` of the chunks with every question about them: (train, held out)."""
+    chunks = sorted({c for p in pairs for c in p.positives})
+    random.Random(seed).shuffle(chunks)
+    held = set(chunks[: round(len(chunks) * share)])
+    train = [p for p in pairs if not held.intersection(p.positives)]
+    return train, [p for p in pairs if held.intersection(p.positives)]
+
+
+def dense_recall(kb: KnowledgeBase, vectors: np.ndarray, pairs: Sequence[QueryPair]) -> dict[str, float]:
+    """Recall@1/5/20 and MRR@20 of dense search for ``pairs`` given their question ``vectors``."""
+    if not pairs:
+        return {}
+    _, ids = kb.dense.search(np.asarray(vectors, dtype=np.float32), max(RECALL_DEPTHS))
+    ranks = []
+    for pair, row in zip(pairs, ids, strict=True):
+        positives = set(pair.positives)
+        ranks.append(next((r for r, c in enumerate(row.tolist(), start=1) if c in positives), None))
+    scores = {f"recall@{k}": sum(1 for r in ranks if r and r <= k) / len(ranks) for k in RECALL_DEPTHS}
+    scores["mrr@20"] = sum(1 / r for r in ranks if r) / len(ranks)
+    return {key: round(value, 4) for key, value in scores.items()}
+
+
+def tune_query_encoder(
+    kb: KnowledgeBase,
+    pairs: Sequence[QueryPair],
+    output: Path,
+    config: QueryTuneConfig | None = None,
+    progress: bool = True,
+) -> QueryTuneResult:
+    """Train a query adapter for ``kb`` on ``pairs`` and write it to ``output`` (atomically).
+
+    Raises:
+        InputError: no pair left to train on after the hold-out.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import get_linear_schedule_with_warmup
+
+    from slmkit.models.embedder import load_embedder
+
+    config = config or QueryTuneConfig()
+    start = time.perf_counter()
+    train, heldout = split_heldout(pairs, config.holdout, config.seed)
+    if not train:
+        raise InputError(f"no question pair left to train on ({len(pairs)} given, all held out)")
+    torch.manual_seed(config.seed)
+    # Always the knowledge base's own embedder: the adapter must map into the space its chunks are in.
+    model = load_embedder(kb.config.embedder, device="cpu")
+
+    def encode(questions: Sequence[str]) -> np.ndarray:
+        return model.encode(list(questions), batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+
+    before = dense_recall(kb, encode([p.question for p in heldout]), heldout) if heldout else {}
+    # Held-out chunks are not scored in training: as ever-present negatives, they would teach the
+    # adapter to steer away from exactly the chunks its recall is then measured on.
+    held = {c for p in heldout for c in p.positives}
+    candidates = _candidates(len(kb.chunks), train, held, config)
+    matrix = torch.from_numpy(np.ascontiguousarray(kb.dense.vectors(candidates), dtype=np.float32))
+    column = {int(c): j for j, c in enumerate(candidates)}
+    # LoRA layers are injected into the embedder's transformer in place; ``adapter`` saves them.
+    adapter = get_peft_model(
+        model[0].auto_model,
+        LoraConfig(
+            r=config.r,
+            lora_alpha=config.alpha,
+            lora_dropout=config.dropout,
+            target_modules=_linear_layers(model[0].auto_model),
+        ),
+    )
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr)
+    per_epoch = math.ceil(len(train) / config.batch_size)
+    steps = per_epoch * config.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, max(1, steps // 20), steps)
+    order = list(range(len(train)))
+    rng = random.Random(config.seed)
+    model.train()
+    bar = tqdm(total=steps, desc="tune", unit="step", disable=not progress, dynamic_ncols=True)
+    for _ in range(config.epochs):
+        rng.shuffle(order)
+        for first in range(0, len(order), config.batch_size):
+            batch = [train[i] for i in order[first : first + config.batch_size]]
+            features = model.preprocess([p.question for p in batch])
+            embedded = torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=-1)
+            logits = config.scale * embedded @ matrix.T
+            target = torch.full_like(logits, float("-inf"))
+            for row, pair in enumerate(batch):
+                target[row, [column[c] for c in pair.positives]] = 0.0
+            # -log(probability mass on the question's own chunks): one chunk or several.
+            loss = (torch.logsumexp(logits, dim=1) - torch.logsumexp(logits + target, dim=1)).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    model.eval()
+    after = dense_recall(kb, encode([p.question for p in heldout]), heldout) if heldout else {}
+    seconds = time.perf_counter() - start
+    description = {
+        "embedder": kb.config.embedder,
+        "knowledge_base": str(kb.path),
+        "chunks": len(kb.chunks),
+        "train_pairs": len(train),
+        "heldout_pairs": len(heldout),
+        "heldout_recall_before": before,
+        "heldout_recall_after": after,
+        "config": config.model_dump(),
+        "seconds": round(seconds, 1),
+        "slmkit": __version__,
+    }
+    _save(adapter, description, Path(output))
+    logger.info("query adapter for %s: held-out recall %s -> %s", kb.path, before, after)
+    return QueryTuneResult(Path(output), len(train), len(heldout), before, after, seconds)
+
+
+def _candidates(
+    chunks: int, train: Sequence[QueryPair], held: set[int], config: QueryTuneConfig
+) -> np.ndarray:
+    """The chunk ids scored in training: all but the held-out ones, or, past ``max_candidates``, the
+    positives and a random sample of the rest."""
+    ids = np.setdiff1d(np.arange(chunks), np.fromiter(held, dtype=np.int64, count=len(held)))
+    if len(ids) <= config.max_candidates:
+        return ids
+    positives = {c for p in train for c in p.positives}
+    sample = np.random.default_rng(config.seed).choice(ids, size=config.max_candidates, replace=False)
+    return np.array(sorted(positives.union(int(c) for c in sample)))
+
+
+def _linear_layers(model: Any) -> list[str]:
+    """Names of every linear layer kind in ``model`` (LoRA on all of them, as for the reader)."""
+    import torch
+
+    return sorted(
+        {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    )
+
+
+def _save(adapter_model: Any, description: dict[str, Any], output: Path) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    try:
+        adapter_model.save_pretrained(str(staging))
+        # PEFT records the base as the folder it was loaded from; the embedder's name is portable.
+        settings = json.loads((staging / "adapter_config.json").read_text(encoding="utf-8"))
+        settings["base_model_name_or_path"] = description["embedder"]
+        (staging / "adapter_config.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
+        (staging / QUERY_ADAPTER_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
+        shutil.rmtree(output, ignore_errors=True)
+        staging.rename(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

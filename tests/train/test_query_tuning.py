@@ -1,0 +1,161 @@
+"""Query adapters for a knowledge base: pairs, hold-out, training, publishing, and a killed run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slmkit.config import QueryTuneConfig
+from slmkit.errors import InputError
+from slmkit.rag.knowledge_base import KnowledgeBase
+from slmkit.rag.storage import current_version
+from slmkit.train.query_tuning import QueryPair, read_pairs, split_heldout, tune_query_encoder
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "tests" / "assets" / "squad_tiny.json"
+
+
+def _write(path: Path, rows: list) -> Path:
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8"
+    )
+    return path
+
+
+@pytest.fixture
+def own_kb(tmp_path, embedder):
+    """A fresh copy of the tiny knowledge base: these tests publish new versions of it."""
+    kb, _ = KnowledgeBase.build(tmp_path / "kb", [str(TINY)], embedder=embedder, progress=False)
+    return kb
+
+
+def _tiny_pairs(kb: KnowledgeBase) -> list[dict]:
+    """Every tiny-SQuAD question with its paragraph as the passage, plus a few written by hand."""
+    data = json.loads(TINY.read_text(encoding="utf-8"))
+    rows = [
+        {"question": qa["question"], "passage": p["context"]}
+        for article in data["data"]
+        for p in article["paragraphs"]
+        for qa in p["qas"]
+    ]
+    for chunk in kb.chunks:
+        rows.append({"question": f"What does this say: {chunk.text.split()[0]}?", "chunk_id": chunk.id})
+    return rows
+
+
+def test_pairs_by_chunk_id_and_by_passage(tmp_path, tiny_kb):
+    rows = _tiny_pairs(tiny_kb)
+    pairs, unmatched = read_pairs(_write(tmp_path / "pairs.jsonl", rows), tiny_kb)
+    assert unmatched == 0 and len(pairs) == len(rows)
+    by_passage = {p.question: p.positives for p in pairs}
+    for row in rows:
+        if "passage" in row:  # each passage is matched to the chunk cut from it, and only that one
+            (chunk_id,) = by_passage[row["question"]]
+            assert (
+                tiny_kb.chunks[chunk_id].text in row["passage"]
+                or row["passage"] in tiny_kb.chunks[chunk_id].text
+            )
+
+
+def test_a_passage_from_elsewhere_matches_nothing(tmp_path, tiny_kb):
+    rows = [
+        {"question": "Who won?", "chunk_id": 0},
+        {"question": "What is a lion?", "passage": "Lions are large cats living in African savannas."},
+    ]
+    pairs, unmatched = read_pairs(_write(tmp_path / "p.jsonl", rows), tiny_kb)
+    assert [p.positives for p in pairs] == [(0,)] and unmatched == 1
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "p.jsonl:2: not JSON"),
+        ("[1, 2]", "p.jsonl:2: expected a JSON object"),
+        ('{"chunk_id": 0}', "p.jsonl:2: 'question' must be a non-empty string"),
+        ('{"question": "Why?", "chunk_id": 99}', "p.jsonl:2: chunk id 99 is not in"),
+        ('{"question": "Why?", "chunk_id": "0"}', "p.jsonl:2: 'chunk_id' must be an integer"),
+        ('{"question": "Why?"}', "p.jsonl:2: give 'chunk_id'"),
+    ],
+)
+def test_bad_pairs_name_the_file_and_line(tmp_path, tiny_kb, line, message):
+    path = _write(tmp_path / "p.jsonl", [{"question": "Who won?", "chunk_id": 0}, line])
+    with pytest.raises(InputError, match=message.replace("?", r"\?").replace("[", r"\[")):
+        read_pairs(path, tiny_kb)
+
+
+def test_heldout_chunks_are_held_out_whole():
+    pairs = [QueryPair(f"q{i}", (i % 10, (i + 1) % 10)) for i in range(50)]
+    train, heldout = split_heldout(pairs, 0.2, seed=0)
+    assert len(train) + len(heldout) == 50 and heldout
+    seen = {c for p in train for c in p.positives}
+    # A held-out question's chunks include one no training question was about.
+    assert all(not set(p.positives) <= seen for p in heldout)
+
+
+def test_tune_then_publish_a_new_version(tmp_path, own_kb):
+    pairs, _ = read_pairs(_write(tmp_path / "p.jsonl", _tiny_pairs(own_kb)), own_kb)
+    before_version = current_version(own_kb.path)
+    result = tune_query_encoder(
+        own_kb, pairs, tmp_path / "adapter", QueryTuneConfig(epochs=2, holdout=0.0, lr=1e-3), progress=False
+    )
+    info = json.loads((result.adapter / "query_adapter.json").read_text())
+    assert info["embedder"] == "all-minilm-l6-v2" and info["train_pairs"] == len(pairs)
+    assert (result.adapter / "adapter_model.safetensors").is_file()
+
+    tuned = own_kb.with_query_adapter(result.adapter)
+    assert current_version(own_kb.path) != before_version
+    assert Path(tuned.query_embedder).parent == own_kb.path / "query-adapters"
+    assert KnowledgeBase.open(own_kb.path).info()["query_embedder"] == tuned.query_embedder
+    # Chunks and vectors are the previous version's: nothing was re-embedded.
+    ids = np.arange(len(own_kb.chunks))
+    np.testing.assert_array_equal(tuned.dense.vectors(ids), own_kb.dense.vectors(ids))
+    # Questions now go through the adapter (a different vector from the plain embedder's).
+    reopened = KnowledgeBase.open(own_kb.path)
+    question = ["Who won Super Bowl 50?"]
+    plain = own_kb.embed(question)
+    adapted = reopened.embed_queries(question, engine="sentence-transformers")
+    assert float(plain[0] @ adapted[0]) < 0.9999
+
+
+def test_an_adapter_for_another_embedder_is_refused(tmp_path, own_kb):
+    adapter = tmp_path / "other"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"")
+    (adapter / "query_adapter.json").write_text(json.dumps({"embedder": "bge-small"}))
+    with pytest.raises(Exception, match="trained for embedder 'bge-small'"):
+        own_kb.with_query_adapter(adapter)
+
+
+def test_a_killed_tune_leaves_the_knowledge_base_as_it_was(tmp_path, own_kb):
+    """SIGKILL during training: the live version, its manifest and its answers are untouched."""
+    pairs = _write(tmp_path / "p.jsonl", _tiny_pairs(own_kb) * 40)
+    version = current_version(own_kb.path)
+    manifest = (version / "manifest.json").read_bytes()
+    log = tmp_path / "tune.log"
+    command = [sys.executable, "-c", "from slmkit.cli import main; main()", "index", "tune"]
+    command += ["--kb", str(own_kb.path), "--pairs", str(pairs), "--epochs", "50", "--holdout", "0"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    # Output goes to a file: a pipe nobody reads would fill up with progress bars and block the child.
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 300
+    # Wait until training runs (its progress bar counts steps), then kill without warning.
+    while "tune:" not in log.read_text(errors="replace"):
+        assert process.poll() is None, log.read_text(errors="replace")[-2000:]
+        assert time.monotonic() < deadline, "timed out waiting for training to start"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert current_version(own_kb.path) == version
+    assert (version / "manifest.json").read_bytes() == manifest
+    reopened = KnowledgeBase.open(own_kb.path)
+    assert reopened.query_embedder == "all-minilm-l6-v2"
+    assert len(reopened.chunks) == len(own_kb.chunks)
