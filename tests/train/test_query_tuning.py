@@ -159,3 +159,44 @@ def test_a_killed_tune_leaves_the_knowledge_base_as_it_was(tmp_path, own_kb):
     reopened = KnowledgeBase.open(own_kb.path)
     assert reopened.query_embedder == "all-minilm-l6-v2"
     assert len(reopened.chunks) == len(own_kb.chunks)
+
+
+def test_the_cli_tunes_reports_and_publishes(tmp_path, own_kb):
+    from typer.testing import CliRunner
+
+    from slmkit.cli import app
+
+    rows = _tiny_pairs(own_kb)  # before the tune: publishing retires the version own_kb reads from
+    pairs = _write(tmp_path / "p.jsonl", rows)
+    args = [
+        "index",
+        "tune",
+        "--kb",
+        str(own_kb.path),
+        "--pairs",
+        str(pairs),
+        "--epochs",
+        "1",
+        "--holdout",
+        "0",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout[result.stdout.index("{") :])
+    assert report["published"] is True and report["pairs"] == len(rows)
+    assert report["unmatched_passages"] == 0
+    info = KnowledgeBase.open(own_kb.path).info()
+    assert Path(info["query_embedder"]).parent == own_kb.path / "query-adapters"
+    assert not [p for p in own_kb.path.iterdir() if p.name.startswith(".tune-")]  # staging removed
+
+
+def test_the_cli_names_a_bad_pairs_line(tmp_path, own_kb):
+    from typer.testing import CliRunner
+
+    from slmkit.cli import app
+
+    pairs = _write(tmp_path / "p.jsonl", [{"question": "Who won?", "chunk_id": 0}, "{oops"])
+    result = CliRunner().invoke(app, ["index", "tune", "--kb", str(own_kb.path), "--pairs", str(pairs)])
+    # The console entry point prints an InputError as one line and exits with 2 (slmkit.cli.main).
+    assert isinstance(result.exception, InputError)
+    assert f"{pairs}:2: not JSON" in str(result.exception)
