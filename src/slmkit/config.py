@@ -329,6 +329,12 @@ class TrainDataConfig(StrictModel):
         3, ge=1, description="Passages per retrieved-context example (match ask.retrieval.top_k)."
     )
     abstain_share: float = Field(0.2, ge=0.0, lt=1.0, description="Share of abstention examples.")
+    retrieval: RetrievalConfig = Field(
+        default_factory=RetrievalConfig,
+        description="SQuAD context 'retrieved'/'passage': how distractors and hard negatives are retrieved. "
+        "A run resumed after the defaults changed must keep the ranking it started with (pin it here): "
+        "other negatives would also reshuffle which questions are held out for validation.",
+    )
     negatives: float = Field(
         0.5,
         ge=0.0,

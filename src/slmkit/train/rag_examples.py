@@ -16,6 +16,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+from slmkit.config import RetrievalConfig
 from slmkit.data.prompts import ABSTAIN_ANSWER, NO_ANSWER, Passage, qa_messages, reader_messages
 from slmkit.data.squad import SquadArticle, write_squad_paragraphs
 from slmkit.data.squad_metrics import normalize_answer
@@ -66,6 +67,7 @@ def retrieved_context_examples(
     abstain_share: float = 0.2,
     seed: int = 0,
     source: str = "squad",
+    retrieval: RetrievalConfig | None = None,
 ) -> list[Example]:
     """One example per question: ``top_k`` retrieved passages, gold among them (or, for about
     ``abstain_share`` of questions, absent, with the abstention sentence as target).
@@ -76,7 +78,9 @@ def retrieved_context_examples(
     """
     rng = random.Random(seed)
     items = [(a, p, qa) for a in articles for p in a.paragraphs for qa in p.qas if qa.answers]
-    hits_per_question = Retriever(kb).search_many([qa.question for _, _, qa in items], top_k=top_k * 3)
+    hits_per_question = Retriever(kb, retrieval).search_many(
+        [qa.question for _, _, qa in items], top_k=top_k * 3
+    )
     examples, abstentions = [], 0
     for (article, paragraph, qa), hits in zip(items, hits_per_question, strict=True):
         gold_key = (article.title, paragraph.index)
@@ -95,6 +99,7 @@ def passage_examples(
     negatives: float = 0.5,
     seed: int = 0,
     source: str = "squad",
+    retrieval: RetrievalConfig | None = None,
 ) -> list[Example]:
     """Examples for a reader that reads one retrieved passage at a time (slmkit.rag.reading).
 
@@ -112,7 +117,7 @@ def passage_examples(
     for chunk in kb.chunks:
         key = (chunk.metadata.get("article"), chunk.metadata.get("paragraph"))
         chunks_of.setdefault(key, []).append(Passage(chunk.title, chunk.text))
-    hits_per_question = Retriever(kb).search_many([qa.question for _, _, qa in items], top_k=10)
+    hits_per_question = Retriever(kb, retrieval).search_many([qa.question for _, _, qa in items], top_k=10)
     examples, negative_count = [], 0
     for (article, paragraph, qa), hits in zip(items, hits_per_question, strict=True):
         key = (article.title, paragraph.index)

@@ -45,9 +45,9 @@ def _retrieved_examples(path: str, config: TrainConfig, split: str) -> list[Exam
     # not even as distractors.
     kb = paragraphs_kb(articles, Path(data.kb) if data.kb else Path(config.output_dir) / "kb")
     if data.context == "passage":
-        return passage_examples(articles, kb, data.negatives, config.seed, Path(path).name)
+        return passage_examples(articles, kb, data.negatives, config.seed, Path(path).name, data.retrieval)
     return retrieved_context_examples(
-        articles, kb, data.top_k, data.abstain_share, config.seed, Path(path).name
+        articles, kb, data.top_k, data.abstain_share, config.seed, Path(path).name, data.retrieval
     )
 
 
