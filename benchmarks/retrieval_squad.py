@@ -124,7 +124,7 @@ def _reader_rerank(reader, sample, questions, hits, chunk_paragraph, gold, ranks
             order = sorted(range(min(depth, len(top))), key=lambda j: no_answer[j])
             # Re-ranking moves the top `depth`; what lies below keeps its rank.
             moved = [top[j] for j in order] + list(hits[i][depth:])
-            reranked[depth].append(_first_rank_in(moved, chunk_paragraph, gold[i]))
+            reranked[depth].append(_first_rank(moved, chunk_paragraph, gold[i]))
     n = len(sample)
     out[f"{DEFAULT}, same {n} questions"] = _scores([ranks[DEFAULT][i] for i in sample])
     for depth, got in reranked.items():
@@ -135,12 +135,9 @@ def _reader_rerank(reader, sample, questions, hits, chunk_paragraph, gold, ranks
     return out
 
 
-def _first_rank_in(hits, chunk_paragraph, gold) -> int | None:
-    return next((r for r, h in enumerate(hits, start=1) if chunk_paragraph[h.chunk.id] == gold), None)
-
-
 def _first_rank(hits, chunk_paragraph, gold) -> int | None:
-    return next((h.rank for h in hits if chunk_paragraph[h.chunk.id] == gold), None)
+    """1-based position of the first hit from the gold paragraph (hits in their ranked order)."""
+    return next((r for r, h in enumerate(hits, start=1) if chunk_paragraph[h.chunk.id] == gold), None)
 
 
 def _recall(ranks, k: int) -> float:

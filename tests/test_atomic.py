@@ -55,3 +55,19 @@ def test_journal_drops_a_cut_off_last_line_and_appends_on_a_fresh_one(tmp_path):
     with path.open("a", encoding="utf-8") as journal:
         append_journal(journal, {"n": 3, "text": "café"})
     assert read_journal(path) == ['{"n": 1}', '{"n": 3, "text": "café"}']
+
+
+def test_atomic_folder_replaces_the_target_only_when_the_block_succeeds(tmp_path):
+    from slmkit.atomic import atomic_folder
+
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_folder(target) as staging:
+        (staging / "new.txt").write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no staging folder left behind
+    assert [p.name for p in target.iterdir()] == ["old.txt"]
+    with atomic_folder(target) as staging:
+        (staging / "new.txt").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["new.txt"]

@@ -85,6 +85,7 @@ _INDEX_FLAGS = {
     "index_type": "vector_index.type",
     "store": "store",
 }
+_TUNE_FLAGS = {"epochs": "epochs", "lr": "lr", "holdout": "holdout"}
 _ASK_FLAGS = {
     "model": "model",
     "dtype": "dtype",
@@ -216,11 +217,8 @@ def index_tune(
     from slmkit.rag.knowledge_base import KnowledgeBase
     from slmkit.train.query_tuning import read_pairs, tune_query_encoder
 
-    settings = _recipe_section(config, "tune")
-    for key, value in (("epochs", epochs), ("lr", lr), ("holdout", holdout)):
-        if value is not None:
-            settings[key] = value
-    tune_config = parse_config(QueryTuneConfig, settings, str(config or "index tune"))
+    settings = _merged(config, "tune", _TUNE_FLAGS, _flags(locals(), _TUNE_FLAGS))
+    tune_config = parse_config(QueryTuneConfig, settings, f"{config or 'options'} [tune]")
     base = KnowledgeBase.open(kb)
     found, unmatched = read_pairs(pairs, base)
     with tempfile.TemporaryDirectory(prefix=".tune-", dir=kb) as tmp:

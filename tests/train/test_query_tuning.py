@@ -77,7 +77,7 @@ def test_a_passage_from_elsewhere_matches_nothing(tmp_path, tiny_kb):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("{not json", "p.jsonl:2: not JSON"),
+        ("{not json", "p.jsonl:2: not valid JSON"),
         ("[1, 2]", "p.jsonl:2: expected a JSON object"),
         ('{"chunk_id": 0}', "p.jsonl:2: 'question' must be a non-empty string"),
         ('{"question": "Why?", "chunk_id": 99}', "p.jsonl:2: chunk id 99 is not in"),
@@ -199,4 +199,4 @@ def test_the_cli_names_a_bad_pairs_line(tmp_path, own_kb):
     result = CliRunner().invoke(app, ["index", "tune", "--kb", str(own_kb.path), "--pairs", str(pairs)])
     # The console entry point prints an InputError as one line and exits with 2 (slmkit.cli.main).
     assert isinstance(result.exception, InputError)
-    assert f"{pairs}:2: not JSON" in str(result.exception)
+    assert f"{pairs}:2: not valid JSON" in str(result.exception)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from slmkit.atomic import atomic_write_text
+from slmkit.data.jsonfile import parse_json
 from slmkit.errors import InputError
 
 
@@ -90,10 +91,7 @@ def read_predictions(path: Path) -> list[Prediction]:
         if not line.strip():
             continue
         where = f"{path}:{number}"
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where}: not valid JSON ({exc.msg})") from exc
+        data = parse_json(line, path, number)
         if not isinstance(data, dict):
             raise InputError(f"{where}: expected a JSON object")
         predictions.append(Prediction.from_dict(data, where))

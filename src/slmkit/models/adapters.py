@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
 
+from slmkit.atomic import atomic_folder
 from slmkit.errors import InputError
 
 if TYPE_CHECKING:
@@ -65,18 +65,12 @@ def save_merged(base: PreTrainedModel, tokenizer, adapter_dir: Path, output: Pat
     """Merge and write a self-contained model folder atomically (weights, tokenizer, recipe, card)."""
     from slmkit.models.loading import save_tokenizer
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-staging", dir=output.parent))
-    try:
+    with atomic_folder(output) as staging:
         merged_model(base, adapter_dir).save_pretrained(staging)
         save_tokenizer(tokenizer, staging)
         for name in _CARRIED:
             if (adapter_dir / name).is_file():
                 shutil.copy(adapter_dir / name, staging / name)
-        shutil.rmtree(output, ignore_errors=True)
-        staging.rename(output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return output
 
 

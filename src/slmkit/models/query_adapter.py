@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from slmkit.atomic import atomic_folder
 from slmkit.errors import InputError
-from slmkit.models.loading import file_fingerprint
+from slmkit.models.adapters import adapter_fingerprint, merged_model
 
 QUERY_ADAPTER_FILE = "query_adapter.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -61,25 +61,16 @@ def merged_query_encoder(adapter: Path, cache: Path) -> Path:
     if not is_query_adapter(adapter):
         raise InputError(f"{adapter}: not a query adapter (needs {QUERY_ADAPTER_FILE} and {WEIGHTS_FILE})")
     embedder = read_query_adapter(adapter)["embedder"]
-    target = cache / "query-encoders" / f"{adapter.name}-{file_fingerprint(adapter / WEIGHTS_FILE)}"
+    target = cache / "query-encoders" / f"{adapter.name}-{adapter_fingerprint(adapter)}"
     if (target / "modules.json").is_file():
         return target
-    # Imported here: resolving a cached merge must not pay for importing torch.
-    from peft import PeftModel
-
     from slmkit.models.embedder import load_embedder
 
     model = load_embedder(embedder, device="cpu")
     # Merged into the transformer's own weights in place: the sentence-transformers model around it
     # (pooling, normalisation) saves as it loaded.
-    PeftModel.from_pretrained(model[0].auto_model, str(adapter)).merge_and_unload()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    merged_model(model[0].auto_model, adapter)
+    with atomic_folder(target) as staging:
         model.save(str(staging))
         shutil.copy(adapter / QUERY_ADAPTER_FILE, staging / QUERY_ADAPTER_FILE)
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target

@@ -23,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from slmkit import __version__
+from slmkit.atomic import atomic_folder
 from slmkit.config import IndexConfig
 from slmkit.errors import KnowledgeBaseError
 from slmkit.rag.chunk_file import ChunkFile, ChunkFileWriter
@@ -149,7 +150,10 @@ class KnowledgeBase:
 
     def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """L2-normalised embeddings of ``texts`` (so inner product = cosine similarity)."""
-        return self.embedder.encode(
+        return self._encode(self.embedder, texts, progress)
+
+    def _encode(self, model: Any, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        return model.encode(
             list(texts),
             batch_size=self.config.batch_size,
             normalize_embeddings=True,
@@ -185,12 +189,7 @@ class KnowledgeBase:
             from slmkit.models.embedder import load_embedder
 
             self._query_model = load_embedder(self.query_embedder)
-        return self._query_model.encode(
-            list(questions),
-            batch_size=self.config.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-        ).astype(np.float32)
+        return self._encode(self._query_model, questions)
 
     def info(self) -> dict[str, Any]:
         """Counts, model and sizes, as ``slmkit index info`` prints them."""
@@ -298,12 +297,16 @@ class KnowledgeBase:
             )
         relative = f"{QUERY_ADAPTERS}/{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
         with write_lock(self.path):
-            _copy_tree(adapter, self.path / relative, link=False)
+            with atomic_folder(self.path / relative) as copied:
+                shutil.copytree(adapter, copied, dirs_exist_ok=True)
             version = current_version(self.path)
             with new_version(self.path) as staging:
+                # The version's files are never changed once published: hard links share them.
                 for item in version.iterdir():
-                    if item.name != "manifest.json":
-                        _copy_tree(item, staging / item.name, link=True)
+                    if item.is_dir():
+                        shutil.copytree(item, staging / item.name, copy_function=_link_or_copy)
+                    elif item.name != "manifest.json":
+                        _link_or_copy(item, staging / item.name)
                 manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
                 if "store" in manifest:  # a PostgreSQL store's pointer: its manifest lives in the database
                     manifest["query_embedder"] = relative
@@ -441,27 +444,12 @@ class _FolderWriter:
         return KnowledgeBase.open(self.kb.path, embedder)
 
 
-def _copy_tree(source: Path, target: Path, link: bool) -> None:
-    """Copy a file or folder to ``target`` (written beside it, then renamed). With ``link``, files are
-    hard-linked where the file system allows: a version's files are never changed once published."""
-
-    def copy(src: str, dst: str) -> None:
-        try:
-            if link:
-                os.link(src, dst)
-                return
-        except OSError:
-            pass
-        shutil.copy2(src, dst)
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    if source.is_dir():
-        shutil.copytree(source, staging, copy_function=copy)
-    else:
-        copy(str(source), str(staging))
-    staging.rename(target)
+def _link_or_copy(source: str | Path, target: str | Path) -> None:
+    """Hard-link ``source`` to ``target``, or copy it where the file system cannot link."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def _now() -> str:

@@ -53,7 +53,7 @@ def convex_fusion(
     ``score = (1 - w) * dense + w * lexical``. Bruch et al. (2023, "An Analysis of Fusion Functions
     for Hybrid Retrieval") find this beats reciprocal-rank fusion once ``w`` is tuned: it keeps how
     far apart the scores are, where ranks keep only their order. Measured on SQuAD: recall@1 0.760
-    vs 0.716 on the eval articles with ``w`` chosen on the train articles (docs/benchmarks.md).
+    vs 0.714 on the eval articles with ``w`` chosen on the train articles (docs/retrieval.md).
 
     Returns ``(id, score)`` pairs, best first; ties keep the order of first appearance.
     """

@@ -24,8 +24,6 @@ import logging
 import math
 import random
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,8 +34,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from slmkit import __version__
+from slmkit.atomic import atomic_folder
 from slmkit.config import QueryTuneConfig
+from slmkit.data.jsonfile import parse_json
 from slmkit.errors import InputError
+from slmkit.models.families import ALL_LINEAR
 from slmkit.models.query_adapter import QUERY_ADAPTER_FILE
 from slmkit.rag.knowledge_base import KnowledgeBase
 
@@ -93,10 +94,7 @@ def read_pairs(path: Path, kb: KnowledgeBase) -> tuple[list[QueryPair], int]:
         if not line.strip():
             continue
         where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{where}: not JSON ({err.msg})") from None
+        row = parse_json(line, path, number)
         if not isinstance(row, dict):
             raise InputError(f"{where}: expected a JSON object with 'question' and 'chunk_id' or 'passage'")
         question = row.get("question")
@@ -215,7 +213,7 @@ def tune_query_encoder(
             r=config.r,
             lora_alpha=config.alpha,
             lora_dropout=config.dropout,
-            target_modules=_linear_layers(model[0].auto_model),
+            target_modules=ALL_LINEAR,  # PEFT's every linear layer, as the reader's LoRA
         ),
     )
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -279,26 +277,11 @@ def _candidates(
     return np.array(sorted(positives.union(int(c) for c in sample)))
 
 
-def _linear_layers(model: Any) -> list[str]:
-    """Names of every linear layer kind in ``model`` (LoRA on all of them, as for the reader)."""
-    import torch
-
-    return sorted(
-        {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-    )
-
-
 def _save(adapter_model: Any, description: dict[str, Any], output: Path) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
-    try:
+    with atomic_folder(output) as staging:
         adapter_model.save_pretrained(str(staging))
         # PEFT records the base as the folder it was loaded from; the embedder's name is portable.
         settings = json.loads((staging / "adapter_config.json").read_text(encoding="utf-8"))
         settings["base_model_name_or_path"] = description["embedder"]
         (staging / "adapter_config.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
         (staging / QUERY_ADAPTER_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
-        shutil.rmtree(output, ignore_errors=True)
-        staging.rename(output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
