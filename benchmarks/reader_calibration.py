@@ -124,8 +124,13 @@ def main() -> None:
     absent_pool = [qa for a in train_articles if a.title in withheld for p in a.paragraphs for qa in p.qas]
     absent = absent_pool[:: max(1, len(absent_pool) // args.absent)][: args.absent]
 
+    # sure_below 0: every retrieved passage is read, so the sure_below table below can replay any
+    # threshold. The gates are unaffected: reading stops only at a passage below sure_below, which
+    # the reader gate (max_no_answer well above it) would pass either way.
     ungated = AbstentionConfig(min_relevance=-1.0, min_coverage=0.0, min_support=0.0, max_no_answer=1.0)
-    ask = AskConfig(model=args.model, backend=BackendConfig(type=args.backend), abstention=ungated)
+    ask = AskConfig(
+        model=args.model, backend=BackendConfig(type=args.backend), abstention=ungated, sure_below=0.0
+    )
     answerer = Answerer(load_generator(args.model, ask.backend), Retriever(kb, ask.retrieval), ask)
     rows_a = [record(answerer, q.question, q.answers) for q in tqdm(answerable, desc="answerable")]
     rows_x = [record(answerer, q.question, []) for q in tqdm(absent, desc="absent")]
