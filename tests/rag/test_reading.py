@@ -41,9 +41,24 @@ def test_answer_comes_from_the_passage_the_reader_is_surest_about_and_cites_it()
     assert [c.chunk_id for c in answer.citations] == [1]
     assert answer.no_answer == [0.9, 0.05]
     assert answer.to_dict()["retrieved"][1]["no_answer"] == 0.05
-    # Grounded decoding is on by default for per-passage reading: the span is kept to that passage.
-    assert reader.generated == [(BRONCOS, [BRONCOS])]
+    # Grounded decoding is on by default for per-passage reading: the span is kept to that passage
+    # (or its title, which the prompt shows too).
+    assert reader.generated == [(BRONCOS, ["Doc 1", BRONCOS])]
     assert "reading" in answer.timings
+
+
+def test_an_answer_read_from_the_title_is_supported_and_cited():
+    # Documents split by headings carry the section's name in the chunk title, and the name is often
+    # the answer: "Which lint ...?" over a section "Lints › bare_urls" that says "This lint detects".
+    hit = make_hit(
+        0, "This lint warns by default. It detects URLs which are not links.", title="Lints › bare_urls"
+    )
+    reader = ScriptedReader({"This": 0.05}, {"This": "bare_urls"})
+    answer = _answerer(reader, [hit]).ask("Which lint detects URLs which are not links?")
+    assert not answer.abstained
+    assert answer.text == "bare_urls [1]"
+    assert reader.generated[0][1] == ["Lints › bare_urls 0", hit.chunk.text]
+    assert answer.citations[0].support == 1.0
 
 
 def test_every_passage_holding_the_answer_is_cited():

@@ -231,8 +231,8 @@ class Answerer:
         if self.per_passage:
             return self._answer_per_passage(question.strip(), list(hits), on_text, start, retrieval_s)
         messages, used = self._fit_context(question, list(hits), history)
-        generation = self._generate(messages, on_text, [h.chunk.text for h in used])
-        contexts = [h.chunk.text for h in used]
+        contexts = [t for h in used for t in shown(Passage(h.chunk.title, h.chunk.text))]
+        generation = self._generate(messages, on_text, contexts)
         decision = check_support(generation.text, contexts, self.config.abstention, question)
         if decision.abstain:
             return self._finish(
@@ -269,8 +269,8 @@ class Answerer:
         decision = check_reader_confidence(best.no_answer, len(readings), self.config.abstention)
         generation = None
         if not decision.abstain:
-            generation = self._generate(best.messages, on_text, [best.passage.text])
-            decision = check_support(generation.text, [best.passage.text], self.config.abstention, question)
+            generation = self._generate(best.messages, on_text, shown(best.passage))
+            decision = check_support(generation.text, shown(best.passage), self.config.abstention, question)
         if decision.abstain:
             answer = self._finish(
                 question, ABSTAIN_ANSWER, True, decision.reason, hits, [], generation, start, retrieval_s
@@ -398,7 +398,7 @@ class Answerer:
 def cite(answer: str, used: Sequence[Hit], min_support: float, question: str = "") -> list[Citation]:
     """The passages that support ``answer``'s claim: every passage at least ``min_support``-supportive,
     and always the most supportive one. Markers follow prompt order, so ``[n]`` is passage n."""
-    scored = [(support_score(answer, [h.chunk.text], question), h) for h in used]
+    scored = [(support_score(answer, shown(Passage(h.chunk.title, h.chunk.text)), question), h) for h in used]
     best = max((s for s, _ in scored), default=0.0)
     return [
         Citation(i, h.chunk.id, h.chunk.title, h.chunk.source, h.chunk.position, h.score, support)
@@ -413,14 +413,21 @@ def cite_span(answer: str, readings: Sequence[Reading], best: Reading) -> list[C
     wanted = " ".join(answer.lower().split())
     citations = []
     for i, reading in enumerate(readings, start=1):
-        text = " ".join(reading.passage.text.lower().split())
+        text = " ".join("\n".join(shown(reading.passage)).lower().split())
         if reading is best or (wanted and wanted in text):
             h = reading.hit
-            support = support_score(answer, [reading.passage.text])
+            support = support_score(answer, shown(reading.passage))
             citations.append(
                 Citation(i, h.chunk.id, h.chunk.title, h.chunk.source, h.chunk.position, h.score, support)
             )
     return citations
+
+
+def shown(passage: Passage) -> list[str]:
+    """The texts an answer may be read from: the passage and its title, both in the prompt. A
+    section's name is often the answer ("Which lint detects broken links?"), and documents split by
+    headings carry it in the chunk's title, not its text."""
+    return [text for text in (passage.title, passage.text) if text]
 
 
 def passage_hit(title: str, text: str, source: str = "", position: int = 0) -> Hit:
