@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,8 +11,15 @@ from transformers import AutoModelForCausalLM
 
 from slmkit.errors import ModelNotFoundError
 from slmkit.models import loading
+from slmkit.models.adapters import MERGED_FROM
 from slmkit.models.embedder import resolve_embedder_path
-from slmkit.models.loading import is_hub_id, load_causal_lm, resolve_model_path
+from slmkit.models.loading import (
+    is_hub_id,
+    load_causal_lm,
+    merged_folder,
+    prune_superseded_merges,
+    resolve_model_path,
+)
 from slmkit.models.registry import PACKAGED_MODELS
 
 
@@ -111,3 +119,50 @@ def test_gemma_base_model_gets_bos_and_no_template(model_cache):
     ids = gemma.tokenizer("Question: Who won?")["input_ids"]
     assert ids[0] == gemma.tokenizer.bos_token_id
     assert gemma.num_parameters == pytest.approx(268e6, rel=0.01)
+
+
+def _merge_record(folder: Path, adapter: str) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / MERGED_FROM).write_text(json.dumps({"adapter": adapter}))
+    return folder
+
+
+def test_a_new_merge_removes_older_merges_of_the_same_adapter_folder_and_their_exports(tmp_path):
+    models, gguf = tmp_path / "models", tmp_path / "gguf"
+    gguf.mkdir()
+    old = _merge_record(models / "final-merged-aaa", "/runs/a/final")
+    other_run = _merge_record(models / "final-merged-bbb", "/runs/b/final")
+    unrecorded = models / "final-merged-ccc"  # made before merges recorded their adapter
+    unrecorded.mkdir(parents=True)
+    current = _merge_record(models / "final-merged-ddd", "/runs/a/final")
+    exports = [gguf / "final-merged-aaa-123-f32.gguf", gguf / "final-merged-aaa-123-f32-9.token-bytes.npz"]
+    kept = [gguf / "final-merged-bbb-123-f32.gguf", gguf / "final-merged-ddd-456-f32.gguf"]
+    for file in exports + kept:
+        file.write_bytes(b"x")
+
+    assert prune_superseded_merges(current, "/runs/a/final") == [old]
+    assert not old.exists() and not any(f.exists() for f in exports)
+    assert other_run.is_dir() and unrecorded.is_dir() and current.is_dir()
+    assert all(f.exists() for f in kept)
+
+
+def test_merged_folder_replaces_the_merge_of_retrained_weights(tmp_path, tiny_model):
+    from peft import LoraConfig, get_peft_model
+
+    base = tiny_model("llama")
+    adapter = tmp_path / "final"
+
+    def save_adapter(seed: int) -> Path:
+        torch.manual_seed(seed)
+        model = get_peft_model(
+            AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=2, init_lora_weights=False)
+        )
+        model.save_pretrained(adapter)
+        return merged_folder(adapter, tmp_path / "cache")
+
+    first = save_adapter(0)
+    assert json.loads((first / MERGED_FROM).read_text())["adapter"] == str(adapter.resolve())
+    second = save_adapter(1)  # retrained into the same folder: new weights, new fingerprint
+    assert second != first and (second / "config.json").is_file()
+    assert not first.exists()

@@ -54,6 +54,10 @@ def base_model_of(adapter_dir: Path) -> str:
     return str(base)
 
 
+# Written into a cached merged folder: which adapter folder it came from (see loading.merged_folder).
+MERGED_FROM = "slmkit-merged-from.json"
+
+
 def merged_model(base: PreTrainedModel, adapter_dir: Path) -> PreTrainedModel:
     """``base`` (full precision) with the adapters in ``adapter_dir`` folded into its weights."""
     from peft import PeftModel
@@ -61,13 +65,18 @@ def merged_model(base: PreTrainedModel, adapter_dir: Path) -> PreTrainedModel:
     return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
-def save_merged(base: PreTrainedModel, tokenizer, adapter_dir: Path, output: Path) -> Path:
-    """Merge and write a self-contained model folder atomically (weights, tokenizer, recipe, card)."""
+def save_merged(
+    base: PreTrainedModel, tokenizer, adapter_dir: Path, output: Path, note: dict | None = None
+) -> Path:
+    """Merge and write a self-contained model folder atomically (weights, tokenizer, recipe, card;
+    ``note``, if given, as ``MERGED_FROM``)."""
     from slmkit.models.loading import save_tokenizer
 
     with atomic_folder(output) as staging:
         merged_model(base, adapter_dir).save_pretrained(staging)
         save_tokenizer(tokenizer, staging)
+        if note is not None:
+            (staging / MERGED_FROM).write_text(json.dumps(note, indent=2), encoding="utf-8")
         for name in _CARRIED:
             if (adapter_dir / name).is_file():
                 shutil.copy(adapter_dir / name, staging / name)

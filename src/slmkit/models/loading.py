@@ -8,6 +8,7 @@ then cached as a plain safetensors folder, which later loads in well under a sec
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -21,7 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slmkit.errors import ConfigError, ModelNotFoundError
-from slmkit.models.adapters import adapter_fingerprint, base_model_of, is_adapter_folder, save_merged
+from slmkit.models.adapters import (
+    MERGED_FROM,
+    adapter_fingerprint,
+    base_model_of,
+    is_adapter_folder,
+    save_merged,
+)
 from slmkit.models.cache import cache_dir
 from slmkit.models.registry import PACKAGED_MODELS, packaged_names
 
@@ -148,7 +155,12 @@ def dequantized_folder(gguf: Path, cache: Path | None = None) -> Path:
 
 def merged_folder(adapter_dir: Path, cache: Path | None = None) -> Path:
     """Return a cached model folder holding ``adapter_dir``'s base with the adapters merged in,
-    creating it on first use (written to a temporary sibling and renamed into place)."""
+    creating it on first use (written to a temporary sibling and renamed into place).
+
+    A new merge replaces the cached merges of earlier weights in the same adapter folder (a
+    retrained run, or the reader of an older slmkit), and the GGUF exports made from them: each is
+    about a gigabyte for a 270M model, and nothing resolves to them any more.
+    """
     root = (cache or cache_dir()) / "models"
     target = root / f"{adapter_dir.name}-merged-{adapter_fingerprint(adapter_dir)}"
     if (target / "config.json").is_file():
@@ -161,7 +173,34 @@ def merged_folder(adapter_dir: Path, cache: Path | None = None) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(str(base_path))
     base = model_class(base_path).from_pretrained(str(base_path), dtype=torch.float32)
-    return save_merged(base, tokenizer, adapter_dir, target)
+    note = {"adapter": str(adapter_dir.resolve())}
+    save_merged(base, tokenizer, adapter_dir, target, note)
+    prune_superseded_merges(target, note["adapter"])
+    return target
+
+
+def prune_superseded_merges(current: Path, adapter: str) -> list[Path]:
+    """Delete the cached merges of ``adapter`` (a resolved adapter folder) other than ``current``,
+    with every file of the cache's ``gguf/`` derived from them; returns the merges deleted.
+
+    Only merges that record the same adapter folder go: two runs whose adapters share a folder name
+    keep theirs. A process still using a deleted GGUF keeps reading it (an unlinked file lives on
+    while it is open or mapped); only its next start merges again.
+    """
+    pruned = []
+    for other in current.parent.glob(f"{glob.escape(current.name.rsplit('-merged-', 1)[0])}-merged-*"):
+        try:
+            source = json.loads((other / MERGED_FROM).read_text(encoding="utf-8")).get("adapter")
+        except (OSError, ValueError, AttributeError):
+            continue  # not one of ours, or written before merges recorded their adapter
+        if other == current or source != adapter:
+            continue
+        for derived in (current.parent.parent / "gguf").glob(f"{glob.escape(other.name)}-*"):
+            derived.unlink(missing_ok=True)
+        shutil.rmtree(other, ignore_errors=True)
+        logger.info("removed %s, a cached merge of earlier weights of %s", other, adapter)
+        pruned.append(other)
+    return pruned
 
 
 def model_class(source: Path | str) -> type:
