@@ -12,6 +12,8 @@ gates, generation, citations), to choose the default backend by measurement.
 transformers fp32 ask p50: below 1 means llama.cpp is faster.
 
     python benchmarks/backends_quality.py [--questions 40] [--model smollm2-135m-instruct]
+    python benchmarks/backends_quality.py --model slmkit-reader-270m --questions 200 \
+        --engines transformers-fp32,llama.cpp-f32,llama.cpp-f16,llama.cpp-q8_0 --no-latency
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from _common import KB_PATH, emit, squad_kb
+from _common import KB_PATH, bootstrap_ci, emit, squad_kb
 from slmkit.config import BackendConfig, EvalConfig, EvalDataConfig
+from slmkit.data.squad_metrics import f1_score
 from slmkit.eval.predictions import read_predictions
 from slmkit.eval.runner import run_eval
 from slmkit.models.registry import DEFAULT_MODEL, PACKAGED_MODELS
@@ -48,6 +51,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--questions", type=int, default=40)
     parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--engines", default=None, help="Comma-separated subset of Part 1's engines.")
+    parser.add_argument("--no-latency", action="store_true", help="Part 1 only (no ratio).")
     args = parser.parse_args()
     squad_kb()  # built on first use
     engines = {
@@ -60,6 +65,9 @@ def main() -> None:
     shipped = PACKAGED_MODELS[args.model].locate(Path()) if args.model in PACKAGED_MODELS else None
     if shipped is not None and shipped.suffix == ".gguf":  # the file a package ships, as it is
         engines["llama.cpp-shipped"] = {"model": str(shipped), "backend": BackendConfig(type="llama.cpp")}
+    if args.engines:
+        # The first one listed is the reference the others are compared with.
+        engines = {name: engines[name] for name in args.engines.split(",")}
     quality: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="slmkit-bench-") as tmp:
         out = Path(tmp)
@@ -68,20 +76,26 @@ def main() -> None:
             scores, predictions = evaluate(out, name, "gold", args.questions, args.model, **dict(fields))
             reference = reference or predictions
             same = sum(p.prediction == r.prediction for p, r in zip(predictions, reference, strict=True))
+            f1 = [0.0 if p.abstained else 100 * f1_score(p.prediction, p.references) for p in predictions]
             quality[name] = {
                 "em": round(scores["exact_match"], 1),
                 "f1": round(scores["f1"], 1),
-                "identical_to_transformers": f"{same}/{len(reference)}",
+                "f1_ci95": [round(v, 1) for v in bootstrap_ci(f1)],
+                "identical_to_reference": f"{same}/{len(reference)}",
                 "p50_s": round(scores["latency_p50_s"], 3),
             }
         latency: dict[str, dict] = {}
-        for name, fields in {
-            "transformers-fp32": engines["transformers-fp32"],
-            "transformers-bf16": {"dtype": "bfloat16", "backend": BackendConfig(type="transformers")},
-            "llama.cpp-f32": engines["llama.cpp-f32"],
-            "llama.cpp-f16": engines["llama.cpp-f16"],
-            "llama.cpp-q8_0": engines["llama.cpp-q8_0"],
-        }.items():
+        for name, fields in (
+            {}
+            if args.no_latency
+            else {
+                "transformers-fp32": engines["transformers-fp32"],
+                "transformers-bf16": {"dtype": "bfloat16", "backend": BackendConfig(type="transformers")},
+                "llama.cpp-f32": engines["llama.cpp-f32"],
+                "llama.cpp-f16": engines["llama.cpp-f16"],
+                "llama.cpp-q8_0": engines["llama.cpp-q8_0"],
+            }
+        ).items():
             scores, _ = evaluate(out, name, "retrieved", args.questions, args.model, **dict(fields))
             latency[name] = {
                 "p50_s": round(scores["latency_p50_s"], 3),
@@ -94,10 +108,13 @@ def main() -> None:
             "benchmark": "backends_quality",
             "model": args.model,
             "questions": args.questions,
+            "reference": next(iter(engines)),
             "gold_context_quality": quality,
             "ask_latency_retrieved": latency,
             "baseline": "transformers fp32 ask p50 on the same questions and KB",
-            "ratio": round(latency["llama.cpp-f32"]["p50_s"] / latency["transformers-fp32"]["p50_s"], 3),
+            "ratio": round(latency["llama.cpp-f32"]["p50_s"] / latency["transformers-fp32"]["p50_s"], 3)
+            if latency
+            else None,
         }
     )
 
