@@ -123,10 +123,12 @@ class BackendConfig(StrictModel):
         "transformers from an f32 export, several times faster (docs/serving.md); transformers otherwise "
         "(a GPU, encoder-decoders, hub ids). openai: any OpenAI-compatible server at base_url.",
     )
-    gguf_quant: Literal["f32", "f16", "q8_0", "q4_k_m"] = Field(
-        "f32",
+    gguf_quant: Literal["auto", "f32", "f16", "q8_0", "q4_k_m"] = Field(
+        "auto",
         description="llama.cpp only: the format a non-GGUF model is exported to (once, then cached). "
-        "f32 is the one whose greedy answers match transformers (measured per format in docs/serving.md).",
+        "auto: the format measured to keep a packaged model's greedy answers (f16 for the reader: "
+        "200/200 identical to f32 at half the size), f32 for any other model (the one whose answers "
+        "match transformers; measured per format in docs/serving.md).",
     )
     threads: int | None = Field(None, ge=1, description="llama.cpp only: CPU threads (default: all cores).")
     base_url: str | None = Field(

@@ -1,9 +1,10 @@
 """llama.cpp, the default engine where it is installed, answers as the transformers reference.
 
-For every packaged generator (SmolLM2 chat model, Gemma-3 base model, the shipped reader), the f32
-GGUF export that the llama.cpp backend runs gives the same greedy answers as transformers on fixed
-SQuAD eval questions with their passage, in the layout the model is used with; for the reader, its
-no-answer probabilities (what per-passage reading ranks passages by) agree too.
+For every packaged generator (SmolLM2 chat model, Gemma-3 base model, the shipped reader), the GGUF
+export that the llama.cpp backend runs by default (f32; f16 for the reader) gives the same greedy
+answers as transformers on fixed SQuAD eval questions with their passage, in the layout the model is
+used with; for the reader, its no-answer probabilities (what per-passage reading ranks passages by)
+agree too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 
 from slmkit.config import GenerationConfig
 from slmkit.data.prompts import Passage, qa_messages, reader_messages
-from slmkit.models.registry import PACKAGED_MODELS
+from slmkit.models.registry import PACKAGED_MODELS, gguf_format
 
 pytest.importorskip("llama_cpp")
 
@@ -48,7 +49,7 @@ def test_llama_cpp_gives_the_transformers_greedy_answers(name, monkeypatch, mode
 
     monkeypatch.setenv("SLMKIT_CACHE", str(model_cache))
     reference = TransformersGenerator(load_causal_lm(name, cache=model_cache))
-    llama = LlamaCppGenerator.load(name, quant="f32", threads=2)
+    llama = LlamaCppGenerator.load(name, quant=gguf_format(name), threads=2)
     config = GenerationConfig(max_new_tokens=24)
     reader = is_reader(name)
     prompts = [reader_messages(q, p) if reader else qa_messages(q, [p]) for q, p in QUESTIONS]

@@ -16,6 +16,7 @@ from slmkit.config import BackendConfig
 from slmkit.errors import ConfigError, SlmkitError
 from slmkit.models.generation import Generator
 from slmkit.models.loading import LoadedModel, load_causal_lm
+from slmkit.models.registry import gguf_format
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +29,9 @@ def llama_cpp_available() -> bool:
 def resolve_backend(config: BackendConfig, model: str | None = None, device: str = "cpu") -> str:
     """The concrete backend ``auto`` stands for: ``openai`` when a server URL is set; ``llama.cpp``
     where it is installed and can run ``model`` on this CPU (a decoder-only model that is packaged,
-    local or a GGUF file): the fastest local engine, with the same greedy answers from its f32 export;
-    ``transformers`` otherwise (a CUDA device, encoder-decoders, hub ids; training always)."""
+    local or a GGUF file): the fastest local engine, with the same greedy answers from its export
+    (f32, or the format measured to keep a packaged model's answers); ``transformers`` otherwise (a
+    CUDA device, encoder-decoders, hub ids; training always)."""
     if config.type != "auto":
         return config.type
     if config.base_url:
@@ -111,7 +113,8 @@ def load_generator(
                 "source in about 4 minutes on 2 cores); or use backend 'transformers'"
             )
         try:
-            return LlamaCppGenerator.load(model, quant=config.gguf_quant, threads=config.threads)
+            quant = gguf_format(model, config.gguf_quant)
+            return LlamaCppGenerator.load(model, quant=quant, threads=config.threads)
         except SlmkitError as err:
             if config.type != "auto":
                 raise

@@ -33,6 +33,8 @@ class PackagedModel:
         description: One line for ``slmkit models``.
         locate: Returns the GGUF file or LoRA adapter folder (causal LMs) or model folder
             (embedders); raises :class:`ModelNotFoundError` when the package is missing.
+        gguf_quant: The format llama.cpp runs it in when it is not a GGUF already: the smallest
+            measured to give the same greedy answers as f32 (``benchmarks/backends_quality.py``).
     """
 
     name: str
@@ -41,6 +43,7 @@ class PackagedModel:
     install: str
     description: str
     locate: Callable[[Path], Path]
+    gguf_quant: str = "f32"
 
 
 def _package_dir(module: str, package: str, install: str) -> Path:
@@ -125,6 +128,9 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             "Gemma-3-270M fine-tuned by slmkit to read a passage and answer with a span or nothing "
             "(LoRA adapter, model card in assets/readers/slmkit-reader-270m/README.md); the default.",
             _locate_reader("slmkit-reader-270m"),
+            # f16: the same answers as f32 on 200 of 200 gold-paragraph eval questions, half the
+            # file (551 MB), so a fresh process maps half as much (docs/serving.md).
+            gguf_quant="f16",
         ),
         PackagedModel(
             "all-minilm-l6-v2",
@@ -141,3 +147,12 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
 def packaged_names(kind: str) -> list[str]:
     """Names of packaged models of one kind, for error messages and ``slmkit models``."""
     return [m.name for m in PACKAGED_MODELS.values() if m.kind == kind]
+
+
+def gguf_format(model: str, requested: str = "auto") -> str:
+    """The GGUF format to export ``model`` to: ``requested``, or for ``auto`` the packaged model's
+    measured format (``f32`` for anything not packaged)."""
+    if requested != "auto":
+        return requested
+    packaged = PACKAGED_MODELS.get(model)
+    return packaged.gguf_quant if packaged is not None else "f32"
