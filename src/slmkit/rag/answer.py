@@ -159,7 +159,7 @@ class Answerer:
 
     @classmethod
     def load(cls, kb: str | Path | KnowledgeBase | None = None, config: AskConfig | None = None) -> Answerer:
-        """Load the configured model on its backend (default: the packaged SmolLM2) and, if given, a KB."""
+        """Load the configured model on its backend (default: the packaged reader) and, if given, a KB."""
         from slmkit.models.backends import load_generator
 
         config = config or AskConfig()
