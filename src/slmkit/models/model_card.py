@@ -50,6 +50,18 @@ def _score_rows(benchmark: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _base_subset(benchmark: dict[str, Any]) -> str:
+    """The sentence saying the base model answered fewer questions, when it did."""
+    n, shared = benchmark.get("base_questions"), benchmark.get("reader_on_base_questions", {})
+    if not n:
+        return ""
+    return (
+        f" The base model ({benchmark.get('baseline')}) answered {n} of the questions of each setting "
+        f"(evenly spread), and `ratio` compares the two there (reader gold F1 on them: "
+        f"{shared.get('gold', {}).get('f1', 0):.1f})."
+    )
+
+
 def render_reader_card(folder: Path, name: str) -> str:
     """The README.md of the reader whose files are in ``folder``."""
     recipe = (yaml.safe_load((folder / "recipe.yaml").read_text(encoding="utf-8")) or {}).get("train", {})
@@ -123,7 +135,7 @@ def render_reader_card(folder: Path, name: str) -> str:
             "|---|---|---|---|---|---|---|",
             *_score_rows(benchmark),
             "",
-            f"`ratio` (reader / base gold F1) = {benchmark.get('ratio')}.",
+            f"`ratio` (reader / base gold F1) = {benchmark.get('ratio')}." + _base_subset(benchmark),
             "",
         ]
     else:
