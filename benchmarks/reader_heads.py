@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 import tempfile
 import time
 
@@ -36,7 +37,7 @@ from slmkit.data.squad_metrics import exact_match, f1_score
 from slmkit.data.tasks import Example
 from slmkit.eval.eval_sets import load_eval_set
 from slmkit.models.generation import TransformersGenerator
-from slmkit.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
+from slmkit.models.loading import load_causal_lm, load_tokenizer
 from slmkit.rag.answer import Answerer, passage_hit, strip_markers
 from slmkit.train.finetune import FineTune
 from slmkit.train.tokenize import tokenize_examples
@@ -95,7 +96,13 @@ def encode_extractive(tokenizer, question: str, title: str, context: str):
 
 def extractive(items, eval_items, steps: int) -> dict:
     tokenizer = load_tokenizer(MODEL)
-    model = LlamaForQuestionAnswering.from_pretrained(str(resolve_model_path(MODEL)), dtype=torch.float32)
+    # The span head's backbone is the causal LM's: from_pretrained would not find it (the QA class
+    # keeps its backbone under another attribute name, so every weight would load as "missing" and
+    # start random), so the backbone's weights are copied in explicitly and strictly.
+    causal = load_causal_lm(MODEL).model
+    model = LlamaForQuestionAnswering(causal.config)
+    getattr(model, model.base_model_prefix).load_state_dict(causal.base_model.state_dict(), strict=True)
+    del causal
     model.config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
     lora = LoraConfig(
         r=32, lora_alpha=64, lora_dropout=0.05, target_modules=TARGETS, modules_to_save=["qa_outputs"]
@@ -149,9 +156,9 @@ def extractive(items, eval_items, steps: int) -> dict:
             best, answer = -1e9, ""
             for i in inside:
                 for j in range(i, min(i + MAX_SPAN, len(spans))):
-                    score = float(starts[i] + ends[j])
-                    if score > best:
-                        best, answer = score, (item.context[spans[i][0] - offset : spans[j][1] - offset])
+                    value = float(starts[i] + ends[j])
+                    if value > best:
+                        best, answer = value, (item.context[spans[i][0] - offset : spans[j][1] - offset])
             predictions.append(answer.strip())
     return {**score(predictions, eval_items), "train_tokens_per_s": round(tokens / seconds, 1)}
 
@@ -171,6 +178,7 @@ def main() -> None:
     items = train_questions(args.steps * BATCH)
     eval_items = load_eval_set(str(bundled_squad()), "squad", "eval", args.questions).items
     results = {"generative": generative(items, eval_items, args.steps)}
+    print(f"generative: {results['generative']}", file=sys.stderr, flush=True)  # kept if the rest fails
     results["extractive"] = extractive(items, eval_items, args.steps)
     emit(
         {
