@@ -234,7 +234,8 @@ def test_a_passage_reader_refuses_instructions_with_422_and_answers_without_them
     assert refused.status_code == 422 and "passage reader" in refused.json()["error"]["message"]
     answered = client.post("/v1/chat/completions", json={"messages": [question]})
     assert answered.json()["choices"][0]["message"]["content"] == "Denver Broncos [1]"
-    assert reader.generated[-1][1] == ["The Denver Broncos won Super Bowl 50."]  # grounded decoding
+    # Grounded decoding: the answer stays inside the passage (or its title, which the prompt shows).
+    assert reader.generated[-1][1] == ["Super Bowl 50", "The Denver Broncos won Super Bowl 50."]
 
 
 SYSTEM_FRENCH = {"role": "system", "content": "Answer in French."}
