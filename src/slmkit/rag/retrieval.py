@@ -1,10 +1,10 @@
 """Find the chunks that answer a question: dense, BM25, or both fused (a convex combination of their
-normalised scores by default, or reciprocal rank)."""
+normalised scores by default, or reciprocal rank), optionally re-ordered by a cross-encoder."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -107,8 +107,25 @@ class Retriever:
             if mode != "dense":
                 scores, ids = self.kb.lexical.search(question, pool)
                 lexical = [(int(c), float(s)) for c, s in zip(ids, scores, strict=True)]
-            results.append(self._rank(query_vectors[i], dense, lexical, mode, top_k))
+            # The reranker needs its depth of candidates whatever top_k is.
+            depth = max(top_k, self.config.rerank_depth) if self.config.reranker else top_k
+            results.append(self._rank(query_vectors[i], dense, lexical, mode, depth))
+        if self.config.reranker:
+            results = [self._rerank(q, hits)[:top_k] for q, hits in zip(questions, results, strict=True)]
         return results
+
+    def _rerank(self, question: str, hits: list[Hit]) -> list[Hit]:
+        """The first ``rerank_depth`` hits re-ordered by the cross-encoder, whose score becomes their
+        ``score`` (ties keep the first stage's order); hits below keep their order, after them."""
+        from slmkit.models.reranker import load_reranker, pair_text
+
+        assert self.config.reranker is not None
+        top, rest = hits[: self.config.rerank_depth], hits[self.config.rerank_depth :]
+        scores = load_reranker(self.config.reranker, self.config.reranker_engine).scores(
+            question, [pair_text(h.chunk.title, h.chunk.text) for h in top]
+        )
+        ordered = [replace(top[i], score=float(scores[i])) for i in np.argsort(-scores, kind="stable")]
+        return [replace(h, rank=rank) for rank, h in enumerate(ordered + rest, start=1)]
 
     def _rank(
         self,

@@ -1,0 +1,119 @@
+"""Training a cross-encoder reranker: hard negatives, the held-out split, and a real (tiny) run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slmkit.config import RerankerTrainConfig
+from slmkit.data.squad import load_squad
+from slmkit.data.squad_metrics import normalize_answer
+from slmkit.models.reranker import FROZEN, load_reranker, read_reranker_info
+from slmkit.rag.retrieval import Retriever
+from slmkit.train.reranker import _hold_out, squad_questions, train_reranker, training_rows
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "tests" / "assets" / "squad_tiny.json"
+
+
+def test_each_question_gets_the_chunk_of_its_own_paragraph(tiny_kb):
+    questions = squad_questions(load_squad(TINY), tiny_kb)
+    assert len(questions) == 4
+    for q in questions:
+        assert (q.positive.metadata["article"], q.positive.metadata["paragraph"]) == q.paragraph
+        assert any(a in normalize_answer(q.positive.text) for a in q.answers)
+
+
+def test_hard_negatives_come_from_other_paragraphs_and_never_hold_the_answer(tiny_kb):
+    questions = squad_questions(load_squad(TINY), tiny_kb)
+    rows = training_rows(questions, Retriever(tiny_kb), negatives=1, pool=5, seed=0)
+    assert rows, "the tiny file has three paragraphs: every question has another one to confuse"
+    positives = {q.question: q for q in questions}
+    for row in rows:
+        q = positives[row["question"]]
+        assert row["positive"].endswith(q.positive.text)
+        assert row["negative_1"] != row["positive"]
+        assert not any(a in normalize_answer(row["negative_1"]) for a in q.answers)
+
+
+def test_held_out_questions_are_whole_paragraphs(tiny_kb):
+    questions = squad_questions(load_squad(TINY), tiny_kb)
+    train, held = _hold_out(questions, 1, seed=0)
+    assert held and train
+    assert not {q.paragraph for q in held} & {q.paragraph for q in train}
+
+
+def test_a_tiny_run_writes_a_reranker_that_loads_and_ranks(tmp_path, tiny_kb):
+    config = RerankerTrainConfig(
+        squad=str(TINY),
+        split="all",
+        kb=str(tiny_kb.path),
+        output_dir=str(tmp_path / "run"),
+        negatives=1,
+        pool=5,
+        batch_size=2,
+        holdout=0,
+        save_steps=1,
+    )
+    final = train_reranker(config)
+    info = read_reranker_info(final)
+    assert info["base"] == "all-minilm-l6-v2" and info["steps"] >= 1
+    assert info["loss_curve"] and all(np.isfinite(e["loss"]) for e in info["loss_curve"])
+    # Checkpoints were written on the way (a rerun resumes from them).
+    assert list((tmp_path / "run").glob("checkpoint-*"))
+
+    from safetensors import safe_open
+
+    with safe_open(str(final / "model.safetensors"), "pt") as weights:
+        keys = set(weights.keys())
+        assert not keys & set(FROZEN), "frozen word embeddings come from the base, not the folder"
+        assert all(weights.get_tensor(k).dtype.is_floating_point for k in keys)
+
+    reranker = load_reranker(str(final))
+    scores = reranker.scores("Who won?", ["a", "b", "c"])
+    assert scores.shape == (3,) and np.isfinite(scores).all()
+
+    from slmkit.config import RetrievalConfig
+
+    plain = Retriever(tiny_kb).search("What is the capital of Poland?", top_k=3)
+    reranked = Retriever(tiny_kb, RetrievalConfig(reranker=str(final), rerank_depth=3)).search(
+        "What is the capital of Poland?", top_k=3
+    )
+    assert {h.chunk.id for h in reranked} == {h.chunk.id for h in plain}
+    assert [h.rank for h in reranked] == [1, 2, 3]
+    assert [h.score for h in reranked] == sorted((h.score for h in reranked), reverse=True)
+
+
+def test_the_cli_trains_and_reports_held_out_recall(tmp_path, tiny_kb):
+    from typer.testing import CliRunner
+
+    from slmkit.cli import app
+
+    recipe = tmp_path / "rerank.yaml"
+    recipe.write_text(
+        "rerank:\n"
+        f"  squad: {TINY}\n  split: all\n  kb: {tiny_kb.path}\n  output_dir: {tmp_path / 'run'}\n"
+        "  negatives: 1\n  pool: 5\n  batch_size: 2\n  holdout: 1\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(app, ["rerank", "train", str(recipe), "--lr", "1e-5"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.rindex('{\n  "reranker"') :])
+    assert report["heldout_questions"] >= 1
+    assert set(report["heldout_after"]) == {"recall@1", "recall@3", "recall@5", "mrr"}
+    assert read_reranker_info(Path(report["reranker"]))["config"]["lr"] == 1e-5
+
+
+def test_a_misspelt_key_names_the_recipe_and_the_key(tmp_path):
+    from typer.testing import CliRunner
+
+    from slmkit.cli import app
+    from slmkit.errors import ConfigError
+
+    recipe = tmp_path / "rerank.yaml"
+    recipe.write_text("rerank:\n  negativs: 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"rerank\.yaml \[rerank\]: unknown key 'negativs'"):
+        CliRunner().invoke(app, ["rerank", "train", str(recipe)], catch_exceptions=False)
