@@ -32,6 +32,7 @@ from slmkit import __version__
 from slmkit.config import RerankerTrainConfig, RetrievalConfig
 from slmkit.data.squad import SquadArticle, bundled_squad, load_squad, split_articles
 from slmkit.data.squad_metrics import normalize_answer
+from slmkit.errors import ConfigError
 from slmkit.models.reranker import FROZEN, TOKEN_TYPES, new_cross_encoder, pair_text, save_reranker
 from slmkit.rag.documents import Chunk
 from slmkit.rag.knowledge_base import KnowledgeBase
@@ -137,7 +138,15 @@ def rerank_recall(
 
 
 def train_reranker(config: RerankerTrainConfig) -> Path:
-    """Train (or resume) per ``config``; returns the reranker folder (``output_dir/final``)."""
+    """Train (or resume) per ``config``; returns the reranker folder (``output_dir/final``).
+
+    Raises:
+        ConfigError: the ``datasets`` package (sentence-transformers' trainer needs it) is missing.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("datasets") is None:
+        raise ConfigError("training a reranker needs the datasets package: pip install 'slmkit[hf]'")
     import torch
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
