@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,9 @@ class LlamaCppReranker:
             n_threads_batch=threads,
             verbose=False,
         )
+        # Freed while the interpreter still runs: left to teardown, llama.cpp's context can outlive
+        # the library and crash the process on exit (as slmkit.models.llama_cpp does for generators).
+        weakref.finalize(self, self.llm.close)
         cls_sep = self.llm.tokenize(b"", add_bos=True, special=False)
         self._cls, self._sep = cls_sep[0], cls_sep[-1]
         # A llama.cpp context is not thread-safe; a server may search from several threads.
