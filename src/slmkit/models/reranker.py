@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from slmkit.atomic import atomic_folder
+from slmkit.data.jsonfile import parse_json
 from slmkit.errors import ConfigError, InputError, ModelNotFoundError
 
 if TYPE_CHECKING:
@@ -58,11 +59,10 @@ def read_reranker_info(path: Path) -> dict[str, Any]:
     """
     file = path / RERANKER_FILE
     try:
-        info = json.loads(file.read_text(encoding="utf-8"))
+        text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(f"{path}: not a reranker folder (no {RERANKER_FILE})") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"{file}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    info = parse_json(text, file)
     if not isinstance(info, dict) or not isinstance(info.get("base"), str):
         raise InputError(f"{file}: must be a JSON object with a 'base' embedder name")
     return info
