@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from slmkit.atomic import atomic_write_text  # noqa: E402
 from slmkit.models.model_card import render_reader_card  # noqa: E402
-from slmkit.train.checkpoint import checkpoint_state  # noqa: E402
+from slmkit.train.checkpoint import checkpoint_state, export_adapter  # noqa: E402
 
 
 def adapter_folder(run: Path) -> Path:
@@ -50,11 +50,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="The training run's output_dir.")
     parser.add_argument("--name", default="slmkit-reader-270m")
+    parser.add_argument(
+        "--checkpoint", action="store_true", help="Ship the last checkpoint's adapter, not best/ or final/."
+    )
     parser.add_argument("--benchmark", type=Path, help="benchmarks/reader_squad.py's JSON line, saved.")
     parser.add_argument("--calibration", type=Path, help="benchmarks/reader_calibration.py's JSON line.")
     args = parser.parse_args()
 
-    source = adapter_folder(args.run)
+    if args.checkpoint:  # the run's last checkpoint, when a benchmark showed it reads better
+        source = args.run / "checkpoint-adapter"
+        step = export_adapter(args.run, source)
+        print(f"exported the step-{step} checkpoint's adapter to {source}")
+    else:
+        source = adapter_folder(args.run)
     target = REPO / "src" / "slmkit" / "assets" / "readers" / args.name
     staging = target.with_name(f".{args.name}-staging")
     shutil.rmtree(staging, ignore_errors=True)
@@ -77,7 +85,10 @@ def main() -> None:
         state = checkpoint_state(args.run) or {}
         progress = {k: state.get(k) for k in ("step", "tokens", "seconds")}
         progress["tokens_per_second"] = state["tokens"] / state["seconds"] if state.get("seconds") else 0
-        progress["adapter_step"] = best_step(args.run / "metrics.jsonl")
+        if args.checkpoint:
+            progress.update(adapter_step=step, adapter_chosen_by="the last checkpoint: it scored best")
+        else:
+            progress.update(adapter_step=best_step(args.run / "metrics.jsonl"))
         (staging / "training.json").write_text(json.dumps({"finished": False, **progress}, indent=2))
     scores = {}
     for key, path in (("benchmark", args.benchmark), ("calibration", args.calibration)):

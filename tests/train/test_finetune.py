@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from slmkit.config import TrainConfig, parse_config
 from slmkit.data.prompts import Passage, qa_messages
@@ -14,6 +15,7 @@ from slmkit.data.tasks import read_squad_examples
 from slmkit.errors import ConfigError, InputError
 from slmkit.models.loading import load_causal_lm
 from slmkit.train.batching import collate
+from slmkit.train.checkpoint import export_adapter
 from slmkit.train.finetune import FineTune
 from slmkit.train.loss import answer_loss
 from slmkit.train.tokenize import IGNORE, tokenize_example, tokenize_examples
@@ -106,6 +108,12 @@ def test_resume_after_interruption_reaches_the_same_loss(tmp_path, examples, mod
 
     interrupted = FineTune(_config(tmp_path / "b"), examples, examples[:2], _fresh(model_cache))
     assert not interrupted.train(stop_after=2)["finished"]  # as if killed after step 2
+    # The checkpoint's adapter, exported as PEFT writes adapters: best/ holds the same step here.
+    run_dir = Path(interrupted.config.output_dir)
+    assert export_adapter(run_dir, tmp_path / "exported") == 2
+    exported = load_file(tmp_path / "exported" / "adapter_model.safetensors")
+    saved = load_file(run_dir / "best" / "adapter" / "adapter_model.safetensors")
+    assert exported.keys() == saved.keys() and all(torch.equal(exported[k], saved[k]) for k in saved)
     resumed = FineTune(_config(tmp_path / "b"), examples, examples[:2], _fresh(model_cache))
     result = resumed.train()
     assert result["finished"] and result["step"] == 4

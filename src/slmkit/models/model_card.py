@@ -112,8 +112,9 @@ def render_reader_card(folder: Path, name: str) -> str:
             else "."
         )
         + (
-            f" **Training is not finished**: this adapter is the best so far, from step "
-            f"{training.get('adapter_step')} of {_planned_steps(recipe, training)}."
+            f" **Training is not finished**: this adapter is from step {training.get('adapter_step')} "
+            f"of {_planned_steps(recipe, training)} "
+            f"({training.get('adapter_chosen_by', 'the lowest validation loss so far')})."
             if training.get("finished") is False
             else ""
         ),

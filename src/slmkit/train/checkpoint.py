@@ -20,6 +20,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
+
+from slmkit.atomic import atomic_folder
+from slmkit.errors import InputError
 
 CHECKPOINT = "checkpoint"
 
@@ -79,6 +83,38 @@ def checkpoint_state(output_dir: Path) -> dict[str, Any] | None:
     """The progress a run's last checkpoint records (step, tokens, seconds, ...), or None."""
     path = output_dir / CHECKPOINT / "state.pt"
     return _load(path)["state"] if path.exists() else None
+
+
+def export_adapter(output_dir: Path, target: Path) -> int:
+    """Write the LoRA adapter of a run's last checkpoint as a PEFT adapter folder at ``target``;
+    returns the checkpoint's step.
+
+    A run saves an adapter folder only for its best validation loss (``best/``) and at the end
+    (``final/``); the checkpoint between them may answer better (validation loss is not F1), so
+    this lets a benchmark or ``scripts/ship_reader.py`` use it. The adapter's config comes from the
+    run's own ``best/`` or ``final/`` adapter (same recipe, same LoRA shape)."""
+    path = output_dir / CHECKPOINT / "state.pt"
+    source = next(
+        (
+            f / "adapter"
+            for f in (output_dir / "final", output_dir / "best")
+            if (f / "adapter" / "adapter_config.json").is_file()
+        ),
+        None,
+    )
+    if not path.is_file() or source is None:
+        raise InputError(f"{output_dir}: needs a checkpoint/state.pt and a best/ or final/ adapter folder")
+    payload = _load(path)
+    # PEFT names a parameter "...lora_A.<adapter>.weight" in the model and "...lora_A.weight" on disk.
+    weights = {name.replace(".default.", "."): t.contiguous() for name, t in payload["model"].items()}
+    if not all(".lora_" in name for name in weights):
+        raise InputError(f"{path}: not a LoRA run's checkpoint (it trains non-adapter weights)")
+    with atomic_folder(target) as staging:
+        for name in ("adapter_config.json", "recipe.yaml"):
+            if (source / name).is_file():
+                shutil.copy(source / name, staging / name)
+        save_file(weights, staging / "adapter_model.safetensors", metadata={"format": "pt"})
+    return int(payload["state"]["step"])
 
 
 def rng_state() -> dict[str, Any]:
