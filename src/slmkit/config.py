@@ -32,10 +32,19 @@ class ChunkingConfig(StrictModel):
 
 
 class IngestConfig(StrictModel):
-    text_field: str = Field("text", description="JSON/JSONL/HF field or CSV/TSV column holding the text.")
+    text_field: str | None = Field(
+        None,
+        description="JSON/JSONL/HF field or CSV/TSV column holding the text; unset: 'text', and a CSV/TSV "
+        "without a 'text' column is read whole, each row as 'column: value' lines.",
+    )
     title_field: str = Field(
         "title", description="JSON/JSONL/HF field or CSV/TSV column holding the title (optional)."
     )
+
+    @property
+    def text_key(self) -> str:
+        """The field or column the text is read from."""
+        return self.text_field or "text"
 
 
 class RetrievalConfig(StrictModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import logging
@@ -317,12 +318,50 @@ def test_read_sources_combines_formats() -> None:
     assert len(documents) == 1 + 4 + 2 + 3
 
 
-def test_non_utf8_text_is_replaced_with_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    path = _write(tmp_path / "latin1.txt", "café au lait".encode("latin-1"))
+def test_non_utf8_text_is_read_as_windows_1252_with_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _write(tmp_path / "latin1.txt", "café “au lait” 5 €".encode("cp1252"))
     with caplog.at_level(logging.WARNING):
         [document] = read_txt(path)
-    assert document.text == "caf\ufffd au lait"
-    assert "latin1.txt" in caplog.text and "UTF-8" in caplog.text
+    assert document.text == "café “au lait” 5 €"
+    assert "latin1.txt" in caplog.text and "not valid UTF-8" in caplog.text and "Windows-1252" in caplog.text
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-8-sig"])
+def test_text_with_a_byte_order_mark_is_decoded(tmp_path: Path, encoding: str) -> None:
+    text = "Müller wrote “Ωmega” in 1921."
+    data = text.encode(encoding)
+    if encoding == "utf-16-be":
+        data = codecs.BOM_UTF16_BE + data  # the explicit-endian codecs write no mark
+    [document] = read_txt(_write(tmp_path / "windows.txt", data))
+    assert document.text == text
+
+
+@pytest.mark.parametrize("name", ["photo.txt", "photo.md", "photo.csv", "photo.json"])
+def test_binary_data_in_a_text_format_is_an_input_error(tmp_path: Path, name: str) -> None:
+    path = _write(tmp_path / name, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    with pytest.raises(
+        InputError, match=rf"{name.replace('.', '[.]')}: binary data \(a NUL byte at offset 8\)"
+    ):
+        list(read_sources([path]))
+
+
+def test_a_table_without_a_text_column_is_read_row_by_row_whole(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "widgets.csv",
+        'name,description,year,title\nWidget A,"Small, made of steel",1999,A\nWidget B,,2005,\n',
+    )
+    documents = list(read_csv(path))
+    assert [(d.title, d.position, d.text) for d in documents] == [
+        ("A", 2, "name: Widget A\ndescription: Small, made of steel\nyear: 1999"),
+        ("widgets", 3, "name: Widget B\nyear: 2005"),
+    ]
+    assert documents[0].metadata == {
+        "name": "Widget A",
+        "description": "Small, made of steel",
+        "year": "1999",
+    }
 
 
 # ---- bad input --------------------------------------------------------------------------------
@@ -416,7 +455,6 @@ def test_unreadable_docx(tmp_path: Path, content: bytes) -> None:
     ("name", "content", "expected"),
     [
         ("empty.csv", "", r"empty\.csv: no header row"),
-        ("cols.csv", "title,body\nA,b\n", r"cols\.csv:1: no text column 'text'; the header has 'title', 'bo"),
         ("short.csv", "text,title\nok,A\n\nonly\n", r"short\.csv:4: row has 1 field\(s\) but the header has"),
         ("quote.csv", 'text,n\nok,1\n"a"b,2\n', r"quote\.csv:3: not valid CSV: ',' expected after"),
         ("open.tsv", 'text\tn\n"never closed\t1\n', r"open\.tsv:2: not valid CSV: unexpected end of data"),
@@ -425,6 +463,12 @@ def test_unreadable_docx(tmp_path: Path, content: bytes) -> None:
 def test_malformed_csv_names_line(tmp_path: Path, name: str, content: str, expected: str) -> None:
     with pytest.raises(InputError, match=expected):
         list(read_csv(_write(tmp_path / name, content)))
+
+
+def test_a_named_text_column_that_is_missing_lists_the_columns(tmp_path: Path) -> None:
+    path = _write(tmp_path / "cols.csv", "title,body\nA,b\n")
+    with pytest.raises(InputError, match=r"cols\.csv:1: no text column 'text'; the header has 'title', 'bo"):
+        list(read_csv(path, IngestConfig(text_field="text")))
 
 
 def test_corrupt_pdf(tmp_path: Path) -> None:

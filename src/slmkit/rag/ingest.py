@@ -45,6 +45,16 @@ SUPPORTED_SUFFIXES = (
 )
 HF_PREFIX = "hf://"
 
+# Byte-order marks, UTF-32's first: its little-endian mark starts with UTF-16's.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+_SNIFF_BYTES = 8192  # where a NUL byte marks a file as binary (as git and grep look)
+
 _HF_QUERY_KEYS = ("config", "split", "text_field", "title_field")
 _TRUTHY = {"1", "true", "yes", "on"}
 # Only # and ## start a section: deeper headings usually subdivide a topic too finely to stand alone.
@@ -186,12 +196,14 @@ def read_docx(path: str | Path) -> Iterator[Document]:
 def read_csv(path: str | Path, config: IngestConfig | None = None) -> Iterator[Document]:
     """One document per row of a ``.csv`` (comma) or ``.tsv`` (tab) file with a header row.
 
-    The text is the ``config.text_field`` column and the title the ``config.title_field`` column when
-    present (else the file stem); the other columns are kept as metadata. ``position`` is the 1-based
-    line the row starts on (a quoted field may span lines).
+    The text is the ``config.text_field`` column (default ``text``) and the title the
+    ``config.title_field`` column when present (else the file stem); the other columns are kept as
+    metadata. A table without a ``text`` column, when no text field was named, is read row by row
+    whole: ``column: value`` lines, one per non-empty cell. ``position`` is the 1-based line the row
+    starts on (a quoted field may span lines).
 
     Raises:
-        InputError: no header row, no text column (the columns are listed), a row with a different
+        InputError: no header row, no column of the text field named, a row with a different
             number of fields than the header, or broken quoting (each naming the file and line).
     """
     config = config or IngestConfig()
@@ -202,6 +214,7 @@ def read_csv(path: str | Path, config: IngestConfig | None = None) -> Iterator[D
     reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter=delimiter, strict=True)
     header = _csv_header(reader, path, config)
     stem = Path(path).stem
+    whole_rows = config.text_key not in header  # a table, not a text column: see _csv_header
     line = reader.line_num
     for row in _csv_rows(reader, path):
         start, line = line + 1, reader.line_num
@@ -214,6 +227,8 @@ def read_csv(path: str | Path, config: IngestConfig | None = None) -> Iterator[D
                 f"Quote fields that contain a {separator} or a line break."
             )
         record = dict(zip(header, row, strict=True))
+        if whole_rows:
+            record[config.text_key] = _row_text(record, config.title_field)
         document = _record_document(record, str(path), stem, start, f"{path}:{start}", config)
         if document:
             yield document
@@ -245,7 +260,7 @@ def read_json(path: str | Path, config: IngestConfig | None = None) -> Iterator[
     else:
         raise InputError(
             f'{path}: expected SQuAD format {{"data": [{{"title": ..., "paragraphs": [...]}}]}} or a '
-            f'list of records like [{{"{config.text_field}": "..."}}], got {type(data).__name__}'
+            f'list of records like [{{"{config.text_key}": "..."}}], got {type(data).__name__}'
         )
 
 
@@ -352,20 +367,35 @@ def _read_bytes(path: str | Path) -> bytes:
 
 
 def _read_text(path: str | Path) -> str:
-    """File contents as text; bytes that are not UTF-8 become U+FFFD with a warning, not a crash."""
+    """A text file's contents: UTF-8 (a byte-order mark dropped), UTF-16/32 with a byte-order mark
+    (as Windows tools save "Unicode" text), else Windows-1252 with a warning.
+
+    Raises:
+        InputError: the file holds NUL bytes without a UTF-16/32 byte-order mark: binary data (an
+            image or archive renamed, or a stray file in a folder), which would index as gibberish.
+    """
     data = _read_bytes(path)
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return data[len(bom) :].decode(encoding, errors="replace")
+    if (nul := data.find(b"\x00", 0, _SNIFF_BYTES)) >= 0:
+        raise InputError(
+            f"{path}: binary data (a NUL byte at offset {nul}), not a text file. Remove it from the "
+            "sources, or re-save it as UTF-8 text if it is text in another encoding."
+        )
     try:
-        # utf-8-sig drops the byte-order mark some Windows editors write, which would otherwise
-        # stick to the first word (and break JSON parsing).
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8")
     except UnicodeDecodeError as err:
+        # Not UTF-8: most such text is Western European from Windows (Windows-1252, a superset of
+        # Latin-1's printable characters). Encoding detectors guess wrong on short texts (a Latin-1
+        # "café" read as Baltic cp775), so say what was assumed instead of guessing in silence.
         logger.warning(
-            "%s: not valid UTF-8 (first bad byte at offset %d); undecodable bytes were replaced with "
-            "'\ufffd'. Re-save the file as UTF-8 to keep every character.",
+            "%s: not valid UTF-8 (first bad byte at offset %d); read as Windows-1252 (Western "
+            "European). If the text looks wrong, re-save the file as UTF-8.",
             path,
             err.start,
         )
-        return data.decode("utf-8-sig", errors="replace")
+        return data.decode("cp1252", errors="replace")
 
 
 def _text_lines(path: str | Path) -> Iterator[str]:
@@ -483,14 +513,14 @@ def _record_document(
     """A Document from one JSON/JSONL/HF record; other scalar fields are kept as metadata."""
     if not isinstance(record, dict):
         raise InputError(
-            f"{where}: expected an object with a '{config.text_field}' field, got {type(record).__name__}"
+            f"{where}: expected an object with a '{config.text_key}' field, got {type(record).__name__}"
         )
-    text = _record_text(record, where, config.text_field)
+    text = _record_text(record, where, config.text_key)
     title = record.get(config.title_field)
     metadata = {
         key: value
         for key, value in record.items()
-        if key not in (config.text_field, config.title_field) and _is_scalar(value)
+        if key not in (config.text_key, config.title_field) and _is_scalar(value)
     }
     title_text = str(title).strip() if _is_scalar(title) and title is not None else ""
     return _document(text, source, title_text or default_title, position, metadata, where)
@@ -534,17 +564,36 @@ def _csv_header(reader: Any, path: str | Path, config: IngestConfig) -> list[str
     header = next(_csv_rows(reader, path), None)
     if not header:
         raise InputError(
-            f"{path}: no header row. The first line must name the columns, one of them "
-            f"'{config.text_field}' (the text)."
+            f"{path}: no header row. The first line must name the columns, e.g. '{config.text_key}' "
+            "for the text and 'title'."
         )
     header = [name.strip() for name in header]
-    if config.text_field not in header:
+    if config.text_key not in header:
         columns = ", ".join(f"'{name}'" for name in header)
-        raise InputError(
-            f"{path}:{reader.line_num}: no text column '{config.text_field}'; the header has {columns}. "
-            "Pass --text-field NAME (ingest.text_field) to read another column."
+        if config.text_field:  # the user named a column that is not there
+            raise InputError(
+                f"{path}:{reader.line_num}: no text column '{config.text_key}'; the header has {columns}. "
+                "Pass --text-field NAME (ingest.text_field) to read another column."
+            )
+        # Most tables have no column of prose: a row's meaning is in its columns together ("What year
+        # is Widget B?" needs the name and the year), so each row is read whole, a line per column.
+        logger.info(
+            "%s: no '%s' column, so each row is read whole as 'column: value' lines (columns %s); "
+            "pass --text-field NAME to index one column instead",
+            path,
+            config.text_key,
+            columns,
         )
     return header
+
+
+def _row_text(record: dict[str, str], title_field: str) -> str:
+    """A table row as text: one ``column: value`` line per non-empty cell (the title column apart)."""
+    return "\n".join(
+        f"{column}: {value.strip()}"
+        for column, value in record.items()
+        if value.strip() and column != title_field
+    )
 
 
 # ---- Word -------------------------------------------------------------------------------------
