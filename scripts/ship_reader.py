@@ -53,6 +53,9 @@ def main() -> None:
     parser.add_argument(
         "--checkpoint", action="store_true", help="Ship the last checkpoint's adapter, not best/ or final/."
     )
+    parser.add_argument(
+        "--note", help="A line for the model card on how the run went (kept in training.json)."
+    )
     parser.add_argument("--benchmark", type=Path, help="benchmarks/reader_squad.py's JSON line, saved.")
     parser.add_argument("--calibration", type=Path, help="benchmarks/reader_calibration.py's JSON line.")
     args = parser.parse_args()
@@ -90,6 +93,9 @@ def main() -> None:
         else:
             progress.update(adapter_step=best_step(args.run / "metrics.jsonl"))
         (staging / "training.json").write_text(json.dumps({"finished": False, **progress}, indent=2))
+    if args.note:  # how the run went where its recipe alone does not say (a resumed schedule)
+        training = json.loads((staging / "training.json").read_text())
+        (staging / "training.json").write_text(json.dumps({**training, "note": args.note}, indent=2))
     scores = {}
     for key, path in (("benchmark", args.benchmark), ("calibration", args.calibration)):
         if path:

@@ -118,6 +118,7 @@ def render_reader_card(folder: Path, name: str) -> str:
             if training.get("finished") is False
             else ""
         ),
+        *([f"- {training['note']}"] if training.get("note") else []),
         "- Recipe: `recipes/reader-gemma3.yaml` (copy in `recipe.yaml`); curve in `metrics.jsonl`.",
         "",
         "## Scores",
@@ -136,8 +137,11 @@ def render_reader_card(folder: Path, name: str) -> str:
             "|---|---|---|---|---|---|---|",
             *_score_rows(benchmark),
             "",
-            f"`ratio` (reader / base gold F1) = {benchmark.get('ratio')}." + _base_subset(benchmark),
-            "",
+            *(
+                [f"`ratio` (reader / base gold F1) = {benchmark['ratio']}." + _base_subset(benchmark), ""]
+                if benchmark.get("ratio") is not None
+                else ["Run without the untuned baseline (`--base none`).", ""]
+            ),
         ]
     else:
         lines += ["Not measured yet.", ""]
