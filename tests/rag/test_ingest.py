@@ -328,6 +328,19 @@ def test_non_utf8_text_is_read_as_windows_1252_with_warning(
     assert "latin1.txt" in caplog.text and "not valid UTF-8" in caplog.text and "Windows-1252" in caplog.text
 
 
+def test_non_utf8_jsonl_line_is_read_as_windows_1252_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lines = ['{"text": "plain ascii"}', '{"text": "café “au lait”"}', '{"text": "5 €"}']
+    path = _write(tmp_path / "export.jsonl", "\n".join(lines).encode("cp1252"))
+    with caplog.at_level(logging.WARNING):
+        documents = list(read_jsonl(path))
+    assert [d.text for d in documents] == ["plain ascii", "café “au lait”", "5 €"]
+    # one warning per file, at the first bad byte: offset of line 2 plus len('{"text": "caf')
+    assert caplog.text.count("not valid UTF-8") == 1
+    assert f"offset {len(lines[0]) + 1 + 13}" in caplog.text and "Windows-1252" in caplog.text
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-8-sig"])
 def test_text_with_a_byte_order_mark_is_decoded(tmp_path: Path, encoding: str) -> None:
     text = "Müller wrote “Ωmega” in 1921."

@@ -386,16 +386,20 @@ def _read_text(path: str | Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        # Not UTF-8: most such text is Western European from Windows (Windows-1252, a superset of
-        # Latin-1's printable characters). Encoding detectors guess wrong on short texts (a Latin-1
-        # "café" read as Baltic cp775), so say what was assumed instead of guessing in silence.
-        logger.warning(
-            "%s: not valid UTF-8 (first bad byte at offset %d); read as Windows-1252 (Western "
-            "European). If the text looks wrong, re-save the file as UTF-8.",
-            path,
-            err.start,
-        )
+        _warn_not_utf8(path, err.start)
         return data.decode("cp1252", errors="replace")
+
+
+def _warn_not_utf8(path: str | Path, offset: int) -> None:
+    # Not UTF-8: most such text is Western European from Windows (Windows-1252, a superset of
+    # Latin-1's printable characters). Encoding detectors guess wrong on short texts (a Latin-1
+    # "café" read as Baltic cp775), so say what was assumed instead of guessing in silence.
+    logger.warning(
+        "%s: not valid UTF-8 (first bad byte at offset %d); read as Windows-1252 (Western "
+        "European). If the text looks wrong, re-save the file as UTF-8.",
+        path,
+        offset,
+    )
 
 
 def _text_lines(path: str | Path) -> Iterator[str]:
@@ -410,16 +414,11 @@ def _text_lines(path: str | Path) -> Iterator[str]:
                 line = raw[3:] if offset == 0 and raw.startswith(b"\xef\xbb\xbf") else raw
                 try:
                     text = line.decode("utf-8")
-                except UnicodeDecodeError as err:
+                except UnicodeDecodeError as err:  # JSON must be UTF-8, yet exported files bend it
                     if not warned:
-                        logger.warning(
-                            "%s: not valid UTF-8 (first bad byte at offset %d); undecodable bytes were "
-                            "replaced with '\ufffd'. Re-save the file as UTF-8 to keep every character.",
-                            path,
-                            offset + (len(raw) - len(line)) + err.start,
-                        )
+                        _warn_not_utf8(path, offset + (len(raw) - len(line)) + err.start)
                         warned = True
-                    text = line.decode("utf-8", errors="replace")
+                    text = line.decode("cp1252", errors="replace")
                 offset += len(raw)
                 yield text[:-1] if text.endswith("\n") else text
     except OSError as err:
