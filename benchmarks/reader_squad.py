@@ -24,12 +24,15 @@ on that subset only (``reader_on_base_questions`` has the reader's scores there)
     python benchmarks/reader_squad.py --questions 40 --absent 20 --base none   # a quick look
     python benchmarks/reader_squad.py --base none --settings open,absent --reranker none   # ask only,
         # without the reranker (what retrieval changes move; gold and closed book do not retrieve)
+    python benchmarks/reader_squad.py --base none --max-no-answer 0.95   # then any lower threshold:
+    python benchmarks/reader_squad.py --from-rows runs/bench/reader_squad.jsonl --max-no-answer 0.8
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -68,6 +71,9 @@ def row(setting: str, item: EvalItem, reply: Answer) -> dict:
         "em": 100 * exact_match(text, item.references) if text else 0.0,
         "f1": 100 * f1_score(text, item.references) if text else 0.0,
         "seconds": reply.timings["total"],
+        # the reader's lowest no-answer probability: a run at a high max_no_answer shows what any
+        # lower threshold would have refused (the answers given do not depend on it)
+        "no_answer": min(reply.no_answer) if reply.no_answer else None,
     }
 
 
@@ -110,8 +116,11 @@ def evaluate(
     closed: list[EvalItem],
     reranker: str = "default",
     settings: tuple[str, ...] = SETTINGS,
+    max_no_answer: float | None = None,
 ) -> list[dict]:
     config = AskConfig(model=model, backend=BackendConfig(type=backend))
+    if max_no_answer is not None:
+        config.abstention.max_no_answer = max_no_answer
     if reranker != "default":
         config.retrieval.reranker = None if reranker == "none" else reranker
     generator = load_generator(model, config.backend)
@@ -145,8 +154,17 @@ def main() -> None:
         default=SETTINGS,
         help="comma-separated subset of gold,open,closed,absent (default: all)",
     )
+    parser.add_argument("--max-no-answer", type=float, default=None, help="default: the shipped one")
     parser.add_argument("--output", type=Path, default=REPO / "runs" / "bench" / "reader_squad.jsonl")
+    parser.add_argument(
+        "--from-rows",
+        type=Path,
+        help="re-score a run's --output rows at a lower --max-no-answer instead of running the models",
+    )
     args = parser.parse_args()
+    if args.from_rows:
+        rethreshold(args.from_rows, args.max_no_answer)
+        return
 
     source = str(bundled_squad())
     items = load_eval_set(source, "squad", "eval", args.questions).items
@@ -156,14 +174,15 @@ def main() -> None:
     absent = pool[2 :: max(1, len(pool) // args.absent)][: args.absent]
     kbs = {"full": squad_kb()[0], "train": train_kb()}
 
-    rows = evaluate(args.reader, args.backend, kbs, items, absent, closed, args.reranker, args.settings)
+    options = (args.reranker, args.settings, args.max_no_answer)
+    rows = evaluate(args.reader, args.backend, kbs, items, absent, closed, *options)
     results = {args.reader: summarize(rows)}
     extra: dict = {}
     ratio = None
     if args.base != "none":
         n = args.base_questions
         sets = [spread(items, n), spread(absent, n), spread(closed, n)]
-        base_rows = evaluate(args.base, args.backend, kbs, *sets, args.reranker, args.settings)
+        base_rows = evaluate(args.base, args.backend, kbs, *sets, *options)
         results[args.base] = summarize(base_rows)
         asked = {(r["setting"], r["id"]) for r in base_rows}
         shared = summarize([r for r in rows if (r["setting"], r["id"]) in asked])
@@ -179,6 +198,7 @@ def main() -> None:
             "benchmark": "reader_squad",
             "backend": resolve_backend(BackendConfig(type=args.backend)),
             "reranker": AskConfig().retrieval.reranker if args.reranker == "default" else args.reranker,
+            "max_no_answer": args.max_no_answer or AskConfig().abstention.max_no_answer,
             "questions": len(items),
             "absent_questions": len(absent),
             "results": results,
@@ -186,6 +206,41 @@ def main() -> None:
             **extra,
             "ratio": ratio,
             "rows": str(args.output),
+        }
+    )
+
+
+def rethreshold(path: Path, max_no_answer: float | None) -> None:
+    """Print each model's summary as if run at ``max_no_answer`` (at most the run's own threshold).
+
+    The reader-confidence gate comes after retrieval's gates and before generation, and refuses when
+    the reader's lowest no-answer probability reaches the threshold; an answer given does not depend
+    on it. So a run at a high threshold, with the probability in each row, tells exactly what any
+    lower one would have refused, without reading the questions again.
+    """
+    if max_no_answer is None:
+        raise SystemExit("--from-rows needs --max-no-answer")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    ran_at = {float(m) for r in rows for m in re.findall(r"max_no_answer ([0-9.]+)\)", r["reason"] or "")}
+    if ran_at and max_no_answer > min(ran_at):
+        raise SystemExit(f"{path}: run at max_no_answer {min(ran_at)}; only a lower one can be re-scored")
+    for r in rows:
+        if not r["abstained"] and r.get("no_answer") is not None and r["no_answer"] >= max_no_answer:
+            r.update(abstained=True, reason="reader confidence (re-scored)", answer="", em=0.0, f1=0.0)
+    models = dict.fromkeys(r["model"] for r in rows)
+    results = {m: summarize([r for r in rows if r["model"] == m]) for m in models}
+    # a model that does not read passage by passage (or rows written before no_answer was kept)
+    unchanged = [
+        m for m in models if not any(r.get("no_answer") is not None for r in rows if r["model"] == m)
+    ]
+    emit(
+        {
+            "benchmark": "reader_squad",
+            "rescored_from": str(path),
+            "max_no_answer": max_no_answer,
+            "results": results,
+            "not_rescored": unchanged,
+            "ratio": None,
         }
     )
 
