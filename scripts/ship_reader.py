@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from slmkit.atomic import atomic_write_text  # noqa: E402
+from slmkit.atomic import atomic_folder, atomic_write_text  # noqa: E402
 from slmkit.models.model_card import render_reader_card  # noqa: E402
 from slmkit.train.checkpoint import checkpoint_state, export_adapter  # noqa: E402
 
@@ -46,6 +46,55 @@ def best_step(metrics: Path) -> int | None:
     return min(validated, key=lambda r: r["val_loss"])["step"] if validated else None
 
 
+def write_reader(
+    staging: Path,
+    source: Path,
+    run: Path,
+    name: str,
+    checkpoint_step: int | None,
+    note: str | None,
+    benchmark: Path | None,
+    calibration: Path | None,
+) -> None:
+    """Fill ``staging`` with the packaged reader: bf16 adapter, recipe, curve, scores, model card."""
+    weights = load_file(source / "adapter_model.safetensors")
+    weights = {k: v.to(torch.bfloat16) for k, v in weights.items()}
+    save_file(weights, staging / "adapter_model.safetensors", metadata={"format": "pt"})
+    config = json.loads((source / "adapter_config.json").read_text())
+    recipe = yaml.safe_load((source / "recipe.yaml").read_text())
+    config["base_model_name_or_path"] = recipe["train"]["model"]
+    if isinstance(config.get("target_modules"), list):  # peft writes a set: keep the diff stable
+        config["target_modules"] = sorted(config["target_modules"])
+    (staging / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    shutil.copy(source / "recipe.yaml", staging / "recipe.yaml")
+    final = source.parent
+    for file in ("metrics.jsonl", "training.json"):
+        for folder in (final, run):
+            if (folder / file).is_file():
+                shutil.copy(folder / file, staging / file)
+                break
+    if not (staging / "training.json").is_file():  # an unfinished run: its best adapter, so far
+        state = checkpoint_state(run) or {}
+        progress = {k: state.get(k) for k in ("step", "tokens", "seconds")}
+        progress["tokens_per_second"] = state["tokens"] / state["seconds"] if state.get("seconds") else 0
+        if checkpoint_step is not None:
+            progress.update(
+                adapter_step=checkpoint_step, adapter_chosen_by="the last checkpoint: it scored best"
+            )
+        else:
+            progress.update(adapter_step=best_step(run / "metrics.jsonl"))
+        (staging / "training.json").write_text(json.dumps({"finished": False, **progress}, indent=2))
+    if note:  # how the run went where its recipe alone does not say (a resumed schedule)
+        training = json.loads((staging / "training.json").read_text())
+        (staging / "training.json").write_text(json.dumps({**training, "note": note}, indent=2))
+    scores = {}
+    for key, path in (("benchmark", benchmark), ("calibration", calibration)):
+        if path:
+            scores[key] = json.loads(path.read_text().strip().splitlines()[-1])
+    (staging / "scores.json").write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(staging / "README.md", render_reader_card(staging, name))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="The training run's output_dir.")
@@ -60,6 +109,7 @@ def main() -> None:
     parser.add_argument("--calibration", type=Path, help="benchmarks/reader_calibration.py's JSON line.")
     args = parser.parse_args()
 
+    step = None
     if args.checkpoint:  # the run's last checkpoint, when a benchmark showed it reads better
         source = args.run / "checkpoint-adapter"
         step = export_adapter(args.run, source)
@@ -67,43 +117,17 @@ def main() -> None:
     else:
         source = adapter_folder(args.run)
     target = REPO / "src" / "slmkit" / "assets" / "readers" / args.name
-    staging = target.with_name(f".{args.name}-staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    weights = {k: v.to(torch.bfloat16) for k, v in load_file(source / "adapter_model.safetensors").items()}
-    save_file(weights, staging / "adapter_model.safetensors", metadata={"format": "pt"})
-    config = json.loads((source / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = yaml.safe_load((source / "recipe.yaml").read_text())["train"]["model"]
-    if isinstance(config.get("target_modules"), list):  # peft writes a set: keep the diff stable
-        config["target_modules"] = sorted(config["target_modules"])
-    (staging / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    shutil.copy(source / "recipe.yaml", staging / "recipe.yaml")
-    final = source.parent
-    for name in ("metrics.jsonl", "training.json"):
-        for folder in (final, args.run):
-            if (folder / name).is_file():
-                shutil.copy(folder / name, staging / name)
-                break
-    if not (staging / "training.json").is_file():  # an unfinished run: its best adapter, so far
-        state = checkpoint_state(args.run) or {}
-        progress = {k: state.get(k) for k in ("step", "tokens", "seconds")}
-        progress["tokens_per_second"] = state["tokens"] / state["seconds"] if state.get("seconds") else 0
-        if args.checkpoint:
-            progress.update(adapter_step=step, adapter_chosen_by="the last checkpoint: it scored best")
-        else:
-            progress.update(adapter_step=best_step(args.run / "metrics.jsonl"))
-        (staging / "training.json").write_text(json.dumps({"finished": False, **progress}, indent=2))
-    if args.note:  # how the run went where its recipe alone does not say (a resumed schedule)
-        training = json.loads((staging / "training.json").read_text())
-        (staging / "training.json").write_text(json.dumps({**training, "note": args.note}, indent=2))
-    scores = {}
-    for key, path in (("benchmark", args.benchmark), ("calibration", args.calibration)):
-        if path:
-            scores[key] = json.loads(path.read_text().strip().splitlines()[-1])
-    (staging / "scores.json").write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
-    atomic_write_text(staging / "README.md", render_reader_card(staging, args.name))
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    with atomic_folder(target) as staging:  # the packaged reader is never half-written
+        write_reader(
+            staging,
+            source,
+            args.run,
+            args.name,
+            step,
+            args.note,
+            args.benchmark,
+            args.calibration,
+        )
     size = sum(p.stat().st_size for p in target.iterdir()) / 2**20
     print(f"wrote {target} ({size:.1f} MB) from {source}")
 

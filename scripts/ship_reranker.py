@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from slmkit.atomic import atomic_write_text  # noqa: E402
+from slmkit.atomic import atomic_folder, atomic_write_text  # noqa: E402
 from slmkit.models.model_card import render_reranker_card  # noqa: E402
 from slmkit.models.reranker import RERANKER_FILE, WEIGHTS_FILE  # noqa: E402
 
@@ -32,21 +32,17 @@ def main() -> None:
     args = parser.parse_args()
 
     target = REPO / "src" / "slmkit" / "assets" / "rerankers" / args.name
-    staging = target.with_name(f".{args.name}-staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for name in (WEIGHTS_FILE, RERANKER_FILE):
-        shutil.copy(args.final / name, staging / name)
-    shutil.copy(args.recipe, staging / "recipe.yaml")
-    scores = (
-        {"benchmark": json.loads(args.benchmark.read_text().strip().splitlines()[-1])}
-        if args.benchmark
-        else {}
-    )
-    (staging / "scores.json").write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
-    atomic_write_text(staging / "README.md", render_reranker_card(staging, args.name))
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    with atomic_folder(target) as staging:  # the packaged reranker is never half-written
+        for name in (WEIGHTS_FILE, RERANKER_FILE):
+            shutil.copy(args.final / name, staging / name)
+        shutil.copy(args.recipe, staging / "recipe.yaml")
+        scores = (
+            {"benchmark": json.loads(args.benchmark.read_text().strip().splitlines()[-1])}
+            if args.benchmark
+            else {}
+        )
+        (staging / "scores.json").write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(staging / "README.md", render_reranker_card(staging, args.name))
     size = sum(p.stat().st_size for p in target.iterdir()) / 2**20
     print(f"wrote {target} ({size:.1f} MB) from {args.final}")
 
