@@ -24,15 +24,14 @@ on that subset only (``reader_on_base_questions`` has the reader's scores there)
     python benchmarks/reader_squad.py --questions 40 --absent 20 --base none   # a quick look
     python benchmarks/reader_squad.py --base none --settings open,absent --reranker none   # ask only,
         # without the reranker (what retrieval changes move; gold and closed book do not retrieve)
-    python benchmarks/reader_squad.py --base none --max-no-answer 0.95   # then any lower threshold:
-    python benchmarks/reader_squad.py --from-rows runs/bench/reader_squad.jsonl --max-no-answer 0.8
+    python benchmarks/reader_squad.py --base none --max-no-answer 0.95 > run.json   # then, for any
+    python benchmarks/reader_squad.py --rescore run.json --max-no-answer 0.8   # lower threshold
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 from pathlib import Path
 
@@ -157,13 +156,13 @@ def main() -> None:
     parser.add_argument("--max-no-answer", type=float, default=None, help="default: the shipped one")
     parser.add_argument("--output", type=Path, default=REPO / "runs" / "bench" / "reader_squad.jsonl")
     parser.add_argument(
-        "--from-rows",
+        "--rescore",
         type=Path,
-        help="re-score a run's --output rows at a lower --max-no-answer instead of running the models",
+        help="a run's saved JSON line: print it as if run at a lower --max-no-answer (nothing is re-run)",
     )
     args = parser.parse_args()
-    if args.from_rows:
-        rethreshold(args.from_rows, args.max_no_answer)
+    if args.rescore:
+        rescore(args.rescore, args.max_no_answer)
         return
 
     source = str(bundled_squad())
@@ -176,21 +175,9 @@ def main() -> None:
 
     options = (args.reranker, args.settings, args.max_no_answer)
     rows = evaluate(args.reader, args.backend, kbs, items, absent, closed, *options)
-    results = {args.reader: summarize(rows)}
-    extra: dict = {}
-    ratio = None
     if args.base != "none":
-        n = args.base_questions
-        sets = [spread(items, n), spread(absent, n), spread(closed, n)]
-        base_rows = evaluate(args.base, args.backend, kbs, *sets, *options)
-        results[args.base] = summarize(base_rows)
-        asked = {(r["setting"], r["id"]) for r in base_rows}
-        shared = summarize([r for r in rows if (r["setting"], r["id"]) in asked])
-        if n is not None:
-            extra = {"base_questions": len(sets[0]), "reader_on_base_questions": shared}
-        base_f1 = results[args.base]["gold"]["f1"]
-        ratio = round(shared["gold"]["f1"] / base_f1, 3) if base_f1 else None
-        rows += base_rows
+        sets = [spread(items, args.base_questions), spread(absent, args.base_questions)]
+        rows += evaluate(args.base, args.backend, kbs, *sets, spread(closed, args.base_questions), *options)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     emit(
@@ -201,48 +188,65 @@ def main() -> None:
             "max_no_answer": args.max_no_answer or AskConfig().abstention.max_no_answer,
             "questions": len(items),
             "absent_questions": len(absent),
-            "results": results,
-            "baseline": args.base,
-            **extra,
-            "ratio": ratio,
+            **scores(rows, args.reader, args.base, args.base_questions),
             "rows": str(args.output),
         }
     )
 
 
-def rethreshold(path: Path, max_no_answer: float | None) -> None:
-    """Print each model's summary as if run at ``max_no_answer`` (at most the run's own threshold).
+def scores(rows: list[dict], reader: str, base: str, base_questions: int | None) -> dict:
+    """The JSON line's results: each model's summary, and the reader against the base model on the
+    questions the base model was asked (``ratio`` = reader / base gold F1 there)."""
+    reader_rows = [r for r in rows if r["model"] == reader]
+    record: dict = {"results": {reader: summarize(reader_rows)}, "baseline": base, "ratio": None}
+    if base == "none":
+        return record
+    base_rows = [r for r in rows if r["model"] == base]
+    record["results"][base] = summarize(base_rows)
+    asked = {(r["setting"], r["id"]) for r in base_rows}
+    shared = summarize([r for r in reader_rows if (r["setting"], r["id"]) in asked])
+    if base_questions is not None:
+        gold = sum(r["setting"] == "gold" for r in base_rows)
+        record.update(base_questions=gold, reader_on_base_questions=shared)
+    base_f1 = record["results"][base]["gold"]["f1"]
+    record["ratio"] = round(shared["gold"]["f1"] / base_f1, 3) if base_f1 else None
+    return record
+
+
+def rescore(run: Path, max_no_answer: float | None) -> None:
+    """Print a run's JSON line as if it had been run at ``max_no_answer`` (at most the run's own).
 
     The reader-confidence gate comes after retrieval's gates and before generation, and refuses when
     the reader's lowest no-answer probability reaches the threshold; an answer given does not depend
-    on it. So a run at a high threshold, with the probability in each row, tells exactly what any
-    lower one would have refused, without reading the questions again.
+    on it. So a run at a high threshold, with that probability in each row, tells exactly what any
+    lower one would have refused, without reading the questions again. The re-scored rows are
+    written beside the run's, with the threshold in their name.
     """
     if max_no_answer is None:
-        raise SystemExit("--from-rows needs --max-no-answer")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    ran_at = {float(m) for r in rows for m in re.findall(r"max_no_answer ([0-9.]+)\)", r["reason"] or "")}
-    if ran_at and max_no_answer > min(ran_at):
-        raise SystemExit(f"{path}: run at max_no_answer {min(ran_at)}; only a lower one can be re-scored")
-    for r in rows:
+        raise SystemExit("--rescore needs --max-no-answer")
+    record = json.loads(run.read_text(encoding="utf-8").strip().splitlines()[-1])
+    if "max_no_answer" not in record:
+        raise SystemExit(f"{run}: written before runs recorded their max_no_answer; run it again")
+    if max_no_answer > record["max_no_answer"]:
+        raise SystemExit(
+            f"{run}: run at max_no_answer {record['max_no_answer']}; only a lower one can be re-scored"
+        )
+    source = Path(record["rows"])
+    rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+    reader = [r for r in rows if r["model"] != record["baseline"]]
+    if any(
+        r.get("no_answer", None) is None for r in reader if r["setting"] != "closed" and not r["abstained"]
+    ):
+        raise SystemExit(f"{source}: rows without the reader's no-answer probability cannot be re-scored")
+    for r in reader:
         if not r["abstained"] and r.get("no_answer") is not None and r["no_answer"] >= max_no_answer:
             r.update(abstained=True, reason="reader confidence (re-scored)", answer="", em=0.0, f1=0.0)
-    models = dict.fromkeys(r["model"] for r in rows)
-    results = {m: summarize([r for r in rows if r["model"] == m]) for m in models}
-    # a model that does not read passage by passage (or rows written before no_answer was kept)
-    unchanged = [
-        m for m in models if not any(r.get("no_answer") is not None for r in rows if r["model"] == m)
-    ]
-    emit(
-        {
-            "benchmark": "reader_squad",
-            "rescored_from": str(path),
-            "max_no_answer": max_no_answer,
-            "results": results,
-            "not_rescored": unchanged,
-            "ratio": None,
-        }
-    )
+    output = source.with_name(f"{source.stem}-at-{max_no_answer:.2f}{source.suffix}")
+    output.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    reader_name = next(iter(record["results"]))
+    base_questions = record.get("base_questions")
+    record.update(scores(rows, reader_name, record["baseline"], base_questions))
+    emit({**record, "max_no_answer": max_no_answer, "rescored_from": str(run), "rows": str(output)})
 
 
 def spread(items: list[EvalItem], n: int | None) -> list[EvalItem]:
