@@ -122,7 +122,7 @@ class AbstentionConfig(StrictModel):
         "retrieved text (the answer is not supported by the knowledge base).",
     )
     max_no_answer: float = Field(
-        0.8,
+        0.7,
         ge=0.0,
         le=1.0,
         description="Per-passage reading only: abstain when the reader gives every passage at least "
