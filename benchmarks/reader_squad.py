@@ -164,6 +164,8 @@ def main() -> None:
     if args.rescore:
         rescore(args.rescore, args.max_no_answer)
         return
+    if args.max_no_answer is None:  # the run records the threshold it used (0.0 is a valid one)
+        args.max_no_answer = AskConfig().abstention.max_no_answer
 
     source = str(bundled_squad())
     items = load_eval_set(source, "squad", "eval", args.questions).items
@@ -176,8 +178,10 @@ def main() -> None:
     options = (args.reranker, args.settings, args.max_no_answer)
     rows = evaluate(args.reader, args.backend, kbs, items, absent, closed, *options)
     if args.base != "none":
-        sets = [spread(items, args.base_questions), spread(absent, args.base_questions)]
-        rows += evaluate(args.base, args.backend, kbs, *sets, spread(closed, args.base_questions), *options)
+        n = args.base_questions
+        rows += evaluate(
+            args.base, args.backend, kbs, spread(items, n), spread(absent, n), spread(closed, n), *options
+        )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     emit(
@@ -185,7 +189,7 @@ def main() -> None:
             "benchmark": "reader_squad",
             "backend": resolve_backend(BackendConfig(type=args.backend)),
             "reranker": AskConfig().retrieval.reranker if args.reranker == "default" else args.reranker,
-            "max_no_answer": args.max_no_answer or AskConfig().abstention.max_no_answer,
+            "max_no_answer": args.max_no_answer,
             "questions": len(items),
             "absent_questions": len(absent),
             **scores(rows, args.reader, args.base, args.base_questions),
@@ -234,9 +238,7 @@ def rescore(run: Path, max_no_answer: float | None) -> None:
     source = Path(record["rows"])
     rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
     reader = [r for r in rows if r["model"] != record["baseline"]]
-    if any(
-        r.get("no_answer", None) is None for r in reader if r["setting"] != "closed" and not r["abstained"]
-    ):
+    if any(r.get("no_answer") is None for r in reader if r["setting"] != "closed" and not r["abstained"]):
         raise SystemExit(f"{source}: rows without the reader's no-answer probability cannot be re-scored")
     for r in reader:
         if not r["abstained"] and r.get("no_answer") is not None and r["no_answer"] >= max_no_answer:
