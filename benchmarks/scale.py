@@ -179,6 +179,8 @@ def measure_indexes(size: int, indexes: list[str], folder: Path, store: str | No
         )
         if index in indexes:
             results[index] = result
+        # Each build's row as it lands: a 1M run takes over an hour, and a stopped run keeps these.
+        print(f"[scale] {size} {index}: {json.dumps(result)}", file=sys.stderr, flush=True)
     corpus.unlink()
     return results
 

@@ -165,7 +165,9 @@ class BackendConfig(StrictModel):
         "200/200 identical to f32 at half the size), f32 for any other model (the one whose answers "
         "match transformers; measured per format in docs/serving.md).",
     )
-    threads: int | None = Field(None, ge=1, description="llama.cpp only: CPU threads (default: all cores).")
+    threads: int | None = Field(
+        None, ge=1, description="llama.cpp only: CPU threads (default: the cores this process may run on)."
+    )
     base_url: str | None = Field(
         None, description="openai only: the server's API root, e.g. http://127.0.0.1:8000/v1."
     )

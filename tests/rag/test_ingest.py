@@ -447,7 +447,7 @@ def test_squad_article_with_a_bad_title_names_json_path(tmp_path: Path) -> None:
 
 
 def test_html_binary_or_empty(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with pytest.raises(InputError, match=r"image\.html: binary data, not an HTML page"):
+    with pytest.raises(InputError, match=r"image\.html: binary data \(a NUL byte at offset 8\), not an HTML page"):
         list(read_html(_write(tmp_path / "image.html", b"\x89PNG\r\n\x1a\n\x00\x00")))
     with caplog.at_level(logging.WARNING):
         assert list(read_html(_write(tmp_path / "blank.html", "  \n"))) == []

@@ -60,9 +60,15 @@ MERGED_FROM = "slmkit-merged-from.json"
 
 def merged_model(base: PreTrainedModel, adapter_dir: Path) -> PreTrainedModel:
     """``base`` (full precision) with the adapters in ``adapter_dir`` folded into its weights."""
+    import warnings
+
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    with warnings.catch_warnings():
+        # PEFT reads transformers' deprecated ``is_gradient_checkpointing`` alias; the FutureWarning
+        # is theirs to fix and would otherwise be the one line of noise in `make demo`.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
+        return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
 def save_merged(

@@ -279,9 +279,10 @@ def _with_legacy_keys(source: Path, scratch: Path) -> Path:
 
 # Run in a child process: llama.cpp prints a line per tensor straight to the C-level stdout.
 _QUANTIZE = """
-import os, sys, llama_cpp
+import sys, llama_cpp
+from slmkit.models.llama_cpp import cpu_threads
 params = llama_cpp.llama_model_quantize_default_params()
-params.ftype, params.nthread = int(sys.argv[3]), os.cpu_count() or 1
+params.ftype, params.nthread = int(sys.argv[3]), cpu_threads()
 sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), params))
 """
 

@@ -40,6 +40,18 @@ _MAX_WINDOW = 8192
 _log_callback: Any = None  # kept alive: llama.cpp holds only a C pointer to it
 
 
+def cpu_threads() -> int:
+    """The CPU threads llama.cpp should use: the cores this process may run on.
+
+    ``os.cpu_count()`` counts the machine's cores, not the ones a container's cpuset or ``taskset``
+    grants; llama.cpp's threads wait on each other by spinning, so one thread more than the cores it
+    gets makes it many times slower, not a little.
+    """
+    if hasattr(os, "sched_getaffinity"):  # not on macOS or Windows
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def route_llama_logs(llama_cpp: Any) -> None:
     """Send llama.cpp's own log lines to Python logging (errors as warnings, the rest at debug).
 
@@ -67,7 +79,7 @@ class LlamaCppGenerator:
     Args:
         gguf: The GGUF file.
         name: What the user called the model (for responses and reports).
-        threads: CPU threads (default: all cores).
+        threads: CPU threads (default: the cores this process may run on).
         context_window: KV-cache size; default the model's training window, at most 8192.
     """
 
@@ -85,7 +97,7 @@ class LlamaCppGenerator:
         self._llama_cpp = llama_cpp
         self.path = Path(gguf)
         self.name = name or self.path.name
-        threads = threads or os.cpu_count() or 1
+        threads = threads or cpu_threads()
         probe = _training_window(llama_cpp, self.path)
         self.llm = llama_cpp.Llama(
             model_path=str(self.path),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,10 +43,10 @@ class LlamaCppQueryEncoder:
     def __init__(self, gguf: Path, max_tokens: int, fallback: Encode) -> None:
         import llama_cpp
 
-        from slmkit.models.llama_cpp import route_llama_logs
+        from slmkit.models.llama_cpp import cpu_threads, route_llama_logs
 
         route_llama_logs(llama_cpp)
-        threads = os.cpu_count() or 1
+        threads = cpu_threads()
         self.llm = llama_cpp.Llama(
             model_path=str(gguf),
             embedding=True,

@@ -20,7 +20,6 @@ numpy API (no torch); so is the GGUF (the converter itself needs torch, once).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
 import weakref
@@ -84,10 +83,10 @@ class LlamaCppReranker:
     def __init__(self, gguf: Path, max_length: int) -> None:
         import llama_cpp
 
-        from slmkit.models.llama_cpp import route_llama_logs
+        from slmkit.models.llama_cpp import cpu_threads, route_llama_logs
 
         route_llama_logs(llama_cpp)
-        threads = os.cpu_count() or 1
+        threads = cpu_threads()
         self._llama_cpp = llama_cpp
         self.max_length = max_length
         size = max(64, max_length)

@@ -162,11 +162,12 @@ def read_html(path: str | Path) -> Iterator[Document]:
     Raises:
         InputError: the file holds binary data (NUL bytes) or no HTML at all.
     """
+    # The bytes go to the HTML parser, which honours the page's own <meta charset>; only UTF-16 (as
+    # some Windows tools save pages) is decoded here, since the parser's sniffing does not look for it.
     data = _read_bytes(path)
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        data = data.decode("utf-16", errors="replace").encode("utf-8")  # as some Windows tools save it
-    if b"\x00" in data:
-        raise InputError(f"{path}: binary data, not an HTML page. Check that the file is an HTML text file.")
+        data = data.decode("utf-16", errors="replace").encode("utf-8")
+    _reject_binary(path, data, "an HTML page")
     if not data.strip():
         logger.warning("%s: empty, skipped", path)
         return
@@ -378,16 +379,22 @@ def _read_text(path: str | Path) -> str:
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             return data[len(bom) :].decode(encoding, errors="replace")
-    if (nul := data.find(b"\x00", 0, _SNIFF_BYTES)) >= 0:
-        raise InputError(
-            f"{path}: binary data (a NUL byte at offset {nul}), not a text file. Remove it from the "
-            "sources, or re-save it as UTF-8 text if it is text in another encoding."
-        )
+    _reject_binary(path, data, "a text file")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
         _warn_not_utf8(path, err.start)
         return data.decode("cp1252", errors="replace")
+
+
+def _reject_binary(path: str | Path, data: bytes, expected: str) -> None:
+    """Raise if ``data`` holds a NUL byte near its start: binary data (an image or archive renamed, or
+    a stray file in a folder), which would index as gibberish. Text in UTF-16/32 is decoded before."""
+    if (nul := data.find(b"\x00", 0, _SNIFF_BYTES)) >= 0:
+        raise InputError(
+            f"{path}: binary data (a NUL byte at offset {nul}), not {expected}. Remove it from the "
+            "sources, or re-save it as UTF-8 text if it is text in another encoding."
+        )
 
 
 def _warn_not_utf8(path: str | Path, offset: int) -> None:
