@@ -175,7 +175,7 @@ def index_build(
     typer.echo(
         f"built {kb}: {report.documents} documents → {report.chunks_added} chunks "
         f"({report.duplicates_skipped} duplicates skipped) in {report.seconds:.1f}s "
-        f"({report.chunks_per_second:.0f} chunks/s)"
+        f"({report.chunks_per_second:,.1f} chunks/s)"
     )
 
 

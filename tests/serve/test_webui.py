@@ -213,7 +213,7 @@ def test_a_different_file_with_a_kept_name_does_not_overwrite_it(kb, tmp_path):
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("setup.exe", b"MZ\x90\x00", "setup.exe: unsupported file type '.exe'; upload .txt, .md"),
+        ("setup.exe", b"MZ\x90\x00", "setup.exe: unsupported file type '.exe'; upload .txt, .text"),
         ("empty.txt", b"   \n", "no text found in"),
         ("broken.jsonl", b'{"text": "fine"}\n{"text": \n', "broken.jsonl:2: not valid JSON"),
         ("broken.pdf", b"%PDF-1.4 not really", "not a readable PDF"),

@@ -16,6 +16,7 @@ import io
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 SUPPORTED_SUFFIXES = (
     ".txt",
+    ".text",
+    ".rst",
     ".md",
     ".markdown",
     ".html",
@@ -112,7 +115,7 @@ def read_file(path: str | Path, config: IngestConfig | None = None) -> Iterator[
     """
     config = config or IngestConfig()
     suffix = Path(path).suffix.lower()
-    if suffix == ".txt":
+    if suffix in (".txt", ".text", ".rst"):  # reStructuredText reads well as plain text
         return read_txt(path)
     if suffix in (".md", ".markdown"):
         return read_markdown(path)
@@ -347,16 +350,23 @@ def _check_exists(source: str | Path) -> None:
 def _folder_files(folder: Path) -> list[Path]:
     """Supported files under ``folder``, sorted; hidden files and folders (``.git``, editor swap files)
     and Office's ``~$name.docx`` lock files are left out."""
-    files = [
+    visible = [
         path
         for path in sorted(folder.rglob("*"))
         if path.is_file()
-        and path.suffix.lower() in SUPPORTED_SUFFIXES
         and not path.name.startswith("~$")
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
     ]
+    files = [path for path in visible if path.suffix.lower() in SUPPORTED_SUFFIXES]
+    chosen = set(files)
+    others = [path.suffix.lower() or "(no extension)" for path in visible if path not in chosen]
     if not files:
         logger.warning("%s: no supported files (%s) in this folder", folder, ", ".join(SUPPORTED_SUFFIXES))
+    elif skipped := Counter(others):
+        # Say what was left out: a folder of .docx and .doc reads only the .docx, and the user
+        # should learn that from the build, not from an answer that is missing.
+        kinds = ", ".join(f"{suffix} ({count})" for suffix, count in skipped.most_common())
+        logger.warning("%s: %d file(s) of unsupported types skipped: %s", folder, skipped.total(), kinds)
     return files
 
 
