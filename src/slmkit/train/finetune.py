@@ -136,6 +136,8 @@ class FineTune:
             warnings.filterwarnings("ignore", message="TorchaoLoraLinear was instantiated without")
             # GPT-2's Conv1D stores its weight transposed; PEFT notices and adapts it correctly.
             warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False")
+            # PEFT reads transformers' deprecated is_gradient_checkpointing alias (theirs to fix).
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
 
             lora = self.config.lora
             model = get_peft_model(
