@@ -280,6 +280,28 @@ def test_csv_rows_use_text_and_title_columns(tmp_path: Path, caplog: pytest.LogC
     assert "notes.csv:5: empty" in caplog.text
 
 
+@pytest.mark.parametrize("delimiter", [";", "|"])
+def test_csv_split_by_semicolons_or_bars_is_read_by_its_header(tmp_path: Path, delimiter: str) -> None:
+    # Spreadsheets in comma-decimal locales export "CSV" with semicolons; the text keeps its commas.
+    rows = [
+        "title;text;price",
+        'Oxygen;Oxygen, element 8, is a gas.;"3,5"',
+        "Carbon;Carbon is element 6.;1,0",
+    ]
+    path = _write(tmp_path / "export.csv", "\n".join(r.replace(";", delimiter) for r in rows) + "\n")
+    documents = list(read_csv(path))
+    assert [(d.title, d.text, d.metadata) for d in documents] == [
+        ("Oxygen", "Oxygen, element 8, is a gas.", {"price": "3,5"}),
+        ("Carbon", "Carbon is element 6.", {"price": "1,0"}),
+    ]
+
+
+def test_a_one_column_csv_stays_comma_separated(tmp_path: Path) -> None:
+    path = _write(tmp_path / "lines.csv", "text\nA line; with a semicolon.\n")
+    [document] = read_csv(path)
+    assert document.text == "A line; with a semicolon."
+
+
 def test_tsv_with_a_chosen_text_column(tmp_path: Path) -> None:
     path = _write(tmp_path / "pairs.tsv", "id\tbody\tname\n7\tHello, there.\tGreeting\n")
     [document] = read_sources([path], IngestConfig(text_field="body", title_field="name"))
@@ -480,6 +502,7 @@ def test_unreadable_docx(tmp_path: Path, content: bytes) -> None:
         ("short.csv", "text,title\nok,A\n\nonly\n", r"short\.csv:4: row has 1 field\(s\) but the header has"),
         ("quote.csv", 'text,n\nok,1\n"a"b,2\n', r"quote\.csv:3: not valid CSV: ',' expected after"),
         ("open.tsv", 'text\tn\n"never closed\t1\n', r"open\.tsv:2: not valid CSV: unexpected end of data"),
+        ("semi.csv", "text;n\nok;1\na;b;2\n", r"semi\.csv:3: row has 3 field\(s\) .* contain a semicolon"),
     ],
 )
 def test_malformed_csv_names_line(tmp_path: Path, name: str, content: str, expected: str) -> None:

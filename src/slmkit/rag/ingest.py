@@ -211,11 +211,12 @@ def read_csv(path: str | Path, config: IngestConfig | None = None) -> Iterator[D
             number of fields than the header, or broken quoting (each naming the file and line).
     """
     config = config or IngestConfig()
-    delimiter = "\t" if Path(path).suffix.lower() == ".tsv" else ","
+    text = _read_text(path)
+    delimiter = _csv_delimiter(path, text)
     # Long texts in one cell are the point of a text column; csv's default cap is 131,072 characters.
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
     # strict: an unclosed quote is an error naming its line, not the rest of the file in one field.
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter=delimiter, strict=True)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     header = _csv_header(reader, path, config)
     stem = Path(path).stem
     whole_rows = config.text_key not in header  # a table, not a text column: see _csv_header
@@ -225,7 +226,7 @@ def read_csv(path: str | Path, config: IngestConfig | None = None) -> Iterator[D
         if not row:
             continue  # a blank line
         if len(row) != len(header):
-            separator = "tab" if delimiter == "\t" else "comma"
+            separator = _DELIMITER_NAMES[delimiter]
             raise InputError(
                 f"{path}:{start}: row has {len(row)} field(s) but the header has {len(header)}. "
                 f"Quote fields that contain a {separator} or a line break."
@@ -236,6 +237,26 @@ def read_csv(path: str | Path, config: IngestConfig | None = None) -> Iterator[D
         document = _record_document(record, str(path), stem, start, f"{path}:{start}", config)
         if document:
             yield document
+
+
+_DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "vertical bar"}
+
+
+def _csv_delimiter(path: str | Path, text: str) -> str:
+    """Tab for ``.tsv``; for ``.csv`` a comma, unless the header row holds none and is split by
+    semicolons, tabs or vertical bars instead: spreadsheets in locales whose decimal mark is a comma
+    export "CSV" with semicolons, and read with commas each row would be one field or a count error."""
+    if Path(path).suffix.lower() == ".tsv":
+        return "\t"
+    header = text.split("\n", 1)[0]
+    if "," in header:
+        return ","
+    others = {d: header.count(d) for d in (";", "\t", "|")}
+    best = max(others, key=others.__getitem__)
+    if others[best]:
+        logger.info("%s: the header row is split by %ss, not commas", path, _DELIMITER_NAMES[best])
+        return best
+    return ","
 
 
 def read_json(path: str | Path, config: IngestConfig | None = None) -> Iterator[Document]:
