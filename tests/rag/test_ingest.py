@@ -104,6 +104,49 @@ def test_markdown_splits_at_h1_and_h2(caplog: pytest.LogCaptureFixture) -> None:
     assert "section 3" in caplog.text and "empty" in caplog.text
 
 
+def test_markdown_as_real_sites_write_it(tmp_path: Path) -> None:
+    # Front matter (Jekyll, Hugo, Docusaurus) titles the page and is not text; underlined (setext)
+    # headings start sections; "#" lines in an indented code block or a blockquote do not.
+    text = (
+        "---\r\ntitle: Install  Guide\r\ntags: [setup]\r\n---\r\nIntro text.\r\n\r\n"
+        "Requirements\r\n============\r\n\r\nPython 3.10.\r\n\r\n    # indented code, not a heading\r\n\r\n"
+        "> # quoted, not a heading\r\n\r\nSteps\r\n-----\r\n\r\nRun make.\r\n"
+    )
+    documents = list(read_markdown(_write(tmp_path / "install.md", text)))
+    assert [(d.position, d.title) for d in documents] == [
+        (0, "Install Guide"),
+        (1, "Install Guide › Requirements"),
+        (2, "Install Guide › Steps"),
+    ]
+    assert documents[0].text == "Intro text."
+    assert "# indented code, not a heading" in documents[1].text
+    assert "# quoted, not a heading" in documents[1].text
+    assert documents[2].text == "Run make."
+
+
+@pytest.mark.parametrize(
+    ("text", "first_text"),
+    [
+        ("---\nJust a rule above.\n\nBody.\n", "---\nJust a rule above.\n\nBody."),  # no YAML mapping
+        ("---\n---\nBody.\n", "Body."),  # empty front matter
+    ],
+)
+def test_a_leading_rule_is_front_matter_only_when_it_holds_a_mapping(
+    tmp_path: Path, text: str, first_text: str
+) -> None:
+    [document] = read_markdown(_write(tmp_path / "page.md", text))
+    assert (document.title, document.text) == ("page", first_text)
+
+
+def test_front_matter_that_is_broken_yaml_is_left_out_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        [document] = read_markdown(_write(tmp_path / "odd.md", "---\ntitle: [unclosed\n---\nBody.\n"))
+    assert (document.title, document.text) == ("odd", "Body.")
+    assert "odd.md: the front matter is not valid YAML (expected ',' or ']'" in caplog.text
+
+
 def test_squad_json_is_one_document_per_paragraph() -> None:
     documents = list(read_json(ASSETS / "squad_tiny.json"))
     assert [(d.title, d.position) for d in documents] == [

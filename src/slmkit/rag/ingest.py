@@ -18,9 +18,12 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+import yaml
 
 from slmkit.config import IngestConfig
 from slmkit.data.jsonfile import parse_json
@@ -60,9 +63,8 @@ _SNIFF_BYTES = 8192  # where a NUL byte marks a file as binary (as git and grep 
 
 _HF_QUERY_KEYS = ("config", "split", "text_field", "title_field")
 _TRUTHY = {"1", "true", "yes", "on"}
-# Only # and ## start a section: deeper headings usually subdivide a topic too finely to stand alone.
-_HEADING = re.compile(r"^(#{1,2})\s+(.*?)\s*#*\s*$")
-_FENCE = re.compile(r"^\s*(```|~~~)")
+# YAML front matter (Jekyll, Hugo, Docusaurus, Obsidian): "---" lines around it, the last may be "...".
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)?(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.DOTALL)
 # Word's built-in styles that start a section, the counterparts of Markdown's # and ##.
 _DOCX_SECTION_STYLES = {"Title", "Heading 1", "Heading 2"}
 
@@ -146,13 +148,17 @@ def read_txt(path: str | Path) -> Iterator[Document]:
 
 
 def read_markdown(path: str | Path) -> Iterator[Document]:
-    """One document per ``#``/``##`` section, titled ``"<stem> › <heading>"``.
+    """One document per level-1/level-2 section, titled ``"<title> › <heading>"``.
 
-    Text before the first heading is section 0, titled by the stem; headings are numbered from 1 in
-    order, and that number is the document's ``position``. The heading line itself is not part of the
-    text (it is the title). Headings inside fenced code blocks are ignored.
+    Headings are CommonMark's (markdown-it-py): ``#``/``##`` lines and underlined (setext) ones;
+    a ``#`` line inside a code block (fenced or indented) or an HTML block is not a heading. Text
+    before the first heading is section 0, titled by the title alone; headings are numbered from 1
+    in order, and that number is the document's ``position``. The heading line itself is not part
+    of the text (it is the title). The title is the YAML front matter's ``title`` (the front matter
+    itself is not text), else the file stem.
     """
-    yield from _section_documents(path, Path(path).stem, _markdown_sections(_read_text(path)))
+    title, text = _front_matter(_read_text(path), path)
+    yield from _section_documents(path, title or Path(path).stem, _markdown_sections(text))
 
 
 def read_html(path: str | Path) -> Iterator[Document]:
@@ -509,20 +515,47 @@ def _block_sections(blocks: list[tuple[bool, str]]) -> list[tuple[str, str]]:
 # ---- markdown ---------------------------------------------------------------------------------
 
 
+def _front_matter(text: str, path: str | Path) -> tuple[str | None, str]:
+    """``(title, text)``: the text without its YAML front matter, and the front matter's ``title``.
+
+    A leading ``---`` block holding plain text rather than ``key: value`` lines is left in place: it
+    was a thematic break. Front matter that is broken YAML is left out with a warning.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    match = _FRONT_MATTER.match(text)
+    if not match:
+        return None, text
+    try:
+        meta = yaml.safe_load(match.group(1) or "") or {}
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        logger.warning("%s: the front matter is not valid YAML (%s); left out", path, problem)
+        return None, text[match.end() :]
+    if not isinstance(meta, dict):
+        return None, text
+    title = meta.get("title")
+    return (" ".join(str(title).split()) or None) if title is not None else None, text[match.end() :]
+
+
 def _markdown_sections(text: str) -> list[tuple[str, str]]:
-    """``(heading, body)`` pairs; the first has heading ``""`` and holds the text before any heading."""
-    sections: list[tuple[str, list[str]]] = [("", [])]
-    in_fence = False
-    for line in text.split("\n"):
-        # A "# comment" inside a shell code block is code, not a heading.
-        if _FENCE.match(line):
-            in_fence = not in_fence
-        heading = None if in_fence else _HEADING.match(line)
-        if heading:
-            sections.append((heading.group(2), []))
-        else:
-            sections[-1][1].append(line)
-    return [(heading, "\n".join(lines).strip("\n")) for heading, lines in sections]
+    """``(heading, body)`` pairs; the first has heading ``""`` and holds the text before any heading.
+
+    Only level 1 and 2 start a section: deeper headings usually subdivide a topic too finely to
+    stand alone, and stay in their section's text.
+    """
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt("commonmark").parse(text)
+    lines = text.split("\n")
+    sections, start, heading = [], 0, ""
+    for token, inline in pairwise(tokens):
+        # level 0: a heading of the document itself, not one quoted in a blockquote or a list item.
+        if token.type == "heading_open" and token.tag in ("h1", "h2") and token.level == 0 and token.map:
+            first, after = token.map
+            sections.append((heading, "\n".join(lines[start:first]).strip("\n")))
+            start, heading = after, " ".join(inline.content.split())
+    sections.append((heading, "\n".join(lines[start:]).strip("\n")))
+    return sections
 
 
 # ---- JSON records and SQuAD -------------------------------------------------------------------
