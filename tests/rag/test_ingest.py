@@ -15,6 +15,7 @@ import pytest
 
 from slmkit.config import IngestConfig
 from slmkit.errors import InputError
+from slmkit.rag import ingest
 from slmkit.rag.ingest import (
     read_csv,
     read_docx,
@@ -557,6 +558,21 @@ def test_a_named_text_column_that_is_missing_lists_the_columns(tmp_path: Path) -
     path = _write(tmp_path / "cols.csv", "title,body\nA,b\n")
     with pytest.raises(InputError, match=r"cols\.csv:1: no text column 'text'; the header has 'title', 'bo"):
         list(read_csv(path, IngestConfig(text_field="text")))
+
+
+def test_pdf_pages_lose_running_headers_and_footers_and_join_hyphenated_words() -> None:
+    # A book's header changes with the chapter and carries the page number; a paper's alternates.
+    topics = ["lexers", "tokens", "grammars", "trees", "errors", "tables", "states", "actions"]
+    pages = [
+        f"Chapter {1 + i // 4}: Parsing {i + 1}\nOn {topic}, the mod-\nels differ in {topic}.\n{i + 1}"
+        for i, topic in enumerate(topics)
+    ] + ["Chapter 3: Parsing 9\nThe closing page.\n}\n9"]
+    cleaned = ingest._clean_pages(pages)
+    assert cleaned[0] == "On lexers, the models differ in lexers."
+    assert cleaned[8] == "The closing page.\n}"  # a line without a letter or digit is never a footer
+    # A line that recurs below real text is content, and so is one on too few pages ("Intro": 2 of 3).
+    middle = ["Intro\nSame sentence.\nOne", "Intro\nSame sentence.\nTwo", "Other\nSame sentence.\nThree"]
+    assert ingest._clean_pages(middle) == middle
 
 
 def test_corrupt_pdf(tmp_path: Path) -> None:

@@ -317,7 +317,9 @@ def read_jsonl(path: str | Path, config: IngestConfig | None = None) -> Iterator
 def read_pdf(path: str | Path) -> Iterator[Document]:
     """One document per page that has a text layer; ``position`` is the 1-based page number.
 
-    Pages are titled by the PDF's metadata title if it has one, else the file stem.
+    Pages are titled by the PDF's metadata title if it has one, else the file stem. Running headers
+    and footers (lines repeated at the top or bottom of most pages, page numbers included) are left
+    out, and words hyphenated across lines are joined (see :func:`_clean_pages`).
 
     Raises:
         InputError: the PDF is corrupt, encrypted with a password, or has no extractable text at all
@@ -325,7 +327,7 @@ def read_pdf(path: str | Path) -> Iterator[Document]:
     """
     reader = _open_pdf(path)
     title = _pdf_title(reader) or Path(path).stem
-    texts = [_page_text(reader, number, path) for number in range(1, len(reader.pages) + 1)]
+    texts = _clean_pages([_page_text(reader, number, path) for number in range(1, len(reader.pages) + 1)])
     if not any(text.strip() for text in texts):
         raise InputError(
             f"{path}: no extractable text in {len(texts)} page(s). It may be a scanned image; run OCR "
@@ -756,6 +758,48 @@ def _pdf_title(reader: Any) -> str:
     except Exception:  # a broken Info dictionary should cost the title, not the document
         return ""
     return str(title).strip() if title else ""
+
+
+# A word broken across lines by justified typesetting: "mod-\nels". Only between lowercase letters,
+# where it is almost always hyphenation; a compound broken at its hyphen ("well-\nknown") loses it.
+_HYPHENATED = re.compile(r"(?<=[a-z])-\n(?=[a-z])")
+_DIGITS = re.compile(r"\d+")
+_RUNNING_LINES = 2  # lines at each end of a page where running headers, footers and page numbers sit
+
+
+def _clean_pages(pages: list[str]) -> list[str]:
+    """PDF page texts without their running headers and footers, with hyphenated words joined.
+
+    A line among the first or last two of a page that recurs, digits aside, on at least 3 pages and
+    15 % of them is a running header or footer ("Chapter 2: Parsing 14", "Page 3 of 20", a journal's
+    name; a book's header changes with the chapter, a paper's alternates between two): on every page
+    it would be a passage's first words, for retrieval to match and the reader to quote. Page
+    numbers alone are such lines too; a line without a letter or digit ("}") is never one.
+    """
+    split = [page.split("\n") for page in pages]
+    ends = [
+        {_DIGITS.sub("#", line.strip()) for line in lines[:_RUNNING_LINES] + lines[-_RUNNING_LINES:]}
+        for lines in split
+    ]
+    counts = Counter(key for keys in ends for key in keys if key)
+    running = {
+        key
+        for key, n in counts.items()
+        if n >= max(3, 0.15 * len(pages)) and any(c.isalnum() or c == "#" for c in key)
+    }
+    cleaned = []
+    for lines in split:
+        # Only a run from the page's edge: a recurring line below real text is text.
+        start, end = 0, len(lines)
+        while start < min(_RUNNING_LINES, end) and _DIGITS.sub("#", lines[start].strip()) in running:
+            start += 1
+        while (
+            end > max(start, len(lines) - _RUNNING_LINES)
+            and _DIGITS.sub("#", lines[end - 1].strip()) in running
+        ):
+            end -= 1
+        cleaned.append(_HYPHENATED.sub("", "\n".join(lines[start:end])))
+    return cleaned
 
 
 def _page_text(reader: Any, number: int, path: str | Path) -> str:
