@@ -26,7 +26,7 @@ import numpy as np
 from slmkit.atomic import atomic_write_bytes, atomic_write_json
 from slmkit.config import GenerationConfig
 from slmkit.data.prompts import plain_prompt
-from slmkit.errors import ModelNotFoundError
+from slmkit.errors import ConfigError, ModelNotFoundError
 from slmkit.models.cache import cache_dir
 from slmkit.models.generation import Generation, Messages, softmax_mass
 from slmkit.models.loading import file_fingerprint
@@ -41,12 +41,21 @@ _log_callback: Any = None  # kept alive: llama.cpp holds only a C pointer to it
 
 
 def cpu_threads() -> int:
-    """The CPU threads llama.cpp should use: the cores this process may run on.
+    """The CPU threads llama.cpp should use: ``SLMKIT_THREADS`` if set, else the cores this process
+    may run on.
 
     ``os.cpu_count()`` counts the machine's cores, not the ones a container's cpuset or ``taskset``
-    grants; llama.cpp's threads wait on each other by spinning, so one thread more than the cores it
-    gets makes it many times slower, not a little.
+    grants; llama.cpp's threads wait on each other by spinning, so more threads than the cores they
+    get makes it slower, not faster. On a machine that other work shares, ``SLMKIT_THREADS`` caps every
+    llama.cpp engine slmkit starts (generator, query encoder, reranker) at once.
+
+    Raises:
+        ConfigError: ``SLMKIT_THREADS`` is not a whole number of at least 1.
     """
+    if value := os.environ.get("SLMKIT_THREADS", "").strip():
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"SLMKIT_THREADS={value!r}: give a whole number of threads, at least 1")
+        return int(value)
     if hasattr(os, "sched_getaffinity"):  # not on macOS or Windows
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
