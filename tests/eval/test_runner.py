@@ -109,6 +109,29 @@ def test_squad_v2_unanswerable_questions_are_scored_as_abstention(tmp_path):
     assert [p.gold_context is None for p in result.predictions] == [False, True, False, True]
 
 
+def test_hugging_face_squad_jsonl_is_read_with_its_unanswerable_questions(tmp_path):
+    # What `datasets.load_dataset("squad_v2")["validation"].to_json(...)` writes: one question a line.
+    rows = [
+        {"id": "a", "title": "Oxygen", "context": "Oxygen is element 8.", "question": "Which element is 8?",
+         "answers": {"text": ["Oxygen", "oxygen"], "answer_start": [0, 0]}},
+        {"id": "b", "title": "Oxygen", "context": "Oxygen is element 8.", "question": "Which is 9?",
+         "answers": {"text": [], "answer_start": []}},
+    ]  # fmt: skip
+    path = tmp_path / "squad_v2-validation.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset = load_eval_set(str(path))
+    assert dataset.format == "qa"
+    assert [(i.id, i.answerable, i.references, i.context, i.title) for i in dataset.items] == [
+        ("a", True, ("Oxygen", "oxygen"), "Oxygen is element 8.", "Oxygen"),
+        ("b", False, (), "Oxygen is element 8.", "Oxygen"),
+    ]
+    path.write_text(json.dumps({"question": "Q?", "answers": {"start": [1]}}) + "\n")
+    with pytest.raises(
+        InputError, match=r"validation\.jsonl:1: no reference answer: .*has answers, question"
+    ):
+        load_eval_set(str(path))
+
+
 def test_gold_context_run_keeps_squad_v2_questions_unanswerable(tmp_path):
     from fakes import ScriptedGenerator
     from slmkit.eval.runner import _predict

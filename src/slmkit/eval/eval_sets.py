@@ -136,7 +136,12 @@ def _squad_items(path: Path, split: str) -> list[EvalItem]:
 
 def _qa_items(path: Path) -> list[EvalItem]:
     """Records with ``question`` and ``answers`` (a list) or ``answer`` (a string); optional
-    ``context``, ``title`` and ``id``."""
+    ``context``, ``title`` and ``id``.
+
+    ``answers`` may also be the Hugging Face ``squad``/``squad_v2`` layout that ``Dataset.to_json``
+    writes, ``{"text": [...], "answer_start": [...]}``, the commonest published QA JSONL; there an
+    empty ``text`` list is SQuAD 2.0's unanswerable question, an abstention item.
+    """
     items = []
     for record in read_records(path):
         fields = record.fields
@@ -144,12 +149,21 @@ def _qa_items(path: Path) -> list[EvalItem]:
         if not isinstance(question, str) or not question.strip():
             raise InputError(f"{record.where}: missing or empty field 'question'")
         answers = fields.get("answers", fields.get("answer"))
-        if isinstance(answers, str):
+        unanswerable = False
+        if isinstance(answers, dict) and isinstance(answers.get("text"), list):
+            answers = answers["text"]
+            unanswerable = not answers
+        elif isinstance(answers, str):
             answers = [answers]
-        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+        if (
+            not isinstance(answers, list)
+            or not all(isinstance(a, str) for a in answers)
+            or not (answers or unanswerable)
+        ):
             raise InputError(
-                f"{record.where}: no reference answer: give field 'answers' (a list of strings) or "
-                f"'answer' (a string); the record has {', '.join(sorted(fields)) or 'no fields'}"
+                f"{record.where}: no reference answer: give field 'answers' (a list of strings, or "
+                "{'text': [...]} as Hugging Face's SQuAD files have it) or 'answer' (a string); "
+                f"the record has {', '.join(sorted(fields)) or 'no fields'}"
             )
         context = fields.get("context")
         items.append(
@@ -159,6 +173,7 @@ def _qa_items(path: Path) -> list[EvalItem]:
                 tuple(answers),
                 context if isinstance(context, str) else None,
                 str(fields.get("title", "")),
+                answerable=not unanswerable,
             )
         )
     return items
