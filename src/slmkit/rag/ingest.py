@@ -603,7 +603,8 @@ def _record_text(record: dict[str, Any], where: str, field: str) -> str:
     if field not in record:
         raise InputError(
             f"{where}: missing text field '{field}'; this record has fields: {fields}. "
-            "Set ingest.text_field (or text_field= in an hf:// address) to the field holding the text."
+            "Name the field holding the text: --text-field FIELD (ingest.text_field in a recipe, "
+            "text_field= in an hf:// address)."
         )
     text = record[field]
     if not isinstance(text, str):
