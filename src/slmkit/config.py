@@ -401,6 +401,12 @@ class LoraSettings(StrictModel):
         "q/k/v/out_proj for BART; q/k/v/o for T5; see slmkit.models.families), all-linear (every "
         "linear layer but the output head), or a list of module names.",
     )
+    init_from: str | None = Field(
+        None,
+        description="Start the adapters from a trained LoRA instead of from zero: an adapter folder or a "
+        "packaged adapter (slmkit-reader-270m) trained on this run's model with the same r and targets. "
+        "One adapter comes out, as from a run of its own (to continue training the shipped reader).",
+    )
 
 
 class QuantizationSettings(StrictModel):

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from slmkit.config import TrainConfig, parse_config
 from slmkit.data.tasks import read_squad_examples
-from slmkit.errors import InputError
+from slmkit.errors import ConfigError, InputError
 from slmkit.models.adapters import adapter_fingerprint
 from slmkit.models.loading import load_causal_lm
 from slmkit.train.finetune import FineTune
@@ -97,3 +97,47 @@ def test_a_lora_trained_on_an_adapter_folder_stacks_on_it(tmp_path, tiny_model, 
     tensors = load_file(weights)
     save_file({k: v + 0.5 for k, v in tensors.items()}, weights)
     assert adapter_fingerprint(second / "adapter") != before
+
+
+def test_lora_init_from_starts_the_adapters_from_a_trained_one(tmp_path, tiny_model, model_cache):
+    """`lora.init_from`: a run that continues a trained adapter (the shipped reader's) instead of
+    stacking a new one; its adapters start equal to the trained ones, and a mismatch is refused."""
+    from peft import get_peft_model_state_dict
+
+    base = str(tiny_model("llama"))
+    loaded = load_causal_lm(base, cache=model_cache)
+    examples = tokenize_examples(read_squad_examples(ASSETS / "squad_tiny.json"), loaded.tokenizer, 256)
+
+    def config(run: str, **lora) -> TrainConfig:
+        data = {
+            "model": base,
+            "method": "lora",
+            "output_dir": str(tmp_path / run),
+            "bf16": False,
+            "lora": {"r": 4, "alpha": 8, **lora},
+            "optim": {"lr": 5e-2, "batch_size": 2, "max_steps": 2},
+        }
+        return parse_config(TrainConfig, data, "test")
+
+    first = Path(
+        FineTune(config("first"), examples, [], load_causal_lm(base, cache=model_cache)).train()["model_dir"]
+    )
+    trained = load_file(first / "adapter" / "adapter_model.safetensors")
+    run = FineTune(
+        config("second", init_from=str(first / "adapter")),
+        examples,
+        [],
+        load_causal_lm(base, cache=model_cache),
+    )
+    started = get_peft_model_state_dict(run.model)
+    assert started.keys() == trained.keys()
+    assert all(torch.equal(started[k].float(), trained[k].float()) for k in trained)
+    assert any(v.abs().sum() > 0 for k, v in trained.items() if "lora_B" in k)  # not LoRA's zero start
+
+    with pytest.raises(ConfigError, match=r"has lora\.r 4, this run 8; set lora\.r: 4"):
+        FineTune(
+            config("third", r=8, init_from=str(first / "adapter")),
+            examples,
+            [],
+            load_causal_lm(base, cache=model_cache),
+        )

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 import yaml
 
 from slmkit.atomic import atomic_folder
-from slmkit.errors import InputError, ModelNotFoundError
+from slmkit.errors import ConfigError, InputError, ModelNotFoundError
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
@@ -133,3 +134,74 @@ def _base_adapter_folder(adapter_dir: Path) -> Path | None:
         return located if is_adapter_folder(located) else None
     path = Path(name).expanduser()
     return path if is_adapter_folder(path) else None
+
+
+def adapter_folder(name: str) -> Path:
+    """An adapter folder given by path, or a packaged adapter (``slmkit-reader-270m``) by name.
+
+    Raises:
+        ConfigError: ``name`` is neither.
+    """
+    from slmkit.models.cache import cache_dir
+    from slmkit.models.registry import PACKAGED_MODELS
+
+    if name in PACKAGED_MODELS:
+        located = PACKAGED_MODELS[name].locate(cache_dir())
+        if is_adapter_folder(located):
+            return located
+        raise ConfigError(f"'{name}' is a full model, not a LoRA adapter")
+    path = Path(name).expanduser()
+    if is_adapter_folder(path):
+        return path
+    raise ConfigError(f"{name}: not a LoRA adapter folder (no {ADAPTER_CONFIG}) nor a packaged adapter")
+
+
+def load_adapter_weights(
+    model: torch.nn.Module, name: str, base: str, r: int, alpha: int, targets: list[str] | str
+) -> Path:
+    """Copy a trained adapter's weights into ``model``'s fresh LoRA layers (``lora.init_from``).
+
+    The adapter must have been trained on ``base`` with the same rank, alpha and target modules:
+    otherwise its weights would not fit the layers, or would be scaled differently.
+
+    Raises:
+        ConfigError: the adapter does not match (naming what differs), or holds weights for layers
+            the model does not have.
+    """
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    folder = adapter_folder(name)
+    trained_on = base_model_of(folder)
+    if trained_on != base:
+        raise ConfigError(
+            f"lora.init_from: {name} was trained on '{trained_on}', this run fine-tunes '{base}'; "
+            f"set train.model: {trained_on}"
+        )
+    config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    theirs = config.get("target_modules")
+    same_targets = (
+        sorted(theirs) == sorted(targets)
+        if isinstance(theirs, list) and isinstance(targets, list)
+        else theirs == targets
+    )
+    for key, mine, its in (("r", r, config.get("r")), ("alpha", alpha, config.get("lora_alpha"))):
+        if mine != its:
+            raise ConfigError(
+                f"lora.init_from: {name} has lora.{key} {its}, this run {mine}; set lora.{key}: {its}"
+            )
+    if not same_targets:
+        raise ConfigError(
+            f"lora.init_from: {name} adapts {theirs}, this run {targets}; set lora.target_modules to match"
+        )
+    weights = sorted(folder.glob("adapter_model.safetensors"))
+    if not weights:
+        raise ConfigError(f"lora.init_from: {folder} has no adapter_model.safetensors")
+    loaded = set_peft_model_state_dict(model, load_file(str(weights[0])))
+    if loaded.unexpected_keys:
+        raise ConfigError(
+            f"lora.init_from: {name} holds weights this model has no layer for, "
+            f"e.g. {loaded.unexpected_keys[0]}"
+        )
+    logger.info("LoRA adapters start from %s", folder)
+    return folder

@@ -28,7 +28,7 @@ from slmkit.atomic import atomic_write_json, atomic_write_text
 from slmkit.config import TrainConfig
 from slmkit.errors import InputError
 from slmkit.interrupt import deferred_stop, stop_requested
-from slmkit.models.adapters import save_merged
+from slmkit.models.adapters import load_adapter_weights, save_merged
 from slmkit.models.families import lora_target_modules
 from slmkit.models.loading import LoadedModel, load_causal_lm, save_tokenizer
 from slmkit.train.batching import batch_order, collate
@@ -150,6 +150,10 @@ class FineTune:
                     task_type="SEQ_2_SEQ_LM" if loaded.is_encoder_decoder else "CAUSAL_LM",
                 ),
             )
+            if lora.init_from:
+                load_adapter_weights(
+                    model, lora.init_from, self.config.model, lora.r, lora.alpha, lora.target_modules
+                )
             if self.config.gradient_checkpointing:
                 model.enable_input_require_grads()
         model.train()
