@@ -179,3 +179,25 @@ def test_opening_a_knowledge_base_whose_server_is_gone_names_the_address(tmp_pat
     (kb / "CURRENT").write_text("v000001")
     with pytest.raises(KnowledgeBaseError, match=r"cannot connect to PostgreSQL at postgresql://nobody@"):
         KnowledgeBase.open(kb)
+
+
+def test_a_build_shows_the_servers_index_progress(
+    postgres_url, tmp_path, minilm_tokenizer, monkeypatch, capsys
+):
+    """With progress on, each index the server builds gets a bar read from PostgreSQL's own progress
+    view (an HNSW build over a million rows runs for tens of minutes inside one statement)."""
+    from slmkit.rag import postgres_store
+
+    monkeypatch.setattr(postgres_store, "_PROGRESS_POLL_S", 0.005)
+    corpus = tmp_path / "many.jsonl"
+    corpus.write_text(
+        "".join(
+            json.dumps({"text": f"Record {i} is about topic {i % 97} and item {i}."}) + "\n"
+            for i in range(3000)
+        )
+    )
+    config = IndexConfig(store=f"{postgres_url}#progress")
+    kb, report = KnowledgeBase.build(tmp_path / "progress", [corpus], config, HashEmbedder(minilm_tokenizer))
+    assert report.chunks_added == 3000 and len(kb.dense) == 3000
+    err = capsys.readouterr().err
+    assert "HNSW index" in err and "text index" in err

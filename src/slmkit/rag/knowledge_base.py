@@ -66,8 +66,9 @@ class KnowledgeBaseWriter(Protocol):
 
     def append(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None: ...
 
-    def finish(self, manifest: dict[str, Any]) -> None:
-        """Write the manifest; the content is published when the writer's context exits cleanly."""
+    def finish(self, manifest: dict[str, Any], progress: bool = False) -> None:
+        """Write the manifest; the content is published when the writer's context exits cleanly.
+        ``progress``: show a bar for index building that takes long (a server's HNSW build)."""
         ...
 
     def opened(self, embedder: Any) -> KnowledgeBase:
@@ -328,7 +329,7 @@ class KnowledgeBase:
             for source, count in added.items():
                 manifest["sources"][source] = manifest["sources"].get(source, 0) + count
             manifest["chunks"] = manifest.get("chunks", 0) + sum(added.values())
-            writer.finish(manifest)
+            writer.finish(manifest, progress)
         kb = writer.opened(self._embedder)
         count = sum(added.values())
         report = IngestReport(documents, count, candidates - count, time.perf_counter() - start)
@@ -433,7 +434,7 @@ class _FolderWriter:
         self.dense.add(vectors)
         self.lexical.append([c.text for c in chunks])
 
-    def finish(self, manifest: dict[str, Any]) -> None:
+    def finish(self, manifest: dict[str, Any], progress: bool = False) -> None:
         self.chunks.close()
         self.dense.save(self.staging / "dense.faiss")
         self.lexical.close()

@@ -433,8 +433,12 @@ class PostgresWriter:
                 )
         self._next_id += len(chunks)
 
-    def finish(self, manifest: dict[str, Any]) -> None:
-        """Index a built table and swap it in; record the manifest (all inside the transaction)."""
+    def finish(self, manifest: dict[str, Any], progress: bool = False) -> None:
+        """Index a built table and swap it in; record the manifest (all inside the transaction).
+
+        ``progress``: a bar for each index the server builds (HNSW over a million rows takes tens of
+        minutes), read from PostgreSQL's ``pg_stat_progress_create_index`` on a second connection.
+        """
         _, sql, _ = _modules()
         from psycopg.types.json import Jsonb
 
@@ -443,22 +447,24 @@ class PostgresWriter:
         if self.replace:
             # The graph of a large table needs room: pgvector builds much faster when it fits.
             conn.execute("SET LOCAL maintenance_work_mem = '1GB'")
-            conn.execute(
-                sql.SQL(
-                    "CREATE INDEX {} ON {} USING hnsw (embedding vector_ip_ops) "
-                    "WITH (m = {}, ef_construction = {})"
-                ).format(
-                    store.ident("__build_hnsw"),
-                    self.target,
-                    sql.Literal(index.hnsw_m),
-                    sql.Literal(index.ef_construction),
+            with _index_progress(store, conn, progress, "HNSW index"):
+                conn.execute(
+                    sql.SQL(
+                        "CREATE INDEX {} ON {} USING hnsw (embedding vector_ip_ops) "
+                        "WITH (m = {}, ef_construction = {})"
+                    ).format(
+                        store.ident("__build_hnsw"),
+                        self.target,
+                        sql.Literal(index.hnsw_m),
+                        sql.Literal(index.ef_construction),
+                    )
                 )
-            )
-            conn.execute(
-                sql.SQL("CREATE INDEX {} ON {} USING gin (tsv)").format(
-                    store.ident("__build_tsv"), self.target
+            with _index_progress(store, conn, progress, "text index"):
+                conn.execute(
+                    sql.SQL("CREATE INDEX {} ON {} USING gin (tsv)").format(
+                        store.ident("__build_tsv"), self.target
+                    )
                 )
-            )
             # Readers wait from here to the commit only: the old table is dropped, the new one renamed.
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(store.ident()))
             conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(self.target, store.ident()))
@@ -484,3 +490,58 @@ class PostgresWriter:
 
     def opened(self, embedder: Any) -> Any:
         return self.store.knowledge_base(Path(self.store.where), embedder)
+
+
+_PROGRESS_POLL_S = 1.0
+
+
+@contextlib.contextmanager
+def _index_progress(store: PostgresStore, conn: Any, enabled: bool, what: str) -> Iterator[None]:
+    """While the body runs a ``CREATE INDEX`` on ``conn``, show the server's progress as a bar.
+
+    PostgreSQL reports an index build's progress in ``pg_stat_progress_create_index`` (blocks of
+    the table scanned, then tuples); a thread polls it from a second connection. Best effort: a
+    failed poll ends the bar, never the build.
+    """
+    if not enabled:
+        yield
+        return
+    from tqdm.auto import tqdm
+
+    pid, done = conn.info.backend_pid, threading.Event()
+
+    def poll() -> None:
+        bar = tqdm(desc=what, unit="block", dynamic_ncols=True)
+        try:
+            with contextlib.closing(store.connect(autocommit=True)) as watcher:
+                while not done.wait(_PROGRESS_POLL_S):
+                    row = watcher.execute(
+                        "SELECT phase, blocks_total, blocks_done, tuples_total, tuples_done "
+                        "FROM pg_stat_progress_create_index WHERE pid = %s",
+                        (pid,),
+                    ).fetchone()
+                    if row is None:
+                        continue
+                    phase, blocks_total, blocks_done, tuples_total, tuples_done = row
+                    # Scanning the table counts blocks; a later phase (sorting, loading) counts tuples.
+                    total, n, unit = (
+                        (tuples_total, tuples_done, "row")
+                        if tuples_total
+                        else (blocks_total, blocks_done, "block")
+                    )
+                    bar.unit, bar.total = unit, total or None
+                    bar.n = n
+                    bar.set_postfix_str(phase, refresh=False)
+                    bar.refresh()
+        except Exception as err:  # the bar is best effort; the build itself reports its own errors
+            logger.debug("index progress unavailable: %s", err)
+        finally:
+            bar.close()
+
+    thread = threading.Thread(target=poll, name="index-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
