@@ -387,8 +387,11 @@ def _folder_files(folder: Path) -> list[Path]:
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
     ]
     files = [path for path in visible if path.suffix.lower() in SUPPORTED_SUFFIXES]
-    chosen = set(files)
-    others = [path.suffix.lower() or "(no extension)" for path in visible if path not in chosen]
+    others = [
+        path.suffix.lower() or "(no extension)"
+        for path in visible
+        if path.suffix.lower() not in SUPPORTED_SUFFIXES
+    ]
     if not files:
         logger.warning("%s: no supported files (%s) in this folder", folder, ", ".join(SUPPORTED_SUFFIXES))
     elif skipped := Counter(others):
@@ -768,6 +771,11 @@ _DIGITS = re.compile(r"\d+")
 _RUNNING_LINES = 2  # lines at each end of a page where running headers, footers and page numbers sit
 
 
+def _running_key(line: str) -> str:
+    """A page-edge line as running headers repeat it: digits (page numbers) aside."""
+    return _DIGITS.sub("#", line.strip())
+
+
 def _clean_pages(pages: list[str]) -> list[str]:
     """PDF page texts without their running headers and footers, with hyphenated words joined.
 
@@ -779,8 +787,7 @@ def _clean_pages(pages: list[str]) -> list[str]:
     """
     split = [page.split("\n") for page in pages]
     ends = [
-        {_DIGITS.sub("#", line.strip()) for line in lines[:_RUNNING_LINES] + lines[-_RUNNING_LINES:]}
-        for lines in split
+        {_running_key(line) for line in lines[:_RUNNING_LINES] + lines[-_RUNNING_LINES:]} for lines in split
     ]
     counts = Counter(key for keys in ends for key in keys if key)
     running = {
@@ -792,12 +799,9 @@ def _clean_pages(pages: list[str]) -> list[str]:
     for lines in split:
         # Only a run from the page's edge: a recurring line below real text is text.
         start, end = 0, len(lines)
-        while start < min(_RUNNING_LINES, end) and _DIGITS.sub("#", lines[start].strip()) in running:
+        while start < min(_RUNNING_LINES, end) and _running_key(lines[start]) in running:
             start += 1
-        while (
-            end > max(start, len(lines) - _RUNNING_LINES)
-            and _DIGITS.sub("#", lines[end - 1].strip()) in running
-        ):
+        while end > max(start, len(lines) - _RUNNING_LINES) and _running_key(lines[end - 1]) in running:
             end -= 1
         cleaned.append(_HYPHENATED.sub("", "\n".join(lines[start:end])))
     return cleaned
