@@ -182,10 +182,10 @@ def load_adapter_weights(
         raise ConfigError(
             f"lora.init_from: {name} adapts {theirs}, this run {targets}; set lora.target_modules to match"
         )
-    weights = sorted(folder.glob("adapter_model.safetensors"))
-    if not weights:
+    weights = folder / "adapter_model.safetensors"
+    if not weights.is_file():
         raise ConfigError(f"lora.init_from: {folder} has no adapter_model.safetensors")
-    loaded = set_peft_model_state_dict(model, load_file(str(weights[0])))
+    loaded = set_peft_model_state_dict(model, load_file(str(weights)))
     if loaded.unexpected_keys:
         raise ConfigError(
             f"lora.init_from: {name} holds weights this model has no layer for, "
