@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
 from slmkit.atomic import atomic_folder, atomic_write_text  # noqa: E402
-from slmkit.models.model_card import render_reader_card  # noqa: E402
+from slmkit.models.model_card import benchmark_record, read_json_lines, render_reader_card  # noqa: E402
 from slmkit.train.checkpoint import checkpoint_state, export_adapter  # noqa: E402
 
 
@@ -41,8 +41,7 @@ def adapter_folder(run: Path) -> Path:
 
 def best_step(metrics: Path) -> int | None:
     """The step of the lowest validation loss: the one ``best/adapter`` holds."""
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    validated = [r for r in rows if "val_loss" in r]
+    validated = [r for r in read_json_lines(metrics) if "val_loss" in r]
     return min(validated, key=lambda r: r["val_loss"])["step"] if validated else None
 
 
@@ -90,7 +89,7 @@ def write_reader(
     scores = {}
     for key, path in (("benchmark", benchmark), ("calibration", calibration)):
         if path:
-            scores[key] = json.loads(path.read_text().strip().splitlines()[-1])
+            scores[key] = benchmark_record(path)
     (staging / "scores.json").write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
     atomic_write_text(staging / "README.md", render_reader_card(staging, name))
 

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
 from slmkit.atomic import atomic_folder, atomic_write_text  # noqa: E402
-from slmkit.models.model_card import render_reranker_card  # noqa: E402
+from slmkit.models.model_card import benchmark_record, render_reranker_card  # noqa: E402
 from slmkit.models.reranker import RERANKER_FILE, WEIGHTS_FILE  # noqa: E402
 
 
@@ -36,11 +36,7 @@ def main() -> None:
         for name in (WEIGHTS_FILE, RERANKER_FILE):
             shutil.copy(args.final / name, staging / name)
         shutil.copy(args.recipe, staging / "recipe.yaml")
-        scores = (
-            {"benchmark": json.loads(args.benchmark.read_text().strip().splitlines()[-1])}
-            if args.benchmark
-            else {}
-        )
+        scores = {"benchmark": benchmark_record(args.benchmark)} if args.benchmark else {}
         (staging / "scores.json").write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
         atomic_write_text(staging / "README.md", render_reranker_card(staging, args.name))
     size = sum(p.stat().st_size for p in target.iterdir()) / 2**20

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from slmkit.data.squad import bundled_squad, load_squad, split_articles
-from slmkit.models.model_card import render_reader_card
+from slmkit.models.model_card import benchmark_record, render_reader_card
 from slmkit.models.registry import DEFAULT_MODEL, PACKAGED_MODELS
 
 READER = "slmkit-reader-270m"
@@ -53,6 +53,15 @@ def test_the_model_card_is_rendered_from_the_files_beside_the_weights():
     card = render_reader_card(folder, READER)
     for model, result in scores.get("benchmark", {}).get("results", {}).items():
         assert f"| {model} | {result['gold']['em']:.1f} / {result['gold']['f1']:.1f}" in card
+
+
+def test_a_benchmark_record_is_the_last_json_line_of_its_saved_output(tmp_path):
+    saved = tmp_path / "bench.json"
+    saved.write_text('{"step": 1}\n\n{"benchmark": "reader_squad", "ratio": 1.2}\n', encoding="utf-8")
+    assert benchmark_record(saved) == {"benchmark": "reader_squad", "ratio": 1.2}
+    (tmp_path / "empty.json").write_text("\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no JSON line"):
+        benchmark_record(tmp_path / "empty.json")
 
 
 @pytest.mark.slow

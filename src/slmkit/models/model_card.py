@@ -19,11 +19,25 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file (a training curve, a benchmark's saved output)."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def benchmark_record(path: Path) -> dict[str, Any]:
+    """The JSON line a benchmark printed, from its saved stdout: the last record (the ship scripts
+    put it into ``scores.json`` as printed, so the card quotes the run itself)."""
+    records = read_json_lines(path)
+    if not records:
+        raise ValueError(f"{path}: no JSON line (was the benchmark's stdout saved here?)")
+    return records[-1]
+
+
 def _last_validation(folder: Path) -> dict[str, Any]:
     path = folder / "metrics.jsonl"
     if not path.is_file():
         return {}
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_json_lines(path)
     validated = [r for r in rows if "val_loss" in r]
     return validated[-1] if validated else {}
 
