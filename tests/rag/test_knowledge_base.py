@@ -206,3 +206,8 @@ def test_add_to_a_version_another_writer_replaced_is_refused(small_kb, embedder,
     with pytest.raises(KnowledgeBaseError, match="another writer changed the knowledge base"):
         stale.add([second], progress=False)  # would have dropped first.txt's chunk
     assert KnowledgeBase.open(kb.path, embedder=embedder).chunks[-1].source == str(first)
+
+
+def test_a_build_with_progress_shows_the_lexical_indexing_bars(tmp_path, embedder, capsys):
+    KnowledgeBase.build(tmp_path / "kb", [ASSETS / "squad_tiny.json"], embedder=embedder, progress=True)
+    assert "BM25S Compute Scores" in capsys.readouterr().err  # the index step that takes minutes at 1M

@@ -68,7 +68,8 @@ class KnowledgeBaseWriter(Protocol):
 
     def finish(self, manifest: dict[str, Any], progress: bool = False) -> None:
         """Write the manifest; the content is published when the writer's context exits cleanly.
-        ``progress``: show a bar for index building that takes long (a server's HNSW build)."""
+        ``progress``: show a bar for index building that takes long (BM25 over a large corpus, a
+        server's HNSW build)."""
         ...
 
     def opened(self, embedder: Any) -> KnowledgeBase:
@@ -437,7 +438,7 @@ class _FolderWriter:
     def finish(self, manifest: dict[str, Any], progress: bool = False) -> None:
         self.chunks.close()
         self.dense.save(self.staging / "dense.faiss")
-        self.lexical.close()
+        self.lexical.close(progress)
         manifest.update(embedding_dim=self.dense.dim, vector_index=self.dense.kind)
         (self.staging / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
 

@@ -138,8 +138,9 @@ class BM25Writer:
             self._ids.write(np.asarray(ids, dtype=np.int32).tobytes())
             self._offsets.append(self._offsets[-1] + len(ids))
 
-    def close(self) -> BM25Index:
-        """Index every row and save the index and its rows' tokens into the folder."""
+    def close(self, progress: bool = False) -> BM25Index:
+        """Index every row and save the index and its rows' tokens into the folder (``progress``:
+        bm25s's bars, for a large corpus where indexing takes minutes)."""
         self._ids.close()
         offsets = np.frombuffer(self._offsets, dtype=np.int64)
         np.save(self.folder / TOKEN_OFFSETS_FILE, offsets)
@@ -150,6 +151,6 @@ class BM25Writer:
             return BM25Index(None, 0)  # bm25s cannot index an empty corpus
         ids = np.memmap(self._ids_path, dtype=np.int32, mode="r") if offsets[-1] else np.zeros(0, np.int32)
         bm25 = bm25s.BM25()
-        bm25.index(_Corpus(_Rows(ids, offsets), dict(self._vocab)), show_progress=False)
+        bm25.index(_Corpus(_Rows(ids, offsets), dict(self._vocab)), show_progress=progress)
         bm25.save(str(self.folder), show_progress=False)
         return BM25Index(bm25, size, self.folder)
