@@ -201,3 +201,18 @@ def test_a_build_shows_the_servers_index_progress(
     assert report.chunks_added == 3000 and len(kb.dense) == 3000
     err = capsys.readouterr().err
     assert "HNSW index" in err and "text index" in err
+
+
+def test_the_hnsw_build_memory_is_raised_for_the_build_never_lowered(postgres_url):
+    import psycopg
+
+    from slmkit.rag.postgres_store import raise_build_memory
+
+    def build_memory(megabytes: int, server_setting: str) -> str:
+        with psycopg.connect(postgres_url) as conn, conn.transaction():
+            conn.execute(f"SET LOCAL maintenance_work_mem = '{server_setting}'")  # as a DBA set it
+            raise_build_memory(conn, megabytes)
+            return conn.execute("SHOW maintenance_work_mem").fetchone()[0]
+
+    assert build_memory(2048, "64MB") == "2GB"
+    assert build_memory(1024, "4GB") == "4GB"  # a server tuned for larger builds keeps its setting

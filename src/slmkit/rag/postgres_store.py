@@ -445,8 +445,7 @@ class PostgresWriter:
         conn, store = self.conn, self.store
         index = VectorIndexConfig.model_validate(manifest["config"].get("vector_index", {}))
         if self.replace:
-            # The graph of a large table needs room: pgvector builds much faster when it fits.
-            conn.execute("SET LOCAL maintenance_work_mem = '1GB'")
+            raise_build_memory(conn, index.build_memory_mb)
             with _index_progress(store, conn, progress, "HNSW index"):
                 conn.execute(
                     sql.SQL(
@@ -493,6 +492,15 @@ class PostgresWriter:
 
 
 _PROGRESS_POLL_S = 1.0
+
+
+def raise_build_memory(conn: Any, megabytes: int) -> None:
+    """Give this transaction's index builds ``megabytes`` of ``maintenance_work_mem`` unless the
+    server already allows more: pgvector builds an HNSW graph much faster when it fits in memory."""
+    _, sql, _ = _modules()
+    allowed = conn.execute("SELECT pg_size_bytes(current_setting('maintenance_work_mem'))").fetchone()[0]
+    if allowed < megabytes * 2**20:
+        conn.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(f"{megabytes}MB")))
 
 
 @contextlib.contextmanager
