@@ -243,18 +243,18 @@ class VectorIndexConfig(StrictModel):
         None, ge=1, description="ivf-pq: bytes per stored vector (must divide dim); default dim / 8."
     )
     nprobe: int = Field(16, ge=1, description="ivf-pq: clusters searched per query (query time vs recall).")
+    train_size: int = Field(
+        65536,
+        ge=1000,
+        description="ivf-pq: vectors held in memory to train the clusters before any is added; a "
+        "knowledge base with fewer than 1,000 chunks in all is kept flat (exact).",
+    )
     build_memory_mb: int = Field(
         1024,
         ge=64,
         description="PostgreSQL store: memory for pgvector's HNSW build (maintenance_work_mem), raised "
         "to this for the build, never below the server's own setting. The graph of 1M 384-dim "
         "vectors needs about 2,048; past this it is built on disk, several times slower.",
-    )
-    train_size: int = Field(
-        65536,
-        ge=1000,
-        description="ivf-pq: vectors held in memory to train the clusters before any is added; a "
-        "knowledge base with fewer than 1,000 chunks in all is kept flat (exact).",
     )
 
 
