@@ -5,19 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from slmkit.data.prompts import titled_text
 from slmkit.errors import InputError, ModelNotFoundError
 from slmkit.models.reranker import (
     RERANKER_FILE,
     WEIGHTS_FILE,
-    pair_text,
     read_reranker_info,
     resolve_reranker_path,
 )
 
 
 def test_the_title_goes_on_the_line_before_the_text():
-    assert pair_text("Warsaw", "It is the capital.") == "Warsaw\nIt is the capital."
-    assert pair_text("", "It is the capital.") == "It is the capital."
+    assert titled_text("Warsaw", "It is the capital.") == "Warsaw\nIt is the capital."
+    assert titled_text("", "It is the capital.") == "It is the capital."
 
 
 def test_an_unknown_name_lists_the_packaged_rerankers(tmp_path):
@@ -69,7 +69,7 @@ def test_llama_cpp_scores_as_transformers_does(untrained_reranker, tiny_kb):
     pytest.importorskip("llama_cpp")
     from slmkit.models.reranker import load_reranker
 
-    passages = [pair_text(c.title, c.text) for c in tiny_kb.chunks]
+    passages = [titled_text(c.title, c.text) for c in tiny_kb.chunks]
     passages.append("Warsaw\n" + " ".join(["Very long, accented text: Skłodowska-Curie née Curie."] * 40))
     questions = ["Who won Super Bowl 50?", "What is the capital of Poland?", "Qu'est-ce que c'est ?"]
     torch_scores = load_reranker(str(untrained_reranker), "transformers")

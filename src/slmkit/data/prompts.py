@@ -34,6 +34,13 @@ class Passage:
     text: str
 
 
+def titled_text(title: str, text: str) -> str:
+    """A chunk as the rankers read it (embedder, BM25, cross-encoder): its title on the line before its
+    text. An article or section name often holds the words a question asks about ("What is rustdoc?"
+    matches the section so titled, not its first sentence)."""
+    return f"{title}\n{text}" if title else text
+
+
 def format_context(passages: Sequence[Passage]) -> str:
     """Number passages [1], [2], ... so answers can cite them."""
     return "\n\n".join(f"[{i}] {p.title}\n{p.text}" for i, p in enumerate(passages, start=1))

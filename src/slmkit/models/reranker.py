@@ -40,12 +40,6 @@ FROZEN = ("bert.embeddings.word_embeddings.weight",)
 TOKEN_TYPES = "bert.embeddings.token_type_embeddings.weight"
 
 
-def pair_text(title: str, text: str) -> str:
-    """The chunk as the cross-encoder reads it: its title (an article or section name often holds
-    the words a question asks about) on the line before its text."""
-    return f"{title}\n{text}" if title else text
-
-
 def is_reranker(path: Path) -> bool:
     """A folder holding a reranker (see the module docstring)."""
     return path.is_dir() and (path / RERANKER_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
@@ -203,7 +197,7 @@ class Reranker:
         self.info = info
 
     def scores(self, question: str, passages: Sequence[str]) -> np.ndarray:
-        """One score (a logit) per passage (see :func:`pair_text` for what a passage should be)."""
+        """One score (a logit) per passage (:func:`slmkit.data.prompts.titled_text` makes a passage)."""
         if not passages:
             return np.zeros(0, dtype=np.float32)
         return np.asarray(self._score(question, list(passages)), dtype=np.float32).reshape(-1)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from slmkit.config import RetrievalConfig
+from slmkit.data.prompts import titled_text
 from slmkit.rag.documents import Chunk
 from slmkit.rag.knowledge_base import KnowledgeBase
 
@@ -117,12 +118,12 @@ class Retriever:
     def _rerank(self, question: str, hits: list[Hit]) -> list[Hit]:
         """The first ``rerank_depth`` hits re-ordered by the cross-encoder, whose score becomes their
         ``score`` (ties keep the first stage's order); hits below keep their order, after them."""
-        from slmkit.models.reranker import load_reranker, pair_text
+        from slmkit.models.reranker import load_reranker
 
         assert self.config.reranker is not None
         top, rest = hits[: self.config.rerank_depth], hits[self.config.rerank_depth :]
         scores = load_reranker(self.config.reranker, self.config.reranker_engine).scores(
-            question, [pair_text(h.chunk.title, h.chunk.text) for h in top]
+            question, [titled_text(h.chunk.title, h.chunk.text) for h in top]
         )
         ordered = [replace(top[i], score=float(scores[i])) for i in np.argsort(-scores, kind="stable")]
         return [replace(h, rank=rank) for rank, h in enumerate(ordered + rest, start=1)]

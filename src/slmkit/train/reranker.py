@@ -30,10 +30,11 @@ import numpy as np
 
 from slmkit import __version__
 from slmkit.config import RerankerTrainConfig, RetrievalConfig
+from slmkit.data.prompts import titled_text
 from slmkit.data.squad import SquadArticle, bundled_squad, load_squad, split_articles
 from slmkit.data.squad_metrics import normalize_answer
 from slmkit.errors import ConfigError
-from slmkit.models.reranker import FROZEN, TOKEN_TYPES, new_cross_encoder, pair_text, save_reranker
+from slmkit.models.reranker import FROZEN, TOKEN_TYPES, new_cross_encoder, save_reranker
 from slmkit.rag.documents import Chunk
 from slmkit.rag.knowledge_base import KnowledgeBase
 from slmkit.rag.retrieval import Retriever
@@ -109,9 +110,9 @@ def training_rows(
             if len(candidates) < negatives:
                 continue
             picked = sorted(rng.sample(range(len(candidates)), negatives))
-            row = {"question": q.question, "positive": pair_text(q.positive.title, q.positive.text)}
+            row = {"question": q.question, "positive": titled_text(q.positive.title, q.positive.text)}
             for i, index in enumerate(picked, start=1):
-                row[f"negative_{i}"] = pair_text(candidates[index].title, candidates[index].text)
+                row[f"negative_{i}"] = titled_text(candidates[index].title, candidates[index].text)
             rows.append(row)
     return rows
 
@@ -127,7 +128,7 @@ def rerank_recall(
         keys = [(h.chunk.metadata.get("article"), h.chunk.metadata.get("paragraph")) for h in hits]
         if score is not None and hits:
             order = np.argsort(
-                -score(q.question, [pair_text(h.chunk.title, h.chunk.text) for h in hits]), kind="stable"
+                -score(q.question, [titled_text(h.chunk.title, h.chunk.text) for h in hits]), kind="stable"
             )
             keys = [keys[i] for i in order]
         ranks.append(keys.index(q.paragraph) + 1 if q.paragraph in keys else None)
