@@ -270,6 +270,14 @@ class IndexConfig(StrictModel):
     )
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    chunk_titles: bool = Field(
+        True,
+        description="Embed and keyword-index each chunk with its title (the document's, and for HTML, "
+        "Markdown and Word files the section headings above it) on the line before its text, as the "
+        "reranker reads it: a section titled 'Termination' is found for a question about termination "
+        "though its text never says the word. Knowledge bases built before this setting existed keep "
+        "indexing text only (their manifest lacks it), so an add stays consistent with what is there.",
+    )
     batch_size: int = Field(64, ge=1, description="Chunks embedded per forward pass.")
     write_batch: int = Field(
         2048,

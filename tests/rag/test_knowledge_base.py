@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from slmkit.config import IndexConfig
+from slmkit.data.prompts import titled_text
 from slmkit.errors import InputError, KnowledgeBaseError
 from slmkit.rag import lexical_index
 from slmkit.rag.knowledge_base import KnowledgeBase
@@ -107,7 +109,8 @@ def test_incremental_add_embeds_only_new_chunks_and_equals_a_full_build(tmp_path
     added, report = KnowledgeBase.open(built.path, embedder=counting).add(
         [ASSETS / "squad_tiny.json", extra], progress=False
     )
-    new_texts = [c.text for c in added.chunks[len(built.chunks) :]]
+    # What is embedded and tokenized is each chunk's title, then its text (IndexConfig.chunk_titles).
+    new_texts = [titled_text(c.title, c.text) for c in added.chunks[len(built.chunks) :]]
     assert report.chunks_added == len(new_texts) == 2
     assert counting.encoded == new_texts  # the old chunks are neither embedded nor tokenized again
     assert tokenized == new_texts
@@ -211,3 +214,40 @@ def test_add_to_a_version_another_writer_replaced_is_refused(small_kb, embedder,
 def test_a_build_with_progress_shows_the_lexical_indexing_bars(tmp_path, embedder, capsys):
     KnowledgeBase.build(tmp_path / "kb", [ASSETS / "squad_tiny.json"], embedder=embedder, progress=True)
     assert "BM25S Compute Scores" in capsys.readouterr().err  # the index step that takes minutes at 1M
+
+
+def test_chunks_are_found_by_their_section_titles(tmp_path, embedder):
+    doc = tmp_path / "licence.md"
+    doc.write_text(
+        "# Termination\nYour rights end thirty days after the notice.\n\n"
+        "# Warranty\nThe program is provided as is, without promises of any kind.",
+        encoding="utf-8",
+    )
+    titled, _ = KnowledgeBase.build(tmp_path / "titled", [doc], embedder=embedder, progress=False)
+    hit = Retriever(titled).search("termination", top_k=1, mode="bm25")[0]
+    assert "thirty days" in hit.chunk.text and "Termination" in hit.chunk.title
+    config = IndexConfig(chunk_titles=False)
+    plain, _ = KnowledgeBase.build(tmp_path / "plain", [doc], config, embedder=embedder, progress=False)
+    assert not Retriever(plain).search("termination", top_k=1, mode="bm25")  # the word is only a title
+    # The title moves the chunk's vector towards what the section is about.
+    question = titled.embed(["When does termination happen?"])[0]
+    assert (
+        question @ titled.dense.vectors(np.array([hit.chunk.id]))[0]
+        > question @ plain.dense.vectors(np.array([hit.chunk.id]))[0]
+    )
+
+
+def test_a_kb_built_before_chunk_titles_keeps_indexing_text_only(small_kb, embedder, tmp_path):
+    kb, _ = small_kb
+    manifest_path = kb.path / (kb.path / "CURRENT").read_text() / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["config"]["chunk_titles"]  # as an earlier slmkit wrote it
+    manifest_path.write_text(json.dumps(manifest))
+    old = KnowledgeBase.open(kb.path, embedder=embedder)
+    assert old.config.chunk_titles is False
+    extra = tmp_path / "extra.txt"
+    extra.write_text("Ctenophores swim with combs of cilia.", encoding="utf-8")
+    counting = CountingEmbedder(embedder)
+    added, _ = KnowledgeBase.open(kb.path, embedder=counting).add([extra], progress=False)
+    assert counting.encoded == ["Ctenophores swim with combs of cilia."]  # no title: as the rest
+    assert added.config.chunk_titles is False

@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from slmkit import __version__
 from slmkit.atomic import atomic_folder
 from slmkit.config import IndexConfig
+from slmkit.data.prompts import titled_text
 from slmkit.errors import KnowledgeBaseError
 from slmkit.rag.chunk_file import ChunkFile, ChunkFileWriter
 from slmkit.rag.chunking import chunk_documents
@@ -131,7 +132,7 @@ class KnowledgeBase:
             if manifest.get("query_embedder"):  # set by with_query_adapter in the folder's pointer
                 kb.manifest["query_embedder"] = manifest["query_embedder"]
             return kb
-        config = IndexConfig.model_validate(manifest["config"])
+        config = _index_config(manifest)
         chunks = ChunkFile(version)
         dense = FaissIndex.load(version / "dense.faiss", config.vector_index)
         lexical = BM25Index.load(version / "bm25", len(chunks))
@@ -139,7 +140,12 @@ class KnowledgeBase:
 
     @property
     def config(self) -> IndexConfig:
-        return IndexConfig.model_validate(self.manifest["config"])
+        return _index_config(self.manifest)
+
+    def indexed_texts(self, chunks: Iterable[Chunk]) -> Iterator[str]:
+        """What the embedder and BM25 index for ``chunks`` (see ``IndexConfig.chunk_titles``)."""
+        titles = self.config.chunk_titles
+        return (titled_text(c.title, c.text) if titles else c.text for c in chunks)
 
     @property
     def embedder(self) -> Any:
@@ -359,7 +365,7 @@ class KnowledgeBase:
             candidates += len(chunks)
             fresh = writer.fresh(chunks)
             if fresh:
-                writer.append(fresh, self.embed([c.text for c in fresh]))
+                writer.append(fresh, self.embed(list(self.indexed_texts(fresh))))
             for chunk in fresh:
                 added[chunk.source] = added.get(chunk.source, 0) + 1
             bar.update(len(chunks))
@@ -419,7 +425,7 @@ class _FolderWriter:
             self.dense = kb.dense.copy()
         else:
             self.dense = FaissIndex.empty(width, kb.config.vector_index)
-        texts = (c.text for c in kb.chunks) if previous is not None else ()
+        texts = kb.indexed_texts(kb.chunks) if previous is not None else ()
         self.lexical = BM25Writer(self.staging / "bm25", kb.lexical if previous is not None else None, texts)
 
     def __exit__(self, *exc: object) -> None:
@@ -433,7 +439,7 @@ class _FolderWriter:
     def append(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         self.chunks.append(chunks)
         self.dense.add(vectors)
-        self.lexical.append([c.text for c in chunks])
+        self.lexical.append(list(self.kb.indexed_texts(chunks)))
 
     def finish(self, manifest: dict[str, Any], progress: bool = False) -> None:
         self.chunks.close()
@@ -452,6 +458,11 @@ def _link_or_copy(source: str | Path, target: str | Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
+
+
+def _index_config(manifest: dict[str, Any]) -> IndexConfig:
+    """The manifest's index settings; one written before ``chunk_titles`` existed indexed text only."""
+    return IndexConfig.model_validate({"chunk_titles": False, **manifest["config"]})
 
 
 def _now() -> str:

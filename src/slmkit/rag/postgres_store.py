@@ -10,7 +10,7 @@ Layout, for a table named ``T``::
 
     T                       id (chunk id), text, source, title, position, chunk_index, start_char,
                             end_char, hash (unique), metadata (jsonb), embedding vector(dim),
-                            tsv tsvector (generated from text, English stemming)
+                            tsv tsvector (generated from text, or title and text: chunk_titles)
     T_hnsw, T_tsv, T_hash   HNSW (inner product), GIN and unique indexes
     slmkit_knowledge_bases  name = T, manifest (jsonb): config, counts, sources
 
@@ -363,13 +363,17 @@ class PostgresWriter:
         )
         if self.replace:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.target))
+            # What full-text search indexes: as the folder's BM25 does (IndexConfig.chunk_titles).
+            indexed = (
+                "title || E'\\n' || text" if self.base_manifest["config"].get("chunk_titles") else "text"
+            )
             conn.execute(
                 sql.SQL(
                     "CREATE TABLE {} (id bigint PRIMARY KEY, text text NOT NULL, source text NOT NULL, "
                     "title text NOT NULL, position integer NOT NULL, chunk_index integer NOT NULL, "
                     "start_char integer NOT NULL, end_char integer NOT NULL, hash text NOT NULL, "
                     "metadata jsonb NOT NULL, embedding vector({}) NOT NULL, "
-                    "tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED)"
+                    f"tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', {indexed})) STORED)"
                 ).format(self.target, sql.Literal(self.dim))
             )
             conn.execute(
