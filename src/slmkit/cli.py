@@ -363,10 +363,9 @@ def _print_answer(answer: Any) -> None:
     if "reading" in t:
         cost += f", reading {len(answer.no_answer)} passage(s) {t['reading']:.2f}s"
     if answer.completion_tokens:
-        cost += (
-            f", generation {t['generation']:.2f}s, "
-            f"{answer.completion_tokens} tokens at {answer.tokens_per_second:.1f} tok/s"
-        )
+        cost += f", generation {t['generation']:.2f}s, {answer.completion_tokens} tokens"
+        if answer.tokens_per_second:  # a decode rate needs two tokens or more
+            cost += f" at {answer.tokens_per_second:.1f} tok/s"
     typer.echo(cost + ")")
 
 

@@ -265,9 +265,10 @@ def format_sources(answer: Answer) -> str:
     if not answer.abstained and not answer.citations:
         parts.append('<p class="slmkit-muted">No citations: answered without the knowledge base.</p>')
     t = answer.timings
+    rate = f" at {answer.tokens_per_second:.1f} tok/s" if answer.tokens_per_second else ""
     parts.append(
         f'<p class="slmkit-muted">{t.get("total", 0.0):.2f} s (retrieval {t.get("retrieval", 0.0):.2f} s'
-        f", {answer.completion_tokens} tokens at {answer.tokens_per_second:.1f} tok/s)</p>"
+        f", {answer.completion_tokens} tokens{rate})</p>"
     )
     return "\n".join(parts)
 
