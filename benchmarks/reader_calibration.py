@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from _common import REPO, emit, squad_articles
 from slmkit.config import AbstentionConfig, AskConfig, BackendConfig, TrainConfig, load_yaml, parse_config
+from slmkit.data.prompts import titled_text
 from slmkit.data.squad import split_articles, write_squad_paragraphs
 from slmkit.data.squad_metrics import f1_score, normalize_answer
 from slmkit.models.backends import load_generator
@@ -55,7 +56,7 @@ def record(answerer: Answerer, question: str, golds: list[str]) -> dict:
     return {
         "no_answer": min(answer.no_answer, default=1.0),
         "relevance": max((h.dense_score for h in answer.hits), default=-1.0),
-        "coverage": coverage_score(question, contexts),
+        "coverage": coverage_score(question, [titled_text(h.chunk.title, h.chunk.text) for h in answer.hits]),
         "f1": 100 * f1_score(text, golds) if golds and not answer.abstained else 0.0,
         # For sure_below: each passage's no-answer probability, and whether it holds a gold answer.
         "passages": [

@@ -105,3 +105,35 @@ def test_coverage_gate_blocks_questions_about_unmentioned_names():
     assert decision.abstain and "moby, dick" in decision.reason
     assert coverage_score("what is a curriculum?", [CONTEXT]) == 1.0  # names nothing: nothing to check
     assert not check_coverage("Who wrote Moby-Dick?", [CONTEXT], AbstentionConfig(min_coverage=0.0)).abstain
+
+
+def test_an_acronym_is_covered_by_its_spelled_out_name():
+    config = AbstentionConfig(min_coverage=0.5)
+    licence = "This is the GNU General Public License, version 3, of 29 June 2007."
+    assert not check_coverage("When was the GPL published?", [licence], config).abstain
+    court = "The Court of Justice of the European Union interprets EU law."
+    assert coverage_score("What does the CJEU do?", [court]) == 1.0
+    # Initials must come from capitalised words in a row: chance lower-case runs do not count.
+    assert check_coverage("What does the GPL say?", ["good people like pies"], config).abstain
+    assert check_coverage("What did the NFL say?", ["The National Basketball Association"], config).abstain
+    # A capitalised word that is not an acronym still has to occur as written.
+    assert check_coverage("Where does Gpl live?", [licence], config).abstain
+
+
+def test_names_match_across_unicode_punctuation_and_demonyms():
+    config = AbstentionConfig(min_coverage=1.0)
+    # Documents write en dashes and curly apostrophes where questions type ASCII.
+    assert not check_coverage(
+        "When did the Packers go 13-0?", ["The Packers went 13–0 in 2011."], config
+    ).abstain
+    assert not check_coverage(
+        "Where is Levi's Stadium?", ["Levi’s Stadium is in Santa Clara."], config
+    ).abstain
+    # A name that is a passage word plus a short suffix: demonyms, plurals, country and people.
+    assert not check_coverage(
+        "What do Nepalese schools teach?", ["Schools in Nepal teach English."], config
+    ).abstain
+    assert not check_coverage("What is the pay in Euros?", ["The pay is 2,000 euro a month."], config).abstain
+    # Not the other way round: a longer passage word is another name.
+    assert check_coverage("Who wrote Moby-Dick?", ["Charles Dickens wrote novels."], config).abstain
+    assert check_coverage("Who was Mars?", ["The Marshal spoke."], config).abstain

@@ -216,3 +216,17 @@ def test_the_hnsw_build_memory_is_raised_for_the_build_never_lowered(postgres_ur
 
     assert build_memory(2048, "64MB") == "2GB"
     assert build_memory(1024, "4GB") == "4GB"  # a server tuned for larger builds keeps its setting
+
+
+def test_full_text_search_reads_the_chunk_titles(postgres_url, tmp_path, minilm_tokenizer):
+    doc = tmp_path / "licence.md"
+    doc.write_text(
+        "# Termination\nYour rights end thirty days after the notice.\n\n# Warranty\nThe program is as is.",
+        encoding="utf-8",
+    )
+    config = IndexConfig(store=f"{postgres_url}#titled_kb")
+    kb, _ = KnowledgeBase.build(
+        tmp_path / "titled", [doc], config, HashEmbedder(minilm_tokenizer), progress=False
+    )
+    hits = Retriever(kb).search("termination", top_k=1, mode="bm25")  # the word is only in a heading
+    assert hits and "thirty days" in hits[0].chunk.text

@@ -24,7 +24,6 @@ confidence: **reader confidence** (before generating) abstains when the reader p
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,7 +46,9 @@ _FRAMING = frozenset(
     "mentioned text based following states stated knowledge base".split()
 )
 _CITATION = re.compile(r"\[\d+\]")
-_PUNCT = str.maketrans(dict.fromkeys(string.punctuation, " "))
+# Any punctuation, not only ASCII: documents write "13–0", "Levi’s" and “quotes” where questions
+# type "13-0", "Levi's" and "quotes".
+_PUNCT = re.compile(r"[^\w\s]|_")
 
 _REFUSALS = (
     ABSTAIN_ANSWER.lower().rstrip("."),
@@ -71,7 +72,7 @@ _REFUSALS = (
 
 def content_words(text: str) -> list[str]:
     """Lower-cased words without punctuation, citation markers or function words."""
-    text = _CITATION.sub(" ", text).lower().translate(_PUNCT)
+    text = _PUNCT.sub(" ", _CITATION.sub(" ", text).lower())
     return [w for w in text.split() if w not in _STOPWORDS]
 
 
@@ -104,7 +105,7 @@ def question_names(question: str) -> list[str]:
     (capitalised only because it starts the sentence) and function words."""
     names = []
     for i, raw in enumerate(question.split()):
-        for word in raw.translate(_PUNCT).split():
+        for word in _PUNCT.sub(" ", raw).split():
             if (
                 i > 0
                 and (word[0].isupper() or any(ch.isdigit() for ch in word))
@@ -115,10 +116,59 @@ def question_names(question: str) -> list[str]:
 
 
 def missing_names(question: str, contexts: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``(names, missing)``: the question's names, and those absent from ``contexts``."""
+    """``(names, missing)``: the question's names, and those absent from ``contexts``.
+
+    An acronym the question writes in capitals ("GPL", "UMC") is not missing when the passages spell
+    it out instead ("General Public License", "United Methodist Church"): documents name a thing in
+    full, their readers abbreviate it.
+    """
     names = question_names(question)
     vocabulary = {w for context in contexts for w in content_words(context)}
-    return names, [n for n in names if n not in vocabulary]
+    stems = {w for w in vocabulary if len(w) >= _MIN_STEM and w.isalpha()}
+    missing = [n for n in names if n not in vocabulary and not _extends(n, stems)]
+    acronyms = {w.lower() for w in _ACRONYM.findall(question)} & set(missing)
+    if acronyms:
+        spelled = {a for a in acronyms if any(_spells_out(a, context) for context in contexts)}
+        missing = [n for n in missing if n not in spelled]
+    return names, missing
+
+
+_MIN_STEM = 4
+_MAX_SUFFIX = 4
+
+
+def _extends(name: str, stems: set[str]) -> bool:
+    """Whether ``name`` is a passage word plus a short suffix: "nepalese" for "Nepal", "australian"
+    for "Australia", "germany" for "German", "euros" for "euro". Only this way round: a passage word
+    that merely starts with the name ("dickens" for "Dick") is another name."""
+    if not name.isalpha():
+        return False
+    return any(name[:cut] in stems for cut in range(max(_MIN_STEM, len(name) - _MAX_SUFFIX), len(name)))
+
+
+_ACRONYM = re.compile(r"\b[A-Z]{2,6}\b")
+# Words an expansion may hold without giving a letter: "Court of Justice of the European Union".
+_LINK_WORDS = frozenset("of the and for on in de du la von van".split())
+
+
+def _spells_out(acronym: str, context: str) -> bool:
+    """Whether ``context`` holds capitalised words whose initials spell ``acronym`` (lower-cased),
+    link words between them allowed. Capitals only: lower-case runs match by chance too often."""
+    words = _PUNCT.sub(" ", context).split()
+    for start, first in enumerate(words):
+        if first[0] != acronym[0].upper():
+            continue
+        letter, i = 0, start
+        while letter < len(acronym) and i < len(words):
+            word = words[i]
+            if word[0] == acronym[letter].upper():
+                letter += 1
+            elif not (letter and word.lower() in _LINK_WORDS):
+                break
+            i += 1
+        if letter == len(acronym):
+            return True
+    return False
 
 
 def coverage_score(question: str, contexts: Sequence[str]) -> float:

@@ -18,6 +18,7 @@ from slmkit.data.prompts import (
     Passage,
     qa_messages,
     reader_messages,
+    titled_text,
 )
 from slmkit.errors import ConfigError, InputError
 from slmkit.models.generation import Generation, Generator, PassageScorer
@@ -202,7 +203,9 @@ class Answerer:
         retrieval_s = time.perf_counter() - start
         decision = check_relevance(max((h.dense_score for h in hits), default=None), self.config.abstention)
         if not decision.abstain:
-            decision = check_coverage(question, [h.chunk.text for h in hits], self.config.abstention)
+            # A chunk's title counts as its content (it is indexed with it: IndexConfig.chunk_titles).
+            titled = [titled_text(h.chunk.title, h.chunk.text) for h in hits]
+            decision = check_coverage(question, titled, self.config.abstention)
         if decision.abstain:
             return self._finish(
                 question, ABSTAIN_ANSWER, True, decision.reason, hits, [], None, start, retrieval_s
