@@ -6,7 +6,9 @@ of the recipe) whose article is in the knowledge base. Absent: questions about t
 Each question is answered once with every gate off, recording the best passage's no-answer
 probability, the best retrieval similarity and the question's name coverage; every threshold
 setting is then applied to the same records. The chosen setting maximises answerable F1 subject to
-refusing at least ``--target-absent`` of absent questions; the JSON line lists the grid around it,
+refusing at least ``--target-absent`` of absent questions; ``recommended`` keeps the current defaults
+instead when they meet that target and the chosen setting's F1 gain over them has a paired 95 %
+bootstrap interval that includes 0 (a win by a question or two is noise). The JSON line lists the grid,
 and for ``sure_below`` (stop reading at a passage the reader is sure of) how many passages are read
 and how often the passage answered from still holds a gold answer.
 
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from _common import REPO, emit, squad_articles
+from _common import REPO, bootstrap_ci, emit, squad_articles
 from slmkit.config import AbstentionConfig, AskConfig, BackendConfig, TrainConfig, load_yaml, parse_config
 from slmkit.data.prompts import titled_text
 from slmkit.data.squad import split_articles, write_squad_paragraphs
@@ -87,13 +89,17 @@ def refuses(row: dict, relevance: float, no_answer: float, coverage: float) -> b
     return row["relevance"] < relevance or row["coverage"] < coverage or row["no_answer"] >= no_answer
 
 
+def kept_f1(answerable: list[dict], r: float, n: float, c: float) -> list[float]:
+    return [0.0 if refuses(x, r, n, c) else x["f1"] for x in answerable]
+
+
 def outcome(answerable: list[dict], absent: list[dict], r: float, n: float, c: float) -> dict:
-    kept_f1 = [0.0 if refuses(x, r, n, c) else x["f1"] for x in answerable]
+    kept = kept_f1(answerable, r, n, c)
     return {
         "min_relevance": r,
         "max_no_answer": n,
         "min_coverage": c,
-        "answerable_f1": round(statistics.fmean(kept_f1), 2),
+        "answerable_f1": round(statistics.fmean(kept), 2),
         "wrong_refusals_pct": round(100 * statistics.fmean(refuses(x, r, n, c) for x in answerable), 1),
         "absent_refusals_pct": round(100 * statistics.fmean(refuses(x, r, n, c) for x in absent), 1),
     }
@@ -140,7 +146,14 @@ def main() -> None:
     feasible = [g for g in grid if g["absent_refusals_pct"] >= args.target_absent] or grid
     best = max(feasible, key=lambda g: (g["answerable_f1"], -g["wrong_refusals_pct"]))
     default = AbstentionConfig()
-    current = outcome(rows_a, rows_x, default.min_relevance, default.max_no_answer, default.min_coverage)
+    defaults = (default.min_relevance, default.max_no_answer, default.min_coverage)
+    current = outcome(rows_a, rows_x, *defaults)
+    # A setting that wins by a question or two of a hundred is noise: the paired bootstrap interval of
+    # its F1 gain over the current defaults says whether to move them.
+    chosen = (best["min_relevance"], best["max_no_answer"], best["min_coverage"])
+    gain = [a - b for a, b in zip(kept_f1(rows_a, *chosen), kept_f1(rows_a, *defaults), strict=True)]
+    gain_ci = [round(x, 2) for x in bootstrap_ci(gain)]
+    keep = current["absent_refusals_pct"] >= args.target_absent and gain_ci[0] <= 0
     emit(
         {
             "benchmark": "reader_calibration",
@@ -151,6 +164,10 @@ def main() -> None:
             "target_absent_pct": args.target_absent,
             "chosen": best,
             "current_defaults": current,
+            "chosen_f1_gain_ci95": gain_ci,
+            "recommended": "current defaults (the chosen setting's gain is within noise)"
+            if keep
+            else "chosen",
             "sure_below": [early_stop(rows_a, t) for t in (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)],
             "grid": grid,
             "ratio": round(best["answerable_f1"] / current["answerable_f1"], 3)

@@ -2,6 +2,8 @@
 
     python scripts/ship_reader.py runs/reader-gemma3 --benchmark runs/bench/reader_squad.json \
         --calibration runs/bench/reader_calibration.json
+    python scripts/ship_reader.py --scores-only --benchmark ... --calibration ...   # same weights,
+        # new scores: after a change to what surrounds the reader (retrieval, gates) was re-measured
 
 Writes ``src/slmkit/assets/readers/<name>/``: ``adapter_model.safetensors`` (the LoRA weights cast
 to bf16: half the bytes, and LoRA deltas lose nothing that matters at that precision),
@@ -86,6 +88,11 @@ def write_reader(
     if note:  # how the run went where its recipe alone does not say (a resumed schedule)
         training = json.loads((staging / "training.json").read_text())
         (staging / "training.json").write_text(json.dumps({**training, "note": note}, indent=2))
+    write_scores(staging, name, benchmark, calibration)
+
+
+def write_scores(staging: Path, name: str, benchmark: Path | None, calibration: Path | None) -> None:
+    """``scores.json`` from the benchmark's and calibration's JSON lines, and the card rendered anew."""
     scores = {}
     for key, path in (("benchmark", benchmark), ("calibration", calibration)):
         if path:
@@ -96,7 +103,12 @@ def write_reader(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path, help="The training run's output_dir.")
+    parser.add_argument("run", type=Path, nargs="?", help="The training run's output_dir.")
+    parser.add_argument(
+        "--scores-only",
+        action="store_true",
+        help="Keep the packaged reader's weights and training record; replace its scores (and card).",
+    )
     parser.add_argument("--name", default="slmkit-reader-270m")
     parser.add_argument(
         "--checkpoint", action="store_true", help="Ship the last checkpoint's adapter, not best/ or final/."
@@ -107,6 +119,18 @@ def main() -> None:
     parser.add_argument("--benchmark", type=Path, help="benchmarks/reader_squad.py's JSON line, saved.")
     parser.add_argument("--calibration", type=Path, help="benchmarks/reader_calibration.py's JSON line.")
     args = parser.parse_args()
+    target = REPO / "src" / "slmkit" / "assets" / "readers" / args.name
+    if args.scores_only:
+        if not args.benchmark:
+            parser.error("--scores-only needs --benchmark (and usually --calibration)")
+        with atomic_folder(target) as staging:
+            for file in target.iterdir():
+                shutil.copy(file, staging / file.name)
+            write_scores(staging, args.name, args.benchmark, args.calibration)
+        print(f"re-scored {target}")
+        return
+    if args.run is None:
+        parser.error("the training run's output_dir is required (or --scores-only)")
 
     step = None
     if args.checkpoint:  # the run's last checkpoint, when a benchmark showed it reads better
@@ -115,7 +139,6 @@ def main() -> None:
         print(f"exported the step-{step} checkpoint's adapter to {source}")
     else:
         source = adapter_folder(args.run)
-    target = REPO / "src" / "slmkit" / "assets" / "readers" / args.name
     with atomic_folder(target) as staging:  # the packaged reader is never half-written
         write_reader(
             staging,

@@ -99,3 +99,23 @@ def test_the_shipped_reader_abstains_on_questions_about_an_article_the_kb_lacks(
     assert refused >= len(absent) - 1
     answered = answerer.ask("Which NFL team represented the AFC at Super Bowl 50?")
     assert not answered.abstained and answered.text.startswith("Denver Broncos")
+
+
+def test_the_card_says_when_calibration_kept_the_defaults():
+    from slmkit.models.model_card import _calibration_outcome
+
+    row = {"max_no_answer": 0.6, "min_relevance": -1.0, "min_coverage": 0.0, "answerable_f1": 64.0}
+    defaults = {"max_no_answer": 0.7, "min_relevance": 0.3, "min_coverage": 0.5, "answerable_f1": 62.1}
+    kept = _calibration_outcome(
+        {
+            "chosen": row,
+            "current_defaults": defaults,
+            "chosen_f1_gain_ci95": [0.0, 4.6],
+            "recommended": "current defaults",
+        }
+    )
+    assert kept.startswith("Kept: the defaults, max_no_answer 0.7") and "[0.0, 4.6]" in kept
+    assert _calibration_outcome({"chosen": row, "recommended": "chosen"}).startswith(
+        "Chosen: max_no_answer 0.6"
+    )
+    assert _calibration_outcome({"chosen": row}).startswith("Chosen:")  # written before the rule existed

@@ -160,7 +160,6 @@ def render_reader_card(folder: Path, name: str) -> str:
     else:
         lines += ["Not measured yet.", ""]
     if calibration:
-        chosen = calibration.get("chosen", {})
         lines += [
             "## Abstention calibration",
             "",
@@ -168,10 +167,7 @@ def render_reader_card(folder: Path, name: str) -> str:
             f"{calibration.get('answerable')} held-out validation questions whose article is in the "
             "knowledge base, "
             f"{calibration.get('absent')} questions about {len(calibration.get('withheld_articles', []))} "
-            f"withheld train articles. Chosen: max_no_answer {chosen.get('max_no_answer')}, "
-            f"min_relevance {chosen.get('min_relevance')}, min_coverage {chosen.get('min_coverage')} "
-            f"(there: F1 {chosen.get('answerable_f1')}, wrong refusals {chosen.get('wrong_refusals_pct')} %, "
-            f"absent refused {chosen.get('absent_refusals_pct')} %).",
+            f"withheld train articles. {_calibration_outcome(calibration)}",
             "",
         ]
     lines += [
@@ -288,3 +284,24 @@ def render_reranker_card(folder: Path, name: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _setting(row: dict[str, Any]) -> str:
+    return (
+        f"max_no_answer {row.get('max_no_answer')}, min_relevance {row.get('min_relevance')}, "
+        f"min_coverage {row.get('min_coverage')} (there: F1 {row.get('answerable_f1')}, wrong refusals "
+        f"{row.get('wrong_refusals_pct')} %, absent refused {row.get('absent_refusals_pct')} %)"
+    )
+
+
+def _calibration_outcome(calibration: dict[str, Any]) -> str:
+    """What the calibration settled on: its best setting, or the defaults it kept when the best one's
+    gain over them was within noise (``recommended``, benchmarks/reader_calibration.py)."""
+    chosen = calibration.get("chosen", {})
+    if str(calibration.get("recommended", "chosen")).startswith("current defaults"):
+        gain = calibration.get("chosen_f1_gain_ci95")
+        return (
+            f"Kept: the defaults, {_setting(calibration.get('current_defaults', {}))}; the best setting, "
+            f"{_setting(chosen)}, gains F1 {gain} (paired 95 % interval): within noise."
+        )
+    return f"Chosen: {_setting(chosen)}."
