@@ -12,6 +12,7 @@ import pytest
 
 from fakes import HashEmbedder
 from slmkit.config import IndexConfig, VectorIndexConfig
+from slmkit.data.prompts import titled_text
 from slmkit.errors import ConfigError
 from slmkit.rag.knowledge_base import KnowledgeBase
 from slmkit.rag.retrieval import Retriever
@@ -101,5 +102,6 @@ def test_knowledge_base_with_hnsw_builds_adds_and_records_its_index(tmp_path, mi
     assert add_report.chunks_added == 1 and len(added.dense) == len(added.chunks) == report.chunks_added + 1
     manifest = json.loads((kb.path / (kb.path / "CURRENT").read_text() / "manifest.json").read_text())
     assert manifest["vector_index"] == "hnsw" and manifest["config"]["vector_index"]["type"] == "hnsw"
-    hits = Retriever(added).search(extra.read_text(encoding="utf-8"), top_k=1, mode="dense")
+    new = added.chunks[-1]  # a query equal to what was embedded (its title, then its text) is found at 1.0
+    hits = Retriever(added).search(titled_text(new.title, new.text), top_k=1, mode="dense")
     assert hits[0].chunk.source == str(extra) and hits[0].dense_score == pytest.approx(1.0, abs=1e-4)
