@@ -104,7 +104,13 @@ def brute_allowed(tb: list[bytes], texts: list[str], stops: list[int], generated
     ids = [i for i, piece in enumerate(tb) if piece and i not in stops]
     if not generated:
         allowed = {i for i in ids if _occurrence_ends(texts, tb[i].lstrip(WS))}
+        if allowed:  # a token that is only whitespace may come first, once
+            allowed |= {i for i in ids if not tb[i].strip(WS)}
         return allowed or set(stops)
+    if generated[0] in ids and not tb[generated[0]].strip(WS):
+        generated = generated[1:]  # the leading space: what follows is read as the first token
+        if not generated:
+            return {i for i in ids if _occurrence_ends(texts, tb[i].lstrip(WS))} or set(stops)
     if any(g in stops or not tb[g] for g in generated):
         return set(stops)
     answer = tb[generated[0]].lstrip(WS) + b"".join(tb[g] for g in generated[1:])
@@ -244,6 +250,23 @@ def test_a_leading_space_token_may_start_an_answer_anywhere():
     constraint = SpanConstraint(token_bytes(tokenizer), ["in(Denver)"], [2])
     (in_,) = tokenizer.encode("in", add_special_tokens=False)
     assert denver not in constraint.allowed([in_])
+
+
+def test_a_number_may_start_with_the_space_token_a_digit_splitting_tokenizer_writes_first():
+    # SmolLM2 (as Gemma and Llama-3) writes " 1997" as "Ġ" then one token per digit: banning the
+    # lone space made the reader answer "When?" with "following the" instead of "1997".
+    tokenizer = _tokenizer(SMOLLM)
+    tb, eos = token_bytes(tokenizer), tokenizer.eos_token_id
+    space, *digits = tokenizer.encode(" 1997", add_special_tokens=False)
+    assert tb[space] == b" " and len(digits) == 4
+    constraint = SpanConstraint(tb, ["Following the election in 1997, the UK subscribed."], [eos])
+    assert space in constraint.allowed([])
+    assert digits[0] in constraint.allowed([space])
+    assert space not in constraint.allowed([space])  # once only: the answer must then begin
+    assert eos not in constraint.allowed([space])  # ... and may not be empty
+    assert eos in constraint.allowed([space, *digits])
+    # No span to read, no space either.
+    assert SpanConstraint(tb, [" \n "], [eos]).allowed([]).tolist() == [eos]
 
 
 def test_an_impossible_history_or_empty_passages_allow_only_stops():

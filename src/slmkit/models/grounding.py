@@ -219,6 +219,7 @@ class _VocabIndex:
         ids: Token bytes -> one id with those bytes (empty tokens left out).
         more_ids: Token bytes -> the other ids with the same bytes, for the few that share them.
         stripped: Bytes without leading whitespace -> the tokens (as bytes) that read so after it.
+        blank: Ids of the tokens that are only whitespace (sorted).
         prefixes: Window length k -> the first k bytes of every key of ``ids`` and ``stripped``
             longer than k: a window outside the set starts no token longer than itself.
         longest: The longest key, in bytes.
@@ -227,6 +228,7 @@ class _VocabIndex:
     ids: dict[bytes, int]
     more_ids: dict[bytes, list[int]]
     stripped: dict[bytes, list[bytes]]
+    blank: np.ndarray
     prefixes: dict[int, frozenset[bytes]]
     longest: int
 
@@ -256,12 +258,13 @@ def _vocab_index(tb: list[bytes]) -> _VocabIndex:
     for piece in [p for p in ids if p[:1].isspace()]:
         if rest := piece.lstrip(_WHITESPACE):
             stripped.setdefault(rest, []).append(piece)
+    blank = np.array(sorted(i for i, piece in enumerate(tb) if piece and not piece.strip(_WHITESPACE)))
     keys = sorted([*ids, *stripped], key=len, reverse=True)
     lengths = [-len(key) for key in keys]  # ascending, for bisect
     prefixes = {
         k: frozenset([key[:k] for key in keys[: bisect.bisect_left(lengths, -k)]]) for k in _CHECKPOINTS
     }
-    index = _VocabIndex(ids, more_ids, stripped, prefixes, -lengths[0] if keys else 0)
+    index = _VocabIndex(ids, more_ids, stripped, blank.astype(np.int64), prefixes, -lengths[0] if keys else 0)
     if len(_index_cache) >= _INDEX_CACHE_SIZE:
         _index_cache.pop(next(iter(_index_cache)))
     _index_cache[id(tb)] = (tb, index)
@@ -317,9 +320,12 @@ def _answer_ends(text: str) -> frozenset[int]:
 class SpanConstraint:
     """Which tokens may come next so that the answer stays a verbatim span of one passage.
 
-    The answer is the concatenated bytes of the generated tokens with the first token's leading
-    whitespace removed; it must be a contiguous byte substring of one passage that starts on a
-    non-whitespace character at a word boundary, so a first token must carry some text. A stop id
+    The answer is the concatenated bytes of the generated tokens with the leading whitespace
+    removed; it must be a contiguous byte substring of one passage that starts on a non-whitespace
+    character at a word boundary. The first token may be whitespace only, once: tokenizers that
+    split digits (Gemma, SmolLM2, Llama-3) write " 1997" as a space token and four digits, and
+    banning that space steered every numeric answer to a word ("When?" -> "following the"); after
+    it, the next token must carry text (with or without whitespace before it). A stop id
     ends the answer and is allowed only once the answer is non-empty (or with ``allow_empty``) and
     ends on a whole UTF-8 character that is not inside a word; stop ids are never answer text (even
     when their bytes, e.g. a newline, occur in a passage).
@@ -380,9 +386,12 @@ class SpanConstraint:
         if self._live is None:
             if self._first_allowed is None:
                 self._first_allowed = self._first_step()
+            first = self._first_allowed
+            if not self._seen and first.size:  # nothing generated yet: a space may come first
+                first = np.union1d(first, np.setdiff1d(self._index.blank, self.stop_ids))
             if self.allow_empty:
-                return np.union1d(self._first_allowed, self.stop_ids)
-            return self._first_allowed if self._first_allowed.size else self.stop_ids
+                return np.union1d(first, self.stop_ids)
+            return first if first.size else self.stop_ids
         allowed = self._next_step(self._live) if self._live else self.stop_ids
         return allowed if allowed.size else self.stop_ids
 
@@ -394,7 +403,10 @@ class SpanConstraint:
         if token_id in self._stops or not piece:
             self._live = []
         elif self._live is None:
-            self._live = self._first_matches(piece.lstrip(_WHITESPACE))
+            text = piece.lstrip(_WHITESPACE)
+            if not text and len(self._seen) == 1:
+                return  # a leading space: the answer has not started
+            self._live = self._first_matches(text)
         else:
             self._live = [
                 (p, pos + len(piece)) for p, pos in self._live if self.passages[p].startswith(piece, pos)
