@@ -104,10 +104,10 @@ def brute_allowed(tb: list[bytes], texts: list[str], stops: list[int], generated
     ids = [i for i, piece in enumerate(tb) if piece and i not in stops]
     if not generated:
         allowed = {i for i in ids if _occurrence_ends(texts, tb[i].lstrip(WS))}
-        if allowed:  # a token that is only whitespace may come first, once
-            allowed |= {i for i in ids if not tb[i].strip(WS)}
+        if allowed:  # a token of spaces only (no line break) may come first, once
+            allowed |= {i for i in ids if not tb[i].strip(WS) and b"\n" not in tb[i]}
         return allowed or set(stops)
-    if generated[0] in ids and not tb[generated[0]].strip(WS):
+    if generated[0] in ids and not tb[generated[0]].strip(WS) and b"\n" not in tb[generated[0]]:
         generated = generated[1:]  # the leading space: what follows is read as the first token
         if not generated:
             return {i for i in ids if _occurrence_ends(texts, tb[i].lstrip(WS))} or set(stops)

@@ -219,7 +219,7 @@ class _VocabIndex:
         ids: Token bytes -> one id with those bytes (empty tokens left out).
         more_ids: Token bytes -> the other ids with the same bytes, for the few that share them.
         stripped: Bytes without leading whitespace -> the tokens (as bytes) that read so after it.
-        blank: Ids of the tokens that are only whitespace (sorted).
+        blank: Ids of the tokens that are only spaces or tabs, no line break (sorted).
         prefixes: Window length k -> the first k bytes of every key of ``ids`` and ``stripped``
             longer than k: a window outside the set starts no token longer than itself.
         longest: The longest key, in bytes.
@@ -258,7 +258,12 @@ def _vocab_index(tb: list[bytes]) -> _VocabIndex:
     for piece in [p for p in ids if p[:1].isspace()]:
         if rest := piece.lstrip(_WHITESPACE):
             stripped.setdefault(rest, []).append(piece)
-    blank = np.array(sorted(i for i, piece in enumerate(tb) if piece and not piece.strip(_WHITESPACE)))
+    # A leading space, not a line break: a base model's answer is one line (its stops are newlines).
+    blank = np.array(
+        sorted(
+            i for i, piece in enumerate(tb) if piece and not piece.strip(_WHITESPACE) and b"\n" not in piece
+        )
+    )
     keys = sorted([*ids, *stripped], key=len, reverse=True)
     lengths = [-len(key) for key in keys]  # ascending, for bisect
     prefixes = {
@@ -322,7 +327,7 @@ class SpanConstraint:
 
     The answer is the concatenated bytes of the generated tokens with the leading whitespace
     removed; it must be a contiguous byte substring of one passage that starts on a non-whitespace
-    character at a word boundary. The first token may be whitespace only, once: tokenizers that
+    character at a word boundary. The first token may be spaces only (no line break), once: tokenizers that
     split digits (Gemma, SmolLM2, Llama-3) write " 1997" as a space token and four digits, and
     banning that space steered every numeric answer to a word ("When?" -> "following the"); after
     it, the next token must carry text (with or without whitespace before it). A stop id
@@ -404,7 +409,7 @@ class SpanConstraint:
             self._live = []
         elif self._live is None:
             text = piece.lstrip(_WHITESPACE)
-            if not text and len(self._seen) == 1:
+            if not text and b"\n" not in piece and len(self._seen) == 1:
                 return  # a leading space: the answer has not started
             self._live = self._first_matches(text)
         else:
