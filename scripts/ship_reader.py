@@ -126,6 +126,9 @@ def main() -> None:
         with atomic_folder(target) as staging:
             for file in target.iterdir():
                 shutil.copy(file, staging / file.name)
+            if args.note:  # what changed around the same weights replaces the old note
+                training = json.loads((staging / "training.json").read_text(encoding="utf-8"))
+                (staging / "training.json").write_text(json.dumps({**training, "note": args.note}, indent=2))
             write_scores(staging, args.name, args.benchmark, args.calibration)
         print(f"re-scored {target}")
         return

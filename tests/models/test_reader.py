@@ -22,6 +22,9 @@ QUESTIONS = {
     "What hotel did the Panthers stay in during Super Bowl 50?": "San Jose Marriott",
     "What is the Irish term for private schools?": "scoil phríobháideach",
     "What year did the Khwarezmian Empire fall to Genghis Khan?": "1220",
+    # Numbers that start after a lone space token (grounded decoding once masked it: "following the").
+    "When did the UK formally subscribe to the Agreement on Social Policy?": "1997",
+    "When did the Methodist Protestant Church split from the Methodist Episcopal Church?": "1830",
     "What is the oldest Methodist church in continuous use in the United States?": (
         "St. George's United Methodist Church"
     ),
