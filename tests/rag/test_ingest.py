@@ -101,7 +101,7 @@ def test_markdown_splits_at_h1_and_h2(caplog: pytest.LogCaptureFixture) -> None:
         (4, "sample › Asking"),
     ]
     assert "# this comment is code" in documents[1].text
-    assert "### Supported formats" in documents[2].text
+    assert "\nSupported formats\n" in documents[2].text and "###" not in documents[2].text
     assert "section 3" in caplog.text and "empty" in caplog.text
 
 
@@ -121,14 +121,36 @@ def test_markdown_as_real_sites_write_it(tmp_path: Path) -> None:
     ]
     assert documents[0].text == "Intro text."
     assert "# indented code, not a heading" in documents[1].text
-    assert "# quoted, not a heading" in documents[1].text
+    assert "\nquoted, not a heading" in documents[1].text  # a heading line of its section
     assert documents[2].text == "Run make."
+
+
+def test_markdown_is_read_as_rendered_text_without_its_markup(tmp_path: Path) -> None:
+    # As READMEs write it: badges, an HTML header, links (inline, reference-style with the definition
+    # in another section, autolinks), emphasis, code spans, a tight list, a GFM table, a code block.
+    text = (
+        '<div align="center">\n<h1>BM25S &amp; more</h1>\n</div>\n\n'
+        "[![PyPI](https://img.shields.io/pypi/v/x.svg)](https://pypi.org/project/x/)\n\n"
+        "# Usage\n\nUses [fcntl](https://man7.org/fcntl.2.html) on **Unix** and `_locking` on "
+        "[Windows][win]; see <https://example.org>.\n\nIt is:\n* *fast*\n* simple\n\n"
+        "1. install\n2. run\n\n| lock | reentrant |\n|---|---|\n| fcntl | no |\n\n"
+        "```python\nx = [1](2)  # code stays verbatim\n```\n\n## Links\n\n[win]: https://microsoft.com\nEnd.\n"
+    )
+    intro, usage, links = read_markdown(_write(tmp_path / "README.md", text))
+    assert (intro.title, intro.text) == ("README", "BM25S & more")
+    assert usage.title == "README › Usage"
+    assert usage.text == (
+        "Uses fcntl on Unix and _locking on Windows; see https://example.org.\n\n"
+        "It is:\n\n- fast\n- simple\n\n1. install\n2. run\n\nlock | reentrant\nfcntl | no\n\n"
+        "x = [1](2)  # code stays verbatim"
+    )
+    assert links.text == "End."
 
 
 @pytest.mark.parametrize(
     ("text", "first_text"),
     [
-        ("---\nJust a rule above.\n\nBody.\n", "---\nJust a rule above.\n\nBody."),  # no YAML mapping
+        ("---\nJust a rule above.\n\nBody.\n", "Just a rule above.\n\nBody."),  # no YAML mapping: a rule
         ("---\n---\nBody.\n", "Body."),  # empty front matter
     ],
 )

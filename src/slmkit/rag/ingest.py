@@ -18,7 +18,6 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -31,6 +30,7 @@ from slmkit.data.squad import SquadArticle, is_squad, parse_squad
 from slmkit.errors import InputError
 from slmkit.rag.documents import Document
 from slmkit.rag.html_text import html_main_text
+from slmkit.rag.markdown_text import markdown_sections
 
 logger = logging.getLogger(__name__)
 
@@ -155,10 +155,11 @@ def read_markdown(path: str | Path) -> Iterator[Document]:
     before the first heading is section 0, titled by the title alone; headings are numbered from 1
     in order, and that number is the document's ``position``. The heading line itself is not part
     of the text (it is the title). The title is the YAML front matter's ``title`` (the front matter
-    itself is not text), else the file stem.
+    itself is not text), else the file stem. The text is the rendered one, without markup: link
+    text without its address, no images, HTML tags or emphasis marks (:mod:`slmkit.rag.markdown_text`).
     """
     title, text = _front_matter(_read_text(path), path)
-    yield from _section_documents(path, title or Path(path).stem, _markdown_sections(text))
+    yield from _section_documents(path, title or Path(path).stem, markdown_sections(text))
 
 
 def read_html(path: str | Path) -> Iterator[Document]:
@@ -540,27 +541,6 @@ def _front_matter(text: str, path: str | Path) -> tuple[str | None, str]:
         return None, text
     title = meta.get("title")
     return (" ".join(str(title).split()) or None) if title is not None else None, text[match.end() :]
-
-
-def _markdown_sections(text: str) -> list[tuple[str, str]]:
-    """``(heading, body)`` pairs; the first has heading ``""`` and holds the text before any heading.
-
-    Only level 1 and 2 start a section: deeper headings usually subdivide a topic too finely to
-    stand alone, and stay in their section's text.
-    """
-    from markdown_it import MarkdownIt
-
-    tokens = MarkdownIt("commonmark").parse(text)
-    lines = text.split("\n")
-    sections, start, heading = [], 0, ""
-    for token, inline in pairwise(tokens):
-        # level 0: a heading of the document itself, not one quoted in a blockquote or a list item.
-        if token.type == "heading_open" and token.tag in ("h1", "h2") and token.level == 0 and token.map:
-            first, after = token.map
-            sections.append((heading, "\n".join(lines[start:first]).strip("\n")))
-            start, heading = after, " ".join(inline.content.split())
-    sections.append((heading, "\n".join(lines[start:]).strip("\n")))
-    return sections
 
 
 # ---- JSON records and SQuAD -------------------------------------------------------------------
