@@ -86,9 +86,14 @@ def write_reader(
             progress.update(adapter_step=best_step(run / "metrics.jsonl"))
         (staging / "training.json").write_text(json.dumps({"finished": False, **progress}, indent=2))
     if note:  # how the run went where its recipe alone does not say (a resumed schedule)
-        training = json.loads((staging / "training.json").read_text())
-        (staging / "training.json").write_text(json.dumps({**training, "note": note}, indent=2))
+        write_note(staging, note)
     write_scores(staging, name, benchmark, calibration)
+
+
+def write_note(staging: Path, note: str) -> None:
+    """Put ``note`` into ``training.json`` (the card's line on how the run went)."""
+    training = json.loads((staging / "training.json").read_text(encoding="utf-8"))
+    (staging / "training.json").write_text(json.dumps({**training, "note": note}, indent=2))
 
 
 def write_scores(staging: Path, name: str, benchmark: Path | None, calibration: Path | None) -> None:
@@ -127,8 +132,7 @@ def main() -> None:
             for file in target.iterdir():
                 shutil.copy(file, staging / file.name)
             if args.note:  # what changed around the same weights replaces the old note
-                training = json.loads((staging / "training.json").read_text(encoding="utf-8"))
-                (staging / "training.json").write_text(json.dumps({**training, "note": args.note}, indent=2))
+                write_note(staging, args.note)
             write_scores(staging, args.name, args.benchmark, args.calibration)
         print(f"re-scored {target}")
         return

@@ -258,22 +258,23 @@ def _vocab_index(tb: list[bytes]) -> _VocabIndex:
     for piece in [p for p in ids if p[:1].isspace()]:
         if rest := piece.lstrip(_WHITESPACE):
             stripped.setdefault(rest, []).append(piece)
-    # A leading space, not a line break: a base model's answer is one line (its stops are newlines).
-    blank = np.array(
-        sorted(
-            i for i, piece in enumerate(tb) if piece and not piece.strip(_WHITESPACE) and b"\n" not in piece
-        )
-    )
+    blank = np.array([i for i, piece in enumerate(tb) if _is_leading_space(piece)], dtype=np.int64)
     keys = sorted([*ids, *stripped], key=len, reverse=True)
     lengths = [-len(key) for key in keys]  # ascending, for bisect
     prefixes = {
         k: frozenset([key[:k] for key in keys[: bisect.bisect_left(lengths, -k)]]) for k in _CHECKPOINTS
     }
-    index = _VocabIndex(ids, more_ids, stripped, blank.astype(np.int64), prefixes, -lengths[0] if keys else 0)
+    index = _VocabIndex(ids, more_ids, stripped, blank, prefixes, -lengths[0] if keys else 0)
     if len(_index_cache) >= _INDEX_CACHE_SIZE:
         _index_cache.pop(next(iter(_index_cache)))
     _index_cache[id(tb)] = (tb, index)
     return index
+
+
+def _is_leading_space(piece: bytes) -> bool:
+    """Whether a token may stand before an answer's first word: spaces or tabs only. Not a line
+    break: a base model's answer is one line (its stops are the tokens that start with one)."""
+    return bool(piece) and not piece.strip(_WHITESPACE) and b"\n" not in piece
 
 
 def _windows(text: bytes, starts: Iterable[int], index: _VocabIndex) -> set[bytes]:
@@ -327,10 +328,10 @@ class SpanConstraint:
 
     The answer is the concatenated bytes of the generated tokens with the leading whitespace
     removed; it must be a contiguous byte substring of one passage that starts on a non-whitespace
-    character at a word boundary. The first token may be spaces only (no line break), once: tokenizers that
-    split digits (Gemma, SmolLM2, Llama-3) write " 1997" as a space token and four digits, and
-    banning that space steered every numeric answer to a word ("When?" -> "following the"); after
-    it, the next token must carry text (with or without whitespace before it). A stop id
+    character at a word boundary. The first token may be spaces only (no line break), once:
+    tokenizers that split digits (Gemma, SmolLM2, Llama-3) write " 1997" as a space token and four
+    digits, and banning that space steered every numeric answer to a word ("When?" -> "following
+    the"); after it, the next token must carry text (with or without whitespace before it). A stop id
     ends the answer and is allowed only once the answer is non-empty (or with ``allow_empty``) and
     ends on a whole UTF-8 character that is not inside a word; stop ids are never answer text (even
     when their bytes, e.g. a newline, occur in a passage).
@@ -408,10 +409,9 @@ class SpanConstraint:
         if token_id in self._stops or not piece:
             self._live = []
         elif self._live is None:
-            text = piece.lstrip(_WHITESPACE)
-            if not text and b"\n" not in piece and len(self._seen) == 1:
-                return  # a leading space: the answer has not started
-            self._live = self._first_matches(text)
+            if len(self._seen) == 1 and _is_leading_space(piece):
+                return  # the answer has not started
+            self._live = self._first_matches(piece.lstrip(_WHITESPACE))
         else:
             self._live = [
                 (p, pos + len(piece)) for p, pos in self._live if self.passages[p].startswith(piece, pos)

@@ -49,8 +49,8 @@ def markdown_sections(text: str) -> list[tuple[str, str]]:
             heading = _inline(tokens[i + 1])
             if token.tag in ("h1", "h2") and token.level == 0:
                 sections.append((" ".join(heading.split()), []))
-            elif heading.strip():
-                blocks.append(heading)
+            else:
+                _add(blocks, heading, tight=False)
             i += 3  # heading_open, inline, heading_close
             continue
         if kind in ("bullet_list_open", "ordered_list_open"):
