@@ -27,6 +27,7 @@ import time
 
 import torch
 from peft import LoraConfig, get_peft_model
+from tqdm.auto import tqdm
 from transformers import LlamaForQuestionAnswering
 
 from _common import emit
@@ -123,7 +124,7 @@ def extractive(items, eval_items, steps: int) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     model.train()
     tokens, started = 0, time.perf_counter()
-    for step in range(steps):
+    for step in tqdm(range(steps), desc="extractive train", unit="step", mininterval=30):
         chunk = batches[step * BATCH : (step + 1) * BATCH]
         for i in range(0, len(chunk), 8):
             micro = chunk[i : i + 8]
@@ -147,7 +148,7 @@ def extractive(items, eval_items, steps: int) -> dict:
     model.eval()
     predictions = []
     with torch.inference_mode():
-        for item in eval_items:
+        for item in tqdm(eval_items, desc="extractive eval", unit="q", mininterval=30):
             encoded, offset = encode_extractive(tokenizer, item.question, item.title, item.context)
             out = model(input_ids=torch.tensor([encoded["input_ids"]]))
             starts, ends = out.start_logits[0], out.end_logits[0]
