@@ -22,6 +22,7 @@ largest size run (1M chunks by default).
     python benchmarks/scale.py                                  # 10k, 100k, 1M (hours on 2 cores)
     python benchmarks/scale.py --sizes 2000,10000               # a check of the script (minutes)
     python benchmarks/scale.py --sizes 10000 --no-training --indexes faiss-flat,faiss-hnsw
+    python benchmarks/scale.py --sizes 10000 --indexes faiss-hnsw --vector-index '{"ef_search": 200}'
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def peak_rss() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def build_and_query(index: str, corpus: Path, folder: Path, store: str | None) -> dict:
+def build_and_query(index: str, corpus: Path, folder: Path, store: str | None, settings: dict) -> dict:
     from slmkit.config import IndexConfig, VectorIndexConfig
     from slmkit.rag.knowledge_base import KnowledgeBase
 
@@ -127,7 +128,7 @@ def build_and_query(index: str, corpus: Path, folder: Path, store: str | None) -
     embedder = SyntheticEmbedder(bases)
     kind = {"faiss-flat": "flat", "faiss-hnsw": "hnsw", "faiss-ivf-pq": "ivf-pq", "pgvector-hnsw": "hnsw"}
     config = IndexConfig(
-        vector_index=VectorIndexConfig(type=kind[index]),
+        vector_index=VectorIndexConfig(type=kind[index], **settings),
         store=store,
         write_batch=4096,
         chunking={"chunk_tokens": 256, "overlap_tokens": 0},  # one chunk per document
@@ -161,21 +162,37 @@ def build_and_query(index: str, corpus: Path, folder: Path, store: str | None) -
     return result
 
 
-def run_build(index: str, corpus: Path, folder: Path, store: str | None) -> dict:
-    command = [sys.executable, __file__, "--worker", index, str(corpus), str(folder), store or ""]
+def run_build(index: str, corpus: Path, folder: Path, store: str | None, settings: dict) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        index,
+        str(corpus),
+        str(folder),
+        store or "",
+        json.dumps(settings),
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"{index} build failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.splitlines()[-1])
 
 
-def measure_indexes(size: int, indexes: list[str], folder: Path, store: str | None) -> dict:
+def measure_indexes(size: int, indexes: list[str], folder: Path, store: str | None, settings: dict) -> dict:
     corpus = folder / f"corpus-{size}.jsonl"
     write_corpus(corpus, size)
     results, exact = {}, None
     for index in ["faiss-flat", *[i for i in indexes if i != "faiss-flat"]]:
         print(f"[scale] {size} chunks: {index}", file=sys.stderr, flush=True)
-        result = run_build(index, corpus, folder / str(size), store if index == "pgvector-hnsw" else None)
+        # Exact search is the reference: the approximate indexes' settings do not apply to it.
+        result = run_build(
+            index,
+            corpus,
+            folder / str(size),
+            store if index == "pgvector-hnsw" else None,
+            {} if index == "faiss-flat" else settings,
+        )
         ids = np.array(result.pop("ids"))
         exact = ids if exact is None else exact
         result["recall_at_10"] = round(
@@ -250,16 +267,32 @@ def main() -> None:
     parser.add_argument("--indexes", default=",".join(INDEXES), help=f"any of {', '.join(INDEXES)}")
     parser.add_argument("--no-training", action="store_true", help="skip the 1 vs 2 processes run")
     parser.add_argument("--steps", type=int, default=30, help="training steps per run")
-    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--vector-index",
+        default="{}",
+        help='index settings as JSON, e.g. \'{"ef_search": 200}\' or \'{"nprobe": 64, "pq_bytes": 96}\' '
+        "(index.vector_index in a KB config; not applied to the exact reference)",
+    )
+    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        index, corpus, folder, store = args.worker
-        print(json.dumps(build_and_query(index, Path(corpus), Path(folder), store or None)))
+        index, corpus, folder, store, settings = args.worker
+        print(
+            json.dumps(
+                build_and_query(index, Path(corpus), Path(folder), store or None, json.loads(settings))
+            )
+        )
         return
 
     sizes = [int(s) for s in args.sizes.split(",")]
     indexes = [i for i in args.indexes.split(",") if i]
-    record: dict = {"benchmark": "scale", "sizes": sizes, "noise_per_coordinate": NOISE}
+    settings = json.loads(args.vector_index)
+    record: dict = {
+        "benchmark": "scale",
+        "sizes": sizes,
+        "noise_per_coordinate": NOISE,
+        "vector_index": settings,
+    }
     with tempfile.TemporaryDirectory(prefix="scale-", dir=REPO / ".slmkit") as tmp:
         folder = Path(tmp)
         paragraph_vectors()  # once, before the builds run in parallel processes
@@ -270,7 +303,7 @@ def main() -> None:
             store = start(folder / "postgres")
         try:
             record["indexes"] = {
-                str(size): measure_indexes(size, indexes, folder, store and f"{store}#scale_{size}")
+                str(size): measure_indexes(size, indexes, folder, store and f"{store}#scale_{size}", settings)
                 for size in sizes
             }
         finally:
