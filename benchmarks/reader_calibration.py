@@ -18,12 +18,14 @@ and how often the passage answered from still holds a gold answer.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from _common import REPO, bootstrap_ci, emit, squad_articles
+from slmkit.atomic import atomic_write_json
 from slmkit.config import AbstentionConfig, AskConfig, BackendConfig, TrainConfig, load_yaml, parse_config
 from slmkit.data.prompts import titled_text
 from slmkit.data.squad import split_articles, write_squad_paragraphs
@@ -36,7 +38,7 @@ from slmkit.rag.retrieval import Retriever
 from slmkit.train.run import load_examples
 
 KB_PATH = REPO / ".slmkit" / "squad-calibration-kb"
-RELEVANCE = (-1.0, 0.2, 0.25, 0.3, 0.35, 0.4)
+RELEVANCE = (-1.0, 0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
 NO_ANSWER = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 COVERAGE = (0.0, 0.5)
 
@@ -105,18 +107,8 @@ def outcome(answerable: list[dict], absent: list[dict], r: float, n: float, c: f
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", type=Path, default=REPO / "recipes" / "reader-gemma3.yaml")
-    parser.add_argument("--model", default="slmkit-reader-270m")
-    parser.add_argument("--backend", default="auto")
-    parser.add_argument("--absent", type=int, default=200)
-    parser.add_argument("--answerable", type=int, default=None, help="At most this many (default: all).")
-    # 95, not the issue's 90: 200 absent questions measure a share to about +-4 points, and the eval
-    # articles must still clear 90 after the move from the calibration articles.
-    parser.add_argument("--target-absent", type=float, default=95.0, help="Percent of absent to refuse.")
-    args = parser.parse_args()
-
+def answer_all(args: argparse.Namespace) -> tuple[list[dict], list[dict], list[str]]:
+    """Every question answered once with every gate off: the records the grid is scored on."""
     train_articles = split_articles(squad_articles(), "train")
     withheld = {a.title for a in train_articles[::5]}
     kb = calibration_kb([a for a in train_articles if a.title not in withheld])
@@ -141,6 +133,39 @@ def main() -> None:
     answerer = Answerer(load_generator(args.model, ask.backend), Retriever(kb, ask.retrieval), ask)
     rows_a = [record(answerer, q.question, q.answers) for q in tqdm(answerable, desc="answerable")]
     rows_x = [record(answerer, q.question, []) for q in tqdm(absent, desc="absent")]
+    return rows_a, rows_x, sorted(withheld)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", type=Path, default=REPO / "recipes" / "reader-gemma3.yaml")
+    parser.add_argument("--model", default="slmkit-reader-270m")
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--absent", type=int, default=200)
+    parser.add_argument("--answerable", type=int, default=None, help="At most this many (default: all).")
+    # 95, not the issue's 90: 200 absent questions measure a share to about +-4 points, and the eval
+    # articles must still clear 90 after the move from the calibration articles.
+    parser.add_argument("--target-absent", type=float, default=95.0, help="Percent of absent to refuse.")
+    parser.add_argument(
+        "--records",
+        type=Path,
+        default=REPO / "runs" / "bench" / "reader_calibration_records.json",
+        help="Per-question records (written after answering; with --replay, read instead of answering).",
+    )
+    parser.add_argument(
+        "--replay", action="store_true", help="Score the saved --records again, answer nothing."
+    )
+    args = parser.parse_args()
+
+    if args.replay:
+        saved = json.loads(args.records.read_text())
+        rows_a, rows_x, withheld = saved["answerable"], saved["absent"], saved["withheld_articles"]
+    else:
+        rows_a, rows_x, withheld = answer_all(args)
+        atomic_write_json(
+            args.records,
+            {"model": args.model, "withheld_articles": withheld, "answerable": rows_a, "absent": rows_x},
+        )
 
     grid = [outcome(rows_a, rows_x, r, n, c) for r in RELEVANCE for n in NO_ANSWER for c in COVERAGE]
     feasible = [g for g in grid if g["absent_refusals_pct"] >= args.target_absent] or grid
@@ -160,7 +185,7 @@ def main() -> None:
             "model": args.model,
             "answerable": len(rows_a),
             "absent": len(rows_x),
-            "withheld_articles": sorted(withheld),
+            "withheld_articles": withheld,
             "target_absent_pct": args.target_absent,
             "chosen": best,
             "current_defaults": current,

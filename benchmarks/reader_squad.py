@@ -116,10 +116,13 @@ def evaluate(
     reranker: str = "default",
     settings: tuple[str, ...] = SETTINGS,
     max_no_answer: float | None = None,
+    min_relevance: float | None = None,
 ) -> list[dict]:
     config = AskConfig(model=model, backend=BackendConfig(type=backend))
     if max_no_answer is not None:
         config.abstention.max_no_answer = max_no_answer
+    if min_relevance is not None:
+        config.abstention.min_relevance = min_relevance
     if reranker != "default":
         config.retrieval.reranker = None if reranker == "none" else reranker
     generator = load_generator(model, config.backend)
@@ -154,6 +157,7 @@ def main() -> None:
         help="comma-separated subset of gold,open,closed,absent (default: all)",
     )
     parser.add_argument("--max-no-answer", type=float, default=None, help="default: the shipped one")
+    parser.add_argument("--min-relevance", type=float, default=None, help="default: the shipped one")
     parser.add_argument("--output", type=Path, default=REPO / "runs" / "bench" / "reader_squad.jsonl")
     parser.add_argument(
         "--rescore",
@@ -166,6 +170,8 @@ def main() -> None:
         return
     if args.max_no_answer is None:  # the run records the threshold it used (0.0 is a valid one)
         args.max_no_answer = AskConfig().abstention.max_no_answer
+    if args.min_relevance is None:
+        args.min_relevance = AskConfig().abstention.min_relevance
 
     source = str(bundled_squad())
     items = load_eval_set(source, "squad", "eval", args.questions).items
@@ -175,7 +181,7 @@ def main() -> None:
     absent = pool[2 :: max(1, len(pool) // args.absent)][: args.absent]
     kbs = {"full": squad_kb()[0], "train": train_kb()}
 
-    options = (args.reranker, args.settings, args.max_no_answer)
+    options = (args.reranker, args.settings, args.max_no_answer, args.min_relevance)
     rows = evaluate(args.reader, args.backend, kbs, items, absent, closed, *options)
     if args.base != "none":
         n = args.base_questions
@@ -190,6 +196,7 @@ def main() -> None:
             "backend": resolve_backend(BackendConfig(type=args.backend)),
             "reranker": AskConfig().retrieval.reranker if args.reranker == "default" else args.reranker,
             "max_no_answer": args.max_no_answer,
+            "min_relevance": args.min_relevance,
             "questions": len(items),
             "absent_questions": len(absent),
             **scores(rows, args.reader, args.base, args.base_questions),

@@ -53,3 +53,17 @@ def test_abstain_share_zero_never_abstains_and_seed_is_deterministic(tiny):
     first = retrieved_context_examples(articles, kb, top_k=2, abstain_share=0.5, seed=7)
     again = retrieved_context_examples(articles, kb, top_k=2, abstain_share=0.5, seed=7)
     assert [e.messages for e in first] == [e.messages for e in again]
+
+
+def test_the_training_kb_is_built_as_the_recipe_pins_it(tmp_path):
+    # The training KB's ranking decides the hard negatives and so the validation split: a recipe that
+    # pins how it was first built (data.index) must get that build on a fresh machine, and the
+    # folder once built is reopened as it is.
+    from slmkit.config import IndexConfig
+    from slmkit.train.rag_examples import paragraphs_kb
+
+    articles = load_squad(SQUAD_TINY)
+    kb = paragraphs_kb(articles, tmp_path / "kb", IndexConfig(chunk_titles=False))
+    assert kb.config.chunk_titles is False
+    assert {c.metadata["article"] for c in kb.chunks} == {a.title for a in articles}
+    assert paragraphs_kb(articles, tmp_path / "kb").config.chunk_titles is False

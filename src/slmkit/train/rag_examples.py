@@ -16,7 +16,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from slmkit.config import RetrievalConfig
+from slmkit.config import IndexConfig, RetrievalConfig
 from slmkit.data.prompts import ABSTAIN_ANSWER, NO_ANSWER, Passage, qa_messages, reader_messages
 from slmkit.data.squad import SquadArticle, write_squad_paragraphs
 from slmkit.data.squad_metrics import normalize_answer
@@ -162,13 +162,15 @@ def _gold_passage(
     return Passage(article.display_title, paragraph.context)
 
 
-def paragraphs_kb(articles: Sequence[SquadArticle], kb_path: Path) -> KnowledgeBase:
-    """The knowledge base at ``kb_path``; if there is none yet, one built from the paragraphs of
-    ``articles`` (their questions left out), with the source file written beside it."""
+def paragraphs_kb(
+    articles: Sequence[SquadArticle], kb_path: Path, config: IndexConfig | None = None
+) -> KnowledgeBase:
+    """The knowledge base at ``kb_path``; if there is none yet, one built (with ``config``) from the
+    paragraphs of ``articles`` (their questions left out), with the source file written beside it."""
     if (kb_path / "CURRENT").exists():
         return KnowledgeBase.open(kb_path)
     kb_path.parent.mkdir(parents=True, exist_ok=True)
     source = kb_path.parent / "kb-source.json"
     write_squad_paragraphs(list(articles), source)
-    kb, _ = KnowledgeBase.build(kb_path, [source])
+    kb, _ = KnowledgeBase.build(kb_path, [source], config)
     return kb

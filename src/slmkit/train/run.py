@@ -43,7 +43,7 @@ def _retrieved_examples(path: str, config: TrainConfig, split: str) -> list[Exam
     data = config.data
     # Built from the training articles only, so eval paragraphs never reach training,
     # not even as distractors.
-    kb = paragraphs_kb(articles, Path(data.kb) if data.kb else Path(config.output_dir) / "kb")
+    kb = paragraphs_kb(articles, Path(data.kb) if data.kb else Path(config.output_dir) / "kb", data.index)
     if data.context == "passage":
         return passage_examples(articles, kb, data.negatives, config.seed, Path(path).name, data.retrieval)
     return retrieved_context_examples(
