@@ -92,7 +92,7 @@ def test_txt_is_one_document_titled_by_stem() -> None:
 
 
 def test_markdown_splits_at_h1_and_h2(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.DEBUG, logger="slmkit.rag.ingest"):
         documents = list(read_markdown(ASSETS / "sample.md"))
     assert [(d.position, d.title) for d in documents] == [
         (0, "sample"),
@@ -102,7 +102,11 @@ def test_markdown_splits_at_h1_and_h2(caplog: pytest.LogCaptureFixture) -> None:
     ]
     assert "# this comment is code" in documents[1].text
     assert "\nSupported formats\n" in documents[2].text and "###" not in documents[2].text
-    assert "section 3" in caplog.text and "empty" in caplog.text
+    # An empty section loses no text: said at debug level, not as a warning a user must read.
+    assert [r.levelname for r in caplog.records if "section 3 (Empty section): empty" in r.getMessage()] == [
+        "DEBUG"
+    ]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_markdown_as_real_sites_write_it(tmp_path: Path) -> None:
@@ -549,7 +553,7 @@ def test_html_binary_or_empty(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
     with caplog.at_level(logging.WARNING):
         assert list(read_html(_write(tmp_path / "blank.html", "  \n"))) == []
         assert list(read_html(_write(tmp_path / "chrome.html", "<nav>Home</nav><footer>(c)</footer>"))) == []
-    assert "blank.html: empty" in caplog.text and "chrome.html: section 0: empty" in caplog.text
+    assert "blank.html: empty" in caplog.text and "chrome.html: no text, skipped" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -492,16 +492,20 @@ def _section_documents(path: str | Path, title: str, sections: list[tuple[str, s
     """One document per ``(heading, body)`` section, titled ``"<title> › <heading>"`` (section 0, the
     text before the first heading, by ``title`` alone); ``position`` is the section number.
 
-    Empty sections are skipped with a warning, except an empty section 0 before a first heading: most
-    documents start with one, so it says nothing about the file.
+    An empty section is skipped, said at debug level only: a heading with nothing under it before
+    the next one ("# Security" then "## Reporting a bug") is how most READMEs are laid out, and it
+    loses no text. A file with no text in any section is warned of.
     """
+    found = False
     for number, (heading, body) in enumerate(sections):
-        if number == 0 and len(sections) > 1 and not body.strip():
+        if not body.strip():
+            logger.debug("%s: section %d (%s): empty, skipped", path, number, heading or "before any heading")
             continue
         section_title = f"{title} › {heading}" if heading else title
-        document = _document(body, str(path), section_title, number, {}, f"{path}: section {number}")
-        if document:
-            yield document
+        found = True
+        yield Document(text=body, source=str(path), title=section_title, position=number, metadata={})
+    if not found:
+        logger.warning("%s: no text, skipped", path)
 
 
 def _block_sections(blocks: list[tuple[bool, str]]) -> list[tuple[str, str]]:
