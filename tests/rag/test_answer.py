@@ -52,7 +52,7 @@ def test_supported_answer_is_cited():
 
 def test_irrelevant_knowledge_base_abstains_without_generating():
     generator = ScriptedGenerator("anything")
-    answer = Answerer(generator, FixedRetriever([make_hit(0, WARSAW, 0.12)])).ask(
+    answer = Answerer(generator, FixedRetriever([make_hit(0, WARSAW, 0.05)])).ask(
         "What is the boiling point of nitrogen?"
     )
     assert answer.abstained and answer.text == ABSTAIN_ANSWER
