@@ -542,6 +542,7 @@ def rerank_train(
                 "heldout_questions": info["heldout_questions"],
                 "heldout_before": info["heldout_before"],
                 "heldout_after": info["heldout_after"],
+                "heldout_by_weight": info.get("heldout_by_weight"),
             },
             indent=2,
         )

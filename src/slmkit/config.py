@@ -78,6 +78,14 @@ class RetrievalConfig(StrictModel):
         description="First-stage hits the reranker re-orders (10: recall@1 0.803 vs 0.800 for 20 on "
         "SQuAD eval questions, in half the time; docs/retrieval.md).",
     )
+    rerank_weight: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="The reranker's share of the final score over the reranked hits: a convex combination "
+        "of its scores and the first stage's, each min-max normalised over those hits as hybrid fusion "
+        "does (1: the reranker's order alone; chosen on held-out train questions, docs/retrieval.md).",
+    )
 
     @field_validator("reranker", mode="before")
     @classmethod

@@ -13,7 +13,13 @@ from slmkit.data.squad import load_squad
 from slmkit.data.squad_metrics import normalize_answer
 from slmkit.models.reranker import FROZEN, load_reranker, read_reranker_info
 from slmkit.rag.retrieval import Retriever
-from slmkit.train.reranker import _hold_out, squad_questions, train_reranker, training_rows
+from slmkit.train.reranker import (
+    WEIGHT_GRID,
+    _hold_out,
+    squad_questions,
+    train_reranker,
+    training_rows,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests" / "assets" / "squad_tiny.json"
@@ -104,6 +110,9 @@ def test_the_cli_trains_and_reports_held_out_recall(tmp_path, tiny_kb):
     report = json.loads(result.output[result.output.rindex('{\n  "reranker"') :])
     assert report["heldout_questions"] >= 1
     assert set(report["heldout_after"]) == {"recall@1", "recall@3", "recall@5", "mrr"}
+    # The weight sweep for retrieval.rerank_weight: every grid weight, each a recall table.
+    assert set(report["heldout_by_weight"]) == {str(w) for w in WEIGHT_GRID}
+    assert all(0.0 <= r["recall@1"] <= r["recall@5"] <= 1.0 for r in report["heldout_by_weight"].values())
     assert read_reranker_info(Path(report["reranker"]))["config"]["lr"] == 1e-5
 
 

@@ -74,6 +74,21 @@ def convex_fusion(
     return sorted(fused.items(), key=lambda kv: -kv[1])
 
 
+def rerank_order(
+    first_stage: Sequence[float], reranker: Sequence[float], weight: float
+) -> list[tuple[int, float]]:
+    """Positions of the reranked hits, best first, with their final scores: the reranker's own
+    scores at ``weight`` 1, else ``convex_fusion`` of both stages (each min-max normalised), which
+    keeps what the first stage knew (BM25's exact matches) where the cross-encoder is unsure.
+    Ties keep the first stage's order."""
+    if weight >= 1.0:
+        order = np.argsort(-np.asarray(reranker, dtype=np.float64), kind="stable")
+        return [(int(i), float(reranker[i])) for i in order]
+    return convex_fusion(
+        list(enumerate(map(float, first_stage))), list(enumerate(map(float, reranker))), weight
+    )
+
+
 class Retriever:
     """Searches one knowledge base.
 
@@ -116,8 +131,10 @@ class Retriever:
         return results
 
     def _rerank(self, question: str, hits: list[Hit]) -> list[Hit]:
-        """The first ``rerank_depth`` hits re-ordered by the cross-encoder, whose score becomes their
-        ``score`` (ties keep the first stage's order); hits below keep their order, after them."""
+        """The first ``rerank_depth`` hits re-ordered by the cross-encoder's score, or with
+        ``rerank_weight`` below 1 by its convex combination with the first stage's score (the same
+        fusion as hybrid's); that score becomes their ``score`` (ties keep the first stage's order).
+        Hits below keep their order, after them."""
         from slmkit.models.reranker import load_reranker
 
         assert self.config.reranker is not None
@@ -125,7 +142,8 @@ class Retriever:
         scores = load_reranker(self.config.reranker, self.config.reranker_engine).scores(
             question, [titled_text(h.chunk.title, h.chunk.text) for h in top]
         )
-        ordered = [replace(top[i], score=float(scores[i])) for i in np.argsort(-scores, kind="stable")]
+        ranked = rerank_order([h.score for h in top], scores, self.config.rerank_weight)
+        ordered = [replace(top[i], score=score) for i, score in ranked]
         return [replace(h, rank=rank) for rank, h in enumerate(ordered + rest, start=1)]
 
     def _rank(

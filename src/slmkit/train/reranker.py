@@ -37,12 +37,14 @@ from slmkit.errors import ConfigError
 from slmkit.models.reranker import FROZEN, TOKEN_TYPES, new_cross_encoder, save_reranker
 from slmkit.rag.documents import Chunk
 from slmkit.rag.knowledge_base import KnowledgeBase
-from slmkit.rag.retrieval import Retriever
+from slmkit.rag.retrieval import Retriever, rerank_order
 from slmkit.train.rag_examples import paragraphs_kb
 
 logger = logging.getLogger(__name__)
 
 RECALL_DEPTHS = (1, 3, 5)
+# Reranker shares of the final score measured on the held-out questions (retrieval.rerank_weight).
+WEIGHT_GRID = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
 
 
 @dataclass(frozen=True)
@@ -118,24 +120,53 @@ def training_rows(
 
 
 def rerank_recall(
-    score: Any, questions: Sequence[RerankQuestion], retriever: Retriever, depth: int
-) -> dict[str, float]:
+    score: Any,
+    questions: Sequence[RerankQuestion],
+    retriever: Retriever,
+    depth: int,
+    weights: Sequence[float] = (1.0,),
+) -> dict[float, dict[str, float]]:
     """Recall@1/3/5 and MRR of the retriever's top ``depth`` re-ordered by ``score(question, texts)``
-    (None: the retriever's own order); a hit is a chunk of the question's paragraph."""
-    ranks = []
+    (None: the retriever's own order) at each reranker ``weight`` (``retrieval.rerank_weight``: the
+    reranker's share of the final score); a hit is a chunk of the question's paragraph. The
+    reranker scores each question's hits once, whatever the number of weights."""
+    ranks: dict[float, list[int | None]] = {w: [] for w in weights}
     for q in questions:
         hits = retriever.search(q.question, top_k=depth)
         keys = [(h.chunk.metadata.get("article"), h.chunk.metadata.get("paragraph")) for h in hits]
+        scores = None
         if score is not None and hits:
-            order = np.argsort(
-                -score(q.question, [titled_text(h.chunk.title, h.chunk.text) for h in hits]), kind="stable"
-            )
-            keys = [keys[i] for i in order]
-        ranks.append(keys.index(q.paragraph) + 1 if q.paragraph in keys else None)
+            scores = score(q.question, [titled_text(h.chunk.title, h.chunk.text) for h in hits])
+        for weight in weights:
+            order = keys
+            if scores is not None:
+                order = [keys[i] for i, _ in rerank_order([h.score for h in hits], scores, weight)]
+            ranks[weight].append(order.index(q.paragraph) + 1 if q.paragraph in order else None)
+    return {w: _recall_scores(r) for w, r in ranks.items()}
+
+
+def _recall_scores(ranks: Sequence[int | None]) -> dict[str, float]:
     n = max(len(ranks), 1)
     result = {f"recall@{k}": sum(1 for r in ranks if r is not None and r <= k) / n for k in RECALL_DEPTHS}
     result["mrr"] = sum(1 / r for r in ranks if r is not None) / n
     return {k: round(v, 4) for k, v in result.items()}
+
+
+def rerank_questions(
+    config: RerankerTrainConfig,
+) -> tuple[Retriever, list[RerankQuestion], list[RerankQuestion]]:
+    """The first-stage retriever over ``config``'s knowledge base (built once, then reused) and
+    the training and held-out questions, as ``train_reranker`` splits them."""
+    articles = load_squad(config.squad or bundled_squad())
+    if config.split != "all":
+        articles = split_articles(articles, config.split)
+    kb = paragraphs_kb(articles, Path(config.kb))
+    # The first stage alone: its confusions are what the reranker learns to undo.
+    retriever = Retriever(kb, RetrievalConfig(reranker=None))
+    train, heldout = _hold_out(squad_questions(articles, kb), config.holdout, config.seed)
+    if config.max_questions is not None:
+        train = random.Random(config.seed).sample(train, min(config.max_questions, len(train)))
+    return retriever, train, heldout
 
 
 def train_reranker(config: RerankerTrainConfig) -> Path:
@@ -156,16 +187,7 @@ def train_reranker(config: RerankerTrainConfig) -> Path:
 
     started = time.monotonic()
     output = Path(config.output_dir)
-    articles = load_squad(config.squad or bundled_squad())
-    if config.split != "all":
-        articles = split_articles(articles, config.split)
-    kb = paragraphs_kb(articles, Path(config.kb))
-    # The first stage alone: its confusions are what the reranker learns to undo.
-    retriever = Retriever(kb, RetrievalConfig(reranker=None))
-    questions = squad_questions(articles, kb)
-    train, heldout = _hold_out(questions, config.holdout, config.seed)
-    if config.max_questions is not None:
-        train = random.Random(config.seed).sample(train, min(config.max_questions, len(train)))
+    retriever, train, heldout = rerank_questions(config)
     rows = training_rows(train, retriever, config.negatives, config.pool, config.seed)
     logger.info("%d training rows from %d questions; %d held out", len(rows), len(train), len(heldout))
 
@@ -205,8 +227,9 @@ def train_reranker(config: RerankerTrainConfig) -> Path:
     def score(question: str, texts: list[str]) -> np.ndarray:
         return np.asarray(model.predict([(question, t) for t in texts], show_progress_bar=False))
 
-    before = rerank_recall(None, heldout, retriever, 20)
-    after = rerank_recall(score, heldout, retriever, 20)
+    before = rerank_recall(None, heldout, retriever, 20)[1.0]
+    by_weight = rerank_recall(score, heldout, retriever, RetrievalConfig().rerank_depth, WEIGHT_GRID)
+    after = rerank_recall(score, heldout, retriever, 20)[1.0]
     info = {
         "base": config.base,
         "max_length": config.max_length,
@@ -221,6 +244,8 @@ def train_reranker(config: RerankerTrainConfig) -> Path:
         "heldout_questions": len(heldout),
         "heldout_before": before,
         "heldout_after": after,
+        # For retrieval.rerank_weight: the top rerank_depth hits re-ordered at each weight.
+        "heldout_by_weight": {str(w): r for w, r in by_weight.items()},
         "seconds": round(time.monotonic() - started, 1),
     }
     final = output / "final"
