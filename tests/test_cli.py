@@ -134,6 +134,15 @@ def test_train_overrides_set_nested_keys_and_keep_the_recipes_others():
         _apply_overrides({}, ["--optim.lr"])
 
 
+def test_an_override_to_null_lifts_the_recipes_value():
+    """'--max_questions null' once left the recipe's cap in place without a word."""
+    from slmkit.cli import _apply_overrides, _merged
+
+    assert _apply_overrides({"max_questions": 6000}, ["--max_questions", "null"]) == {"max_questions": None}
+    # An optional flag not given (None) still leaves the recipe's value.
+    assert _merged(None, "ask", {"top_k": "retrieval.top_k"}, {"top_k": None}) == {}
+
+
 def test_merge_of_a_folder_without_adapters_is_one_clear_line(monkeypatch, capsys, tmp_path):
     code, output = run_main(monkeypatch, capsys, "merge", str(tmp_path), "--output", str(tmp_path / "m"))
     assert code == 2 and "not a LoRA adapter folder" in output and "adapter_config.json" in output

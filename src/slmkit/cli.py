@@ -131,7 +131,8 @@ def _merged(
 ) -> dict[str, Any]:
     data = _recipe_section(config, section)
     for name, value in flags.items():
-        set_dotted(data, paths[name], value)
+        if value is not None:  # a flag not given leaves the recipe's value
+            set_dotted(data, paths[name], value)
     return data
 
 

@@ -342,9 +342,8 @@ def parse_config(model: type[BaseModel], data: dict[str, Any], where: str = "con
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``data["optim"]["lr"]`` from ``"optim.lr"``, creating sections; None leaves ``data`` as is."""
-    if value is None:
-        return
+    """Set ``data["optim"]["lr"]`` from ``"optim.lr"``, creating sections. None is set like any value
+    (``--max_questions null`` lifts a recipe's cap); callers with optional flags skip their unset ones."""
     *parents, leaf = dotted.split(".")
     for key in parents:
         data = data.setdefault(key, {})
