@@ -8,7 +8,9 @@ default) and by convex fusion of normalised scores (``retrieval.fusion: convex``
 on a sample, the default ranking's top 5 re-ranked by the reader's no-answer
 probability per passage: what ``ask`` does when it reads the passages it retrieved
 (slmkit.rag.reading), reported for the top 3 it reads by default and for all 5; and the default
-ranking's top 10 and top 20 re-ordered by the cross-encoder reranker (``retrieval.reranker``).
+ranking's top 10 and top 20 re-ordered by the cross-encoder reranker (``retrieval.reranker``), at
+each ``--rerank-weights`` share of the final score (``retrieval.rerank_weight``; the reranker scores
+each question's hits once, the weights re-order them).
 
 Also calibrates the abstention relevance gate over all 10,570 questions: for each, the best cosine
 similarity with its article in the knowledge base (answerable) and with its article left out.
@@ -19,6 +21,7 @@ Baseline: the previous default (convex hybrid when the default re-ranks, else ra
     python benchmarks/retrieval_squad.py [--rebuild] [--rerank 300] [--reranker NAME] [--rerank-depths 10,20]
     python benchmarks/retrieval_squad.py --rerank 0 --reranker-engine transformers \
         --latency-engines llama.cpp,transformers      # the reranker's recall, its p50 on both engines
+    python benchmarks/retrieval_squad.py --rerank 0 --rerank-depths 10 --rerank-weights 1,0.8,0.7
 """
 
 from __future__ import annotations
@@ -29,13 +32,15 @@ import statistics
 import time
 
 import numpy as np
+from tqdm import tqdm
 
 from _common import emit, squad_articles, squad_kb
 from slmkit.config import RetrievalConfig
-from slmkit.data.prompts import Passage, reader_messages
+from slmkit.data.prompts import Passage, reader_messages, titled_text
 from slmkit.data.squad import split_articles
 from slmkit.models.registry import DEFAULT_MODEL
-from slmkit.rag.retrieval import Retriever
+from slmkit.models.reranker import load_reranker
+from slmkit.rag.retrieval import Retriever, rerank_order
 
 THRESHOLDS = (0.25, 0.30, 0.35, 0.40, 0.45, 0.50)
 DEPTH = 20
@@ -67,6 +72,12 @@ def main() -> None:
         default=[10, 20],
         help="first-stage hits it re-orders, comma-separated (empty: skip)",
     )
+    parser.add_argument(
+        "--rerank-weights",
+        type=lambda v: [float(w) for w in v.split(",") if w],
+        default=[1.0, RetrievalConfig().rerank_weight],
+        help="reranker shares of the final score to measure, comma-separated (retrieval.rerank_weight)",
+    )
     args = parser.parse_args()
     kb, build = squad_kb(rebuild=args.rebuild)
     questions, gold = _questions(split_articles(squad_articles(), "eval"))
@@ -94,18 +105,23 @@ def main() -> None:
         }
         if label == DEFAULT:
             default_hits = results
+    weights = list(dict.fromkeys(args.rerank_weights))
     for depth in args.rerank_depths:
-        label = f"{DEFAULT} + reranker (top {depth})"
-        retriever = _reranking(kb, args.reranker, depth, args.reranker_engine)
-        results = retriever.search_many(questions, top_k=DEPTH)
-        ranks[label] = [_first_rank(hits, chunk_paragraph, g) for hits, g in zip(results, gold, strict=True)]
-        rankings[label] = {
-            **_scores(ranks[label]),
-            "p50_ms": _p50_latency_ms(retriever, questions[::25], "hybrid"),
-        }
-        for engine in args.latency_engines:  # the same scores (tests/models/test_reranker.py), other speed
-            timed = _reranking(kb, args.reranker, depth, engine)
-            rankings[label][f"p50_ms_{engine}"] = _p50_latency_ms(timed, questions[::25], "hybrid")
+        by_weight = _reranked_ranks(
+            load_reranker(args.reranker, args.reranker_engine), depth, weights, questions, default_hits
+        )
+        for weight, moved in by_weight.items():
+            label = _reranked_label(depth, weight)
+            ranks[label] = [_first_rank(h, chunk_paragraph, g) for h, g in zip(moved, gold, strict=True)]
+            retriever = _reranking(kb, args.reranker, depth, weight, args.reranker_engine)
+            rankings[label] = {
+                **_scores(ranks[label]),
+                "p50_ms": _p50_latency_ms(retriever, questions[::25], "hybrid"),
+            }
+            # The same scores on every engine (tests/models/test_reranker.py), another speed.
+            for engine in args.latency_engines:
+                timed = _reranking(kb, args.reranker, depth, weight, engine)
+                rankings[label][f"p50_ms_{engine}"] = _p50_latency_ms(timed, questions[::25], "hybrid")
     if args.rerank:
         sample = sorted(random.Random(0).sample(range(len(questions)), min(args.rerank, len(questions))))
         rankings.update(
@@ -115,7 +131,7 @@ def main() -> None:
     record.update(_calibrate_relevance(kb, *_questions(squad_articles()), chunk_paragraph))
     # The shipped default against the one before it: convex hybrid once a reranker is the default.
     shipped = RetrievalConfig()
-    default = f"{DEFAULT} + reranker (top {shipped.rerank_depth})" if shipped.reranker else DEFAULT
+    default = _reranked_label(shipped.rerank_depth, shipped.rerank_weight) if shipped.reranker else DEFAULT
     if default not in rankings:
         default = DEFAULT  # the reranked row was not measured (--rerank-depths)
     baseline = DEFAULT if default != DEFAULT else BASELINE
@@ -125,9 +141,31 @@ def main() -> None:
     emit(record)
 
 
-def _reranking(kb, reranker: str, depth: int, engine: str) -> Retriever:
+def _reranked_label(depth: int, weight: float) -> str:
+    # Weight 1 (the reranker's order alone) keeps the label earlier runs reported.
+    return f"{DEFAULT} + reranker (top {depth}" + (f", weight {weight})" if weight < 1 else ")")
+
+
+def _reranked_ranks(reranker, depth: int, weights, questions, hits) -> dict[float, list]:
+    """Each question's default ranking with its top ``depth`` re-ordered at each weight, as
+    ``Retriever`` does with ``retrieval.rerank_weight`` (one ``rerank_order``): the reranker scores
+    every question's hits once, and the weights only re-order them."""
+    moved: dict[float, list] = {w: [] for w in weights}
+    for question, found in zip(tqdm(questions, desc=f"reranking top {depth}", unit="q"), hits, strict=True):
+        top, rest = found[:depth], list(found[depth:])
+        scores = reranker.scores(question, [titled_text(h.chunk.title, h.chunk.text) for h in top])
+        for weight in weights:
+            order = rerank_order([h.score for h in top], scores, weight)
+            moved[weight].append([top[i] for i, _ in order] + rest)
+    return moved
+
+
+def _reranking(kb, reranker: str, depth: int, weight: float, engine: str) -> Retriever:
     """The default ranking re-ordered by ``reranker`` on ``engine``, loaded before it is timed."""
-    retriever = Retriever(kb, RetrievalConfig(reranker=reranker, rerank_depth=depth, reranker_engine=engine))
+    retriever = Retriever(
+        kb,
+        RetrievalConfig(reranker=reranker, rerank_depth=depth, rerank_weight=weight, reranker_engine=engine),
+    )
     retriever.search("Which NFL team won Super Bowl 50?", top_k=DEPTH)
     return retriever
 

@@ -1,10 +1,14 @@
 """Put a trained reranker into the package, with its recipe, its scores and its model card.
 
-    python scripts/ship_reranker.py runs/reranker-minilm/final --benchmark runs/bench/retrieval_squad.json
+    python scripts/ship_reranker.py runs/reranker-minilm/final --benchmark runs/bench/retrieval_squad.json \
+        --weights runs/bench/reranker_weight.json
+    python scripts/ship_reranker.py --scores-only --benchmark ... --weights ...   # same weights, new scores
 
 Writes ``src/slmkit/assets/rerankers/<name>/``: ``model.safetensors`` and ``reranker.json`` as
 training wrote them (fp16, frozen word embeddings left out), ``recipe.yaml``, ``scores.json`` (the
-benchmark's JSON line as printed) and ``README.md``, the model card rendered from those files.
+benchmarks' JSON lines as printed: retrieval_squad.py's, and reranker_weight.py's sweep of
+``retrieval.rerank_weight`` on held-out train questions) and ``README.md``, the model card rendered
+from those files.
 """
 
 from __future__ import annotations
@@ -25,22 +29,39 @@ from slmkit.models.reranker import RERANKER_FILE, WEIGHTS_FILE  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("final", type=Path, help="The folder training wrote (output_dir/final).")
+    parser.add_argument("final", type=Path, nargs="?", help="The folder training wrote (output_dir/final).")
+    parser.add_argument(
+        "--scores-only",
+        action="store_true",
+        help="Keep the packaged reranker's weights, recipe and training record; replace its scores and card.",
+    )
     parser.add_argument("--name", default="slmkit-reranker-minilm")
     parser.add_argument("--recipe", type=Path, default=REPO / "recipes" / "reranker-minilm.yaml")
     parser.add_argument("--benchmark", type=Path, help="benchmarks/retrieval_squad.py's JSON line, saved.")
+    parser.add_argument("--weights", type=Path, help="benchmarks/reranker_weight.py's JSON line, saved.")
     args = parser.parse_args()
+    if args.scores_only and not args.benchmark:
+        parser.error("--scores-only needs --benchmark (and usually --weights)")
+    if not args.scores_only and args.final is None:
+        parser.error("the training run's final folder is required (or --scores-only)")
 
     target = REPO / "src" / "slmkit" / "assets" / "rerankers" / args.name
     with atomic_folder(target) as staging:  # the packaged reranker is never half-written
-        for name in (WEIGHTS_FILE, RERANKER_FILE):
-            shutil.copy(args.final / name, staging / name)
-        shutil.copy(args.recipe, staging / "recipe.yaml")
-        scores = {"benchmark": benchmark_record(args.benchmark)} if args.benchmark else {}
+        if args.scores_only:
+            for name in (WEIGHTS_FILE, RERANKER_FILE, "recipe.yaml"):
+                shutil.copy(target / name, staging / name)
+        else:
+            for name in (WEIGHTS_FILE, RERANKER_FILE):
+                shutil.copy(args.final / name, staging / name)
+            shutil.copy(args.recipe, staging / "recipe.yaml")
+        scores = {}
+        for key, path in (("benchmark", args.benchmark), ("weights", args.weights)):
+            if path:
+                scores[key] = benchmark_record(path)
         (staging / "scores.json").write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
         atomic_write_text(staging / "README.md", render_reranker_card(staging, args.name))
     size = sum(p.stat().st_size for p in target.iterdir()) / 2**20
-    print(f"wrote {target} ({size:.1f} MB) from {args.final}")
+    print(f"wrote {target} ({size:.1f} MB) from {args.final or 'the packaged files'}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from slmkit.config import RetrievalConfig
+
 
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -199,6 +201,21 @@ def _recall_row(label: str, scores: dict[str, Any]) -> str:
     )
 
 
+def _weight_lines(sweep: dict[str, Any]) -> list[str]:
+    """The ``rerank_weight`` sweep on held-out train questions (benchmarks/reranker_weight.py's line)."""
+    if not sweep.get("by_weight"):
+        return []
+    weights = sorted(sweep["by_weight"].items(), reverse=True)
+    cells = ", ".join(f"{w} → {r['recall@1']:.3f} / {r['mrr']:.3f}" for w, r in weights)
+    return [
+        f"- Share of the final score (`rerank_weight`; the rest is the first stage's score, both min-max "
+        f"normalised), on the same {sweep.get('questions')} held-out questions, top {sweep.get('depth')}, "
+        f"recall@1 / MRR: first stage alone {sweep['first_stage']['recall@1']:.3f} / "
+        f"{sweep['first_stage']['mrr']:.3f}; {cells} (`python benchmarks/reranker_weight.py`; best "
+        f"{sweep.get('best_weight')})."
+    ]
+
+
 def render_reranker_card(folder: Path, name: str) -> str:
     """The README.md of the reranker whose files are in ``folder`` (``reranker.json``: how it was
     trained; ``scores.json``: ``benchmarks/retrieval_squad.py``'s JSON line as printed)."""
@@ -207,6 +224,7 @@ def render_reranker_card(folder: Path, name: str) -> str:
     benchmark = _read_json(folder / "scores.json").get("benchmark", {})
     before, after = info.get("heldout_before", {}), info.get("heldout_after", {})
     minutes = info.get("seconds", 0) / 60
+    retrieval = RetrievalConfig()
     lines = [
         f"# {name}",
         "",
@@ -221,7 +239,8 @@ def render_reranker_card(folder: Path, name: str) -> str:
         "ask:",
         "  retrieval:",
         f"    reranker: {name}",
-        "    rerank_depth: 10",
+        f"    rerank_depth: {retrieval.rerank_depth}",
+        f"    rerank_weight: {retrieval.rerank_weight}",
         "```",
         "",
         "Only the weights training changed are stored, in fp16 (`model.safetensors`); the frozen word "
@@ -252,6 +271,7 @@ def render_reranker_card(folder: Path, name: str) -> str:
         f"trained on), top 20 of the first stage: recall@1 {before.get('recall@1')} → "
         f"{after.get('recall@1')}, recall@5 {before.get('recall@5')} → {after.get('recall@5')}, MRR "
         f"{before.get('mrr')} → {after.get('mrr')}.",
+        *_weight_lines(_read_json(folder / "scores.json").get("weights") or {}),
         "",
         "## Scores",
         "",
@@ -262,7 +282,9 @@ def render_reranker_card(folder: Path, name: str) -> str:
             f"`python benchmarks/retrieval_squad.py`: the {benchmark.get('questions'):,} questions of the "
             f"10 SQuAD eval articles against all {benchmark.get('chunks'):,} chunks of the 48 articles "
             "(a hit is a chunk of the question's own paragraph; p50 per query includes embedding the "
-            "question and re-ranking, on transformers and on llama.cpp, 2-core CPU).",
+            "question and re-ranking, on transformers"
+            + (" and on llama.cpp" if any("p50_ms_llama.cpp" in r for r in rankings.values()) else "")
+            + ", 2-core CPU).",
             "",
             "| ranking | recall@1 | recall@5 | recall@20 | MRR@20 | p50 / query |",
             "|---|---|---|---|---|---|",
