@@ -117,6 +117,7 @@ def evaluate(
     settings: tuple[str, ...] = SETTINGS,
     max_no_answer: float | None = None,
     min_relevance: float | None = None,
+    rerank_weight: float | None = None,
 ) -> list[dict]:
     config = AskConfig(model=model, backend=BackendConfig(type=backend))
     if max_no_answer is not None:
@@ -125,6 +126,8 @@ def evaluate(
         config.abstention.min_relevance = min_relevance
     if reranker != "default":
         config.retrieval.reranker = None if reranker == "none" else reranker
+    if rerank_weight is not None:
+        config.retrieval.rerank_weight = rerank_weight
     generator = load_generator(model, config.backend)
     answerers = {n: Answerer(generator, Retriever(kb, config.retrieval), config) for n, kb in kbs.items()}
     plan = [("gold", i) for i in items] + [("open", i) for i in items]
@@ -158,6 +161,7 @@ def main() -> None:
     )
     parser.add_argument("--max-no-answer", type=float, default=None, help="default: the shipped one")
     parser.add_argument("--min-relevance", type=float, default=None, help="default: the shipped one")
+    parser.add_argument("--rerank-weight", type=float, default=None, help="default: the shipped one")
     parser.add_argument("--output", type=Path, default=REPO / "runs" / "bench" / "reader_squad.jsonl")
     parser.add_argument(
         "--rescore",
@@ -172,6 +176,8 @@ def main() -> None:
         args.max_no_answer = AskConfig().abstention.max_no_answer
     if args.min_relevance is None:
         args.min_relevance = AskConfig().abstention.min_relevance
+    if args.rerank_weight is None:
+        args.rerank_weight = AskConfig().retrieval.rerank_weight
 
     source = str(bundled_squad())
     items = load_eval_set(source, "squad", "eval", args.questions).items
@@ -181,7 +187,7 @@ def main() -> None:
     absent = pool[2 :: max(1, len(pool) // args.absent)][: args.absent]
     kbs = {"full": squad_kb()[0], "train": train_kb()}
 
-    options = (args.reranker, args.settings, args.max_no_answer, args.min_relevance)
+    options = (args.reranker, args.settings, args.max_no_answer, args.min_relevance, args.rerank_weight)
     rows = evaluate(args.reader, args.backend, kbs, items, absent, closed, *options)
     if args.base != "none":
         n = args.base_questions
@@ -197,6 +203,7 @@ def main() -> None:
             "reranker": AskConfig().retrieval.reranker if args.reranker == "default" else args.reranker,
             "max_no_answer": args.max_no_answer,
             "min_relevance": args.min_relevance,
+            "rerank_weight": args.rerank_weight,
             "questions": len(items),
             "absent_questions": len(absent),
             **scores(rows, args.reader, args.base, args.base_questions),
