@@ -40,7 +40,7 @@ from slmkit.data.prompts import Passage, reader_messages, titled_text
 from slmkit.data.squad import split_articles
 from slmkit.models.registry import DEFAULT_MODEL
 from slmkit.models.reranker import load_reranker
-from slmkit.rag.retrieval import Retriever, rerank_order
+from slmkit.rag.retrieval import Retriever, rerank_hits
 
 THRESHOLDS = (0.25, 0.30, 0.35, 0.40, 0.45, 0.50)
 DEPTH = 20
@@ -148,15 +148,14 @@ def _reranked_label(depth: int, weight: float) -> str:
 
 def _reranked_ranks(reranker, depth: int, weights, questions, hits) -> dict[float, list]:
     """Each question's default ranking with its top ``depth`` re-ordered at each weight, as
-    ``Retriever`` does with ``retrieval.rerank_weight`` (one ``rerank_order``): the reranker scores
+    ``Retriever`` does with ``retrieval.rerank_weight`` (``rerank_hits``): the reranker scores
     every question's hits once, and the weights only re-order them."""
     moved: dict[float, list] = {w: [] for w in weights}
     for question, found in zip(tqdm(questions, desc=f"reranking top {depth}", unit="q"), hits, strict=True):
         top, rest = found[:depth], list(found[depth:])
         scores = reranker.scores(question, [titled_text(h.chunk.title, h.chunk.text) for h in top])
         for weight in weights:
-            order = rerank_order([h.score for h in top], scores, weight)
-            moved[weight].append([top[i] for i, _ in order] + rest)
+            moved[weight].append(rerank_hits(top, scores, weight) + rest)
     return moved
 
 

@@ -89,6 +89,13 @@ def rerank_order(
     )
 
 
+def rerank_hits(hits: Sequence[Hit], scores: Sequence[float], weight: float) -> list[Hit]:
+    """``hits`` in their order at reranker ``weight`` (``rerank_order``), each carrying its final
+    score: what ``retrieval.rerank_weight`` does to the hits the reranker scored."""
+    order = rerank_order([h.score for h in hits], scores, weight)
+    return [replace(hits[i], score=score) for i, score in order]
+
+
 class Retriever:
     """Searches one knowledge base.
 
@@ -142,8 +149,7 @@ class Retriever:
         scores = load_reranker(self.config.reranker, self.config.reranker_engine).scores(
             question, [titled_text(h.chunk.title, h.chunk.text) for h in top]
         )
-        ranked = rerank_order([h.score for h in top], scores, self.config.rerank_weight)
-        ordered = [replace(top[i], score=score) for i, score in ranked]
+        ordered = rerank_hits(top, scores, self.config.rerank_weight)
         return [replace(h, rank=rank) for rank, h in enumerate(ordered + rest, start=1)]
 
     def _rank(

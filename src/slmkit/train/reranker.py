@@ -37,7 +37,7 @@ from slmkit.errors import ConfigError
 from slmkit.models.reranker import FROZEN, TOKEN_TYPES, new_cross_encoder, save_reranker
 from slmkit.rag.documents import Chunk
 from slmkit.rag.knowledge_base import KnowledgeBase
-from slmkit.rag.retrieval import Retriever, rerank_order
+from slmkit.rag.retrieval import Retriever, rerank_hits
 from slmkit.train.rag_examples import paragraphs_kb
 
 logger = logging.getLogger(__name__)
@@ -133,15 +133,13 @@ def rerank_recall(
     ranks: dict[float, list[int | None]] = {w: [] for w in weights}
     for q in questions:
         hits = retriever.search(q.question, top_k=depth)
-        keys = [(h.chunk.metadata.get("article"), h.chunk.metadata.get("paragraph")) for h in hits]
         scores = None
         if score is not None and hits:
             scores = score(q.question, [titled_text(h.chunk.title, h.chunk.text) for h in hits])
         for weight in weights:
-            order = keys
-            if scores is not None:
-                order = [keys[i] for i, _ in rerank_order([h.score for h in hits], scores, weight)]
-            ranks[weight].append(order.index(q.paragraph) + 1 if q.paragraph in order else None)
+            ordered = hits if scores is None else rerank_hits(hits, scores, weight)
+            keys = [(h.chunk.metadata.get("article"), h.chunk.metadata.get("paragraph")) for h in ordered]
+            ranks[weight].append(keys.index(q.paragraph) + 1 if q.paragraph in keys else None)
     return {w: _recall_scores(r) for w, r in ranks.items()}
 
 
