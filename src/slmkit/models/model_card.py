@@ -218,10 +218,12 @@ def _weight_lines(sweep: dict[str, Any]) -> list[str]:
 
 def render_reranker_card(folder: Path, name: str) -> str:
     """The README.md of the reranker whose files are in ``folder`` (``reranker.json``: how it was
-    trained; ``scores.json``: ``benchmarks/retrieval_squad.py``'s JSON line as printed)."""
+    trained; ``scores.json``: ``benchmarks/retrieval_squad.py``'s JSON line as printed, and
+    ``benchmarks/reranker_weight.py``'s under ``weights``)."""
     info = _read_json(folder / "reranker.json")
     config = info.get("config", {})
-    benchmark = _read_json(folder / "scores.json").get("benchmark", {})
+    scores = _read_json(folder / "scores.json")
+    benchmark = scores.get("benchmark", {})
     before, after = info.get("heldout_before", {}), info.get("heldout_after", {})
     minutes = info.get("seconds", 0) / 60
     retrieval = RetrievalConfig()
@@ -271,7 +273,7 @@ def render_reranker_card(folder: Path, name: str) -> str:
         f"trained on), top 20 of the first stage: recall@1 {before.get('recall@1')} → "
         f"{after.get('recall@1')}, recall@5 {before.get('recall@5')} → {after.get('recall@5')}, MRR "
         f"{before.get('mrr')} → {after.get('mrr')}.",
-        *_weight_lines(_read_json(folder / "scores.json").get("weights") or {}),
+        *_weight_lines(scores.get("weights") or {}),
         "",
         "## Scores",
         "",
