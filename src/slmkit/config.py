@@ -85,7 +85,7 @@ class RetrievalConfig(StrictModel):
         description="The reranker's share of the final score over the reranked hits: a convex combination "
         "of its scores and the first stage's, each min-max normalised over those hits as hybrid fusion "
         "does (1: the reranker's order alone). 0.7, chosen on 300 held-out train questions: SQuAD eval "
-        "recall@1 0.819 against 0.806 at 1 (docs/retrieval.md).",
+        "recall@1 0.824 against 0.801 at 1 (docs/retrieval.md).",
     )
 
     @field_validator("reranker", mode="before")
