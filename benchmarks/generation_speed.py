@@ -26,7 +26,7 @@ from slmkit.data.prompts import Passage, qa_messages
 from slmkit.data.squad import split_articles
 from slmkit.models.generation import TransformersGenerator
 from slmkit.models.gguf_export import export_gguf
-from slmkit.models.llama_cpp import LlamaCppGenerator
+from slmkit.models.llama_cpp import LlamaCppGenerator, open_llama
 from slmkit.models.loading import load_causal_lm
 
 MODEL = "smollm2-135m-instruct"
@@ -106,7 +106,8 @@ def main() -> None:
     import llama_cpp
 
     threads = os.cpu_count() or 1
-    raw = llama_cpp.Llama(
+    raw = open_llama(
+        llama_cpp,
         model_path=str(gguf),
         n_ctx=slmkit_llama.context_window,
         n_threads=threads,

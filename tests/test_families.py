@@ -138,9 +138,11 @@ def _check_gguf_export(spec, final: Path, output: Path, model_cache: Path) -> No
         return  # T5 converts, but the llama.cpp backend generates with decoder-only models
     import llama_cpp
 
+    from slmkit.models.llama_cpp import open_llama
+
     # llama.cpp itself, not LlamaCppGenerator: that one reads the window from the GGUF metadata with
     # gguf-py, about a minute for Gemma-3's 262k-token vocabulary on a busy 2-core machine.
-    llm = llama_cpp.Llama(str(result.path), n_ctx=256, n_threads=1, verbose=False)
+    llm = open_llama(llama_cpp, model_path=str(result.path), n_ctx=256, n_threads=1, verbose=False)
     try:
         completion = llm("Question: Who won Super Bowl 50?\nAnswer:", max_tokens=4, temperature=0.0)
         assert completion["usage"]["prompt_tokens"] > 0

@@ -114,13 +114,16 @@ def test_q8_0_export_is_smaller_and_predicts_the_sources_next_tokens(exported, s
     to a per-token tolerance: on the source model's own greedy answers (teacher forcing), the q8_0
     file's top-1 next token must agree at least 90 % of the time (measured: f16 100 %, q8_0 96.1 %,
     q4_k_m 87.5 %; the answer-level EM/F1 per format is in docs/serving.md)."""
+    import llama_cpp
     import numpy as np
     import torch
-    from llama_cpp import Llama
+
+    from slmkit.models.llama_cpp import open_llama
 
     assert exported["q8_0"].bytes < 0.6 * exported["f16"].bytes
     tokenizer = smollm.tokenizer
-    llm = Llama(model_path=str(exported["q8_0"].path), n_ctx=512, logits_all=True, verbose=False)
+    path = str(exported["q8_0"].path)
+    llm = open_llama(llama_cpp, model_path=path, n_ctx=512, logits_all=True, verbose=False)
     agree = total = 0
     for question in QUESTIONS:
         prompt = tokenizer.apply_chat_template(

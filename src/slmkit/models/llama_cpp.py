@@ -10,10 +10,12 @@ read the same tokens and greedy answers can be compared one to one.
 from __future__ import annotations
 
 import ctypes
+import functools
 import io
 import json
 import logging
 import os
+import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -59,6 +61,47 @@ def cpu_threads() -> int:
     if hasattr(os, "sched_getaffinity"):  # not on macOS or Windows
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
+
+
+_OPEN_LOCK = threading.Lock()
+
+
+@functools.cache
+def cpu_has_amx() -> bool:
+    """Whether this CPU has Intel AMX (Linux ``/proc/cpuinfo`` flags; False where that file is absent)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            return any(line.startswith("flags") and " amx_int8" in line for line in cpuinfo)
+    except OSError:
+        return False
+
+
+def open_llama(llama_cpp: Any, **kwargs: Any) -> Any:
+    """``llama_cpp.Llama(**kwargs)``, the one way slmkit opens a GGUF with weights.
+
+    On a CPU with AMX, llama.cpp (as built by llama-cpp-python 0.3.36) moves quantized weights into
+    its AMX "extra" buffer type, and the first batch evaluated on them segfaults (q8_0 exports and
+    the Q4_K_M Gemma-3 file with a LoRA, reproduced on a Sapphire Rapids Xeon). There the extra
+    buffer types (AMX and the CPU repack) are turned off, which loses only that repack speed-up.
+    ``Llama`` takes no argument for it, so its model-parameter defaults are swapped for the duration
+    of the load, under a lock.
+    """
+    if not cpu_has_amx():
+        return llama_cpp.Llama(**kwargs)
+    low_level = llama_cpp.llama_cpp
+    defaults = low_level.llama_model_default_params
+
+    def without_extra_buffers() -> Any:
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    with _OPEN_LOCK:
+        low_level.llama_model_default_params = without_extra_buffers
+        try:
+            return llama_cpp.Llama(**kwargs)
+        finally:
+            low_level.llama_model_default_params = defaults
 
 
 def route_llama_logs(llama_cpp: Any) -> None:
@@ -108,7 +151,8 @@ class LlamaCppGenerator:
         self.name = name or self.path.name
         threads = threads or cpu_threads()
         probe = _training_window(llama_cpp, self.path)
-        self.llm = llama_cpp.Llama(
+        self.llm = open_llama(
+            llama_cpp,
             model_path=str(self.path),
             n_ctx=context_window or min(probe, _MAX_WINDOW),
             n_threads=threads,

@@ -43,11 +43,12 @@ class LlamaCppQueryEncoder:
     def __init__(self, gguf: Path, max_tokens: int, fallback: Encode) -> None:
         import llama_cpp
 
-        from slmkit.models.llama_cpp import cpu_threads, route_llama_logs
+        from slmkit.models.llama_cpp import cpu_threads, open_llama, route_llama_logs
 
         route_llama_logs(llama_cpp)
         threads = cpu_threads()
-        self.llm = llama_cpp.Llama(
+        self.llm = open_llama(
+            llama_cpp,
             model_path=str(gguf),
             embedding=True,
             n_ctx=max(max_tokens, 64),

@@ -83,14 +83,15 @@ class LlamaCppReranker:
     def __init__(self, gguf: Path, max_length: int) -> None:
         import llama_cpp
 
-        from slmkit.models.llama_cpp import cpu_threads, route_llama_logs
+        from slmkit.models.llama_cpp import cpu_threads, open_llama, route_llama_logs
 
         route_llama_logs(llama_cpp)
         threads = cpu_threads()
         self._llama_cpp = llama_cpp
         self.max_length = max_length
         size = max(64, max_length)
-        self.llm = llama_cpp.Llama(
+        self.llm = open_llama(
+            llama_cpp,
             model_path=str(gguf),
             embedding=True,
             pooling_type=llama_cpp.LLAMA_POOLING_TYPE_RANK,
