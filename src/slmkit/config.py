@@ -859,6 +859,12 @@ class RerankerTrainConfig(StrictModel):
         "the 10 eval articles of the bundled SQuAD file), or all of them (a file of your own).",
     )
     base: str = Field("all-minilm-l6-v2", description="Embedder whose transformer becomes the cross-encoder.")
+    init: str | None = Field(
+        None,
+        description="Start from this reranker (a packaged name or a folder; made from `base`) instead of a "
+        "fresh head: a further epoch. Give another `seed` to draw other hard negatives; the held-out "
+        "questions stay the same whatever the seed.",
+    )
     kb: str = Field(
         ".slmkit/reranker-kb",
         description="Knowledge base of the training articles' paragraphs, built if absent: where hard "
@@ -878,4 +884,4 @@ class RerankerTrainConfig(StrictModel):
         None, ge=1, description="Train on at most this many questions (a quick try)."
     )
     save_steps: int = Field(50, ge=1, description="Checkpoint every this many steps (a killed run resumes).")
-    seed: int = Field(0)
+    seed: int = Field(0, description="Seeds the hard negatives' draw, the question sample and the order.")

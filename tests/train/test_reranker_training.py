@@ -11,11 +11,13 @@ import pytest
 from slmkit.config import RerankerTrainConfig
 from slmkit.data.squad import load_squad
 from slmkit.data.squad_metrics import normalize_answer
+from slmkit.errors import ConfigError
 from slmkit.models.reranker import FROZEN, load_reranker, read_reranker_info
 from slmkit.rag.retrieval import Retriever
 from slmkit.train.reranker import (
     WEIGHT_GRID,
     _hold_out,
+    rerank_questions,
     squad_questions,
     train_reranker,
     training_rows,
@@ -52,8 +54,8 @@ def test_held_out_questions_are_whole_paragraphs(tiny_kb):
     assert not {q.paragraph for q in held} & {q.paragraph for q in train}
 
 
-def test_a_tiny_run_writes_a_reranker_that_loads_and_ranks(tmp_path, tiny_kb):
-    config = RerankerTrainConfig(
+def _tiny_config(tmp_path, tiny_kb, **overrides) -> RerankerTrainConfig:
+    fields = dict(
         squad=str(TINY),
         split="all",
         kb=str(tiny_kb.path),
@@ -64,7 +66,11 @@ def test_a_tiny_run_writes_a_reranker_that_loads_and_ranks(tmp_path, tiny_kb):
         holdout=0,
         save_steps=1,
     )
-    final = train_reranker(config)
+    return RerankerTrainConfig(**(fields | overrides))
+
+
+def test_a_tiny_run_writes_a_reranker_that_loads_and_ranks(tmp_path, tiny_kb):
+    final = train_reranker(_tiny_config(tmp_path, tiny_kb))
     info = read_reranker_info(final)
     assert info["base"] == "all-minilm-l6-v2" and info["steps"] >= 1
     assert info["loss_curve"] and all(np.isfinite(e["loss"]) for e in info["loss_curve"])
@@ -91,6 +97,33 @@ def test_a_tiny_run_writes_a_reranker_that_loads_and_ranks(tmp_path, tiny_kb):
     assert {h.chunk.id for h in reranked} == {h.chunk.id for h in plain}
     assert [h.rank for h in reranked] == [1, 2, 3]
     assert [h.score for h in reranked] == sorted((h.score for h in reranked), reverse=True)
+
+
+def test_a_further_epoch_starts_from_the_given_reranker(tmp_path, tiny_kb):
+    # A learning rate too small to move anything: the result scores as its starting point does
+    # (a fresh head would score at random).
+    config = _tiny_config(tmp_path, tiny_kb, init="slmkit-reranker-minilm", lr=1e-12, seed=1)
+    final = train_reranker(config)
+    assert read_reranker_info(final)["config"]["init"] == "slmkit-reranker-minilm"
+    question = "What is the capital of Poland?"
+    passages = [h.chunk.text for h in Retriever(tiny_kb).search(question, top_k=3)]
+    start = load_reranker("slmkit-reranker-minilm", "transformers").scores(question, passages)
+    further = load_reranker(str(final), "transformers").scores(question, passages)
+    np.testing.assert_allclose(further, start, atol=0.02)
+
+
+def test_a_starting_reranker_that_reads_another_length_is_refused(tmp_path, tiny_kb):
+    config = _tiny_config(tmp_path, tiny_kb, init="slmkit-reranker-minilm", max_length=128)
+    with pytest.raises(ConfigError, match=r"rerank\.init: slmkit-reranker-minilm .* 256 tokens"):
+        train_reranker(config)
+
+
+def test_the_held_out_questions_do_not_move_with_the_seed(tmp_path, tiny_kb):
+    held = [
+        {q.question for q in rerank_questions(_tiny_config(tmp_path, tiny_kb, holdout=1, seed=s))[2]}
+        for s in (0, 1, 2)
+    ]
+    assert held[0] and held[0] == held[1] == held[2]
 
 
 def test_the_cli_trains_and_reports_held_out_recall(tmp_path, tiny_kb):

@@ -159,7 +159,13 @@ def load_reranker(path: str, engine: str = "auto") -> Reranker:
     return Reranker(_transformers_scores(folder, info), folder, info)
 
 
-def _transformers_scores(folder: Path, info: dict[str, Any]) -> Callable[[str, Sequence[str]], np.ndarray]:
+def trained_cross_encoder(folder: Path, info: dict[str, Any]) -> CrossEncoder:
+    """The reranker in ``folder`` (``info``: its ``reranker.json``) as a sentence-transformers
+    ``CrossEncoder`` on the CPU, in float32: to score with, or to train further.
+
+    Raises:
+        InputError: the weights do not fit the base embedder ``info`` names.
+    """
     from safetensors.torch import load_file
 
     with _quiet_load():
@@ -172,6 +178,11 @@ def _transformers_scores(folder: Path, info: dict[str, Any]) -> Callable[[str, S
             f"{folder / WEIGHTS_FILE}: does not fit {info['base']} (missing {absent[:3]}, "
             f"unexpected {sorted(unexpected)[:3]})"
         )
+    return model
+
+
+def _transformers_scores(folder: Path, info: dict[str, Any]) -> Callable[[str, Sequence[str]], np.ndarray]:
+    model = trained_cross_encoder(folder, info)
     model.model.eval()
 
     def scores(question: str, passages: Sequence[str]) -> np.ndarray:

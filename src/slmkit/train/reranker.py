@@ -13,6 +13,8 @@ questions (whole paragraphs' worth, chosen by paragraph) are kept out to measure
 
 Training runs in sentence-transformers' ``CrossEncoderTrainer`` (a transformers ``Trainer``): it
 checkpoints every ``save_steps`` and a rerun of the same command resumes from the last checkpoint.
+``init`` starts from a trained reranker instead of a fresh head: a further epoch, on hard negatives
+drawn anew under another ``seed``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,15 @@ from slmkit.data.prompts import titled_text
 from slmkit.data.squad import SquadArticle, bundled_squad, load_squad, split_articles
 from slmkit.data.squad_metrics import normalize_answer
 from slmkit.errors import ConfigError
-from slmkit.models.reranker import FROZEN, TOKEN_TYPES, new_cross_encoder, save_reranker
+from slmkit.models.reranker import (
+    FROZEN,
+    TOKEN_TYPES,
+    new_cross_encoder,
+    read_reranker_info,
+    resolve_reranker_path,
+    save_reranker,
+    trained_cross_encoder,
+)
 from slmkit.rag.documents import Chunk
 from slmkit.rag.knowledge_base import KnowledgeBase
 from slmkit.rag.retrieval import Retriever, rerank_hits
@@ -45,6 +55,9 @@ logger = logging.getLogger(__name__)
 RECALL_DEPTHS = (1, 3, 5)
 # Reranker shares of the final score measured on the held-out questions (retrieval.rerank_weight).
 WEIGHT_GRID = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+# The held-out paragraphs do not move with `seed`: a further epoch from `init` under another seed
+# must not train on the questions its starting point was measured on.
+HOLDOUT_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -161,7 +174,7 @@ def rerank_questions(
     kb = paragraphs_kb(articles, Path(config.kb))
     # The first stage alone: its confusions are what the reranker learns to undo.
     retriever = Retriever(kb, RetrievalConfig(reranker=None))
-    train, heldout = _hold_out(squad_questions(articles, kb), config.holdout, config.seed)
+    train, heldout = _hold_out(squad_questions(articles, kb), config.holdout, HOLDOUT_SEED)
     if config.max_questions is not None:
         train = random.Random(config.seed).sample(train, min(config.max_questions, len(train)))
     return retriever, train, heldout
@@ -189,7 +202,7 @@ def train_reranker(config: RerankerTrainConfig) -> Path:
     rows = training_rows(train, retriever, config.negatives, config.pool, config.seed)
     logger.info("%d training rows from %d questions; %d held out", len(rows), len(train), len(heldout))
 
-    model = new_cross_encoder(config.base, config.max_length)
+    model = _starting_model(config)
     for name, parameter in model.model.named_parameters():
         parameter.requires_grad = name not in FROZEN and name != TOKEN_TYPES
     # Question and chunk get the same segment embedding: llama.cpp, which runs the reranker where
@@ -250,6 +263,25 @@ def train_reranker(config: RerankerTrainConfig) -> Path:
     save_reranker(model, final, info)
     logger.info("held-out recall before %s, after %s", json.dumps(before), json.dumps(after))
     return final
+
+
+def _starting_model(config: RerankerTrainConfig) -> Any:
+    """A fresh one-score head on ``config.base``, or the reranker ``config.init`` to train further.
+
+    Raises:
+        ConfigError: ``init`` was made from another embedder or reads another length.
+    """
+    if config.init is None:
+        return new_cross_encoder(config.base, config.max_length)
+    folder = resolve_reranker_path(config.init)
+    info = read_reranker_info(folder)
+    made = (info["base"], int(info.get("max_length", 256)))
+    if made != (config.base, config.max_length):
+        raise ConfigError(
+            f"rerank.init: {config.init} was made from {made[0]} reading {made[1]} tokens; this run "
+            f"says base {config.base}, max_length {config.max_length}"
+        )
+    return trained_cross_encoder(folder, info)
 
 
 def _hold_out(
