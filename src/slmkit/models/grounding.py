@@ -255,10 +255,16 @@ def _vocab_index(tb: list[bytes]) -> _VocabIndex:
     for token_id in [i for i, piece in enumerate(tb) if piece and ids[piece] != i]:
         more_ids.setdefault(tb[token_id], []).append(token_id)
     stripped: dict[bytes, list[bytes]] = {}
-    for piece in [p for p in ids if p[:1].isspace()]:
+    spaced = [p for p in ids if p[:1].isspace()]  # _WHITESPACE is what isspace() accepts
+    for piece in spaced:
         if rest := piece.lstrip(_WHITESPACE):
             stripped.setdefault(rest, []).append(piece)
-    blank = np.array([i for i, piece in enumerate(tb) if _is_leading_space(piece)], dtype=np.int64)
+    # From the few pieces that start with a space, not a call per token of the vocabulary.
+    blank_pieces = [p for p in spaced if _is_leading_space(p)]
+    blank_ids = [ids[p] for p in blank_pieces]
+    for piece in blank_pieces:
+        blank_ids.extend(more_ids.get(piece, ()))
+    blank = np.array(sorted(blank_ids), dtype=np.int64)
     keys = sorted([*ids, *stripped], key=len, reverse=True)
     lengths = [-len(key) for key in keys]  # ascending, for bisect
     prefixes = {
