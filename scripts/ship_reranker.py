@@ -8,7 +8,8 @@ Writes ``src/slmkit/assets/rerankers/<name>/``: ``model.safetensors`` and ``rera
 training wrote them (fp16, frozen word embeddings left out), ``recipe.yaml``, ``scores.json`` (the
 benchmarks' JSON lines as printed: retrieval_squad.py's, and reranker_weight.py's sweep of
 ``retrieval.rerank_weight`` on held-out train questions) and ``README.md``, the model card rendered
-from those files.
+from those files. A reranker trained further from another (``rerank.init``) also keeps that one's
+``reranker.json`` as ``started_from.json``: the card describes both stages.
 """
 
 from __future__ import annotations
@@ -23,8 +24,18 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
 from slmkit.atomic import atomic_folder, atomic_write_text  # noqa: E402
-from slmkit.models.model_card import benchmark_record, render_reranker_card  # noqa: E402
-from slmkit.models.reranker import RERANKER_FILE, WEIGHTS_FILE  # noqa: E402
+from slmkit.models.model_card import (  # noqa: E402
+    RERANKER_RECIPES,
+    STARTED_FROM_FILE,
+    benchmark_record,
+    render_reranker_card,
+)
+from slmkit.models.reranker import (  # noqa: E402
+    RERANKER_FILE,
+    WEIGHTS_FILE,
+    read_reranker_info,
+    resolve_reranker_path,
+)
 
 
 def main() -> None:
@@ -36,7 +47,9 @@ def main() -> None:
         help="Keep the packaged reranker's weights, recipe and training record; replace its scores and card.",
     )
     parser.add_argument("--name", default="slmkit-reranker-minilm")
-    parser.add_argument("--recipe", type=Path, default=REPO / "recipes" / "reranker-minilm.yaml")
+    parser.add_argument(
+        "--recipe", type=Path, help="The recipe it was trained with (default: the shipped reranker's)."
+    )
     parser.add_argument("--benchmark", type=Path, help="benchmarks/retrieval_squad.py's JSON line, saved.")
     parser.add_argument("--weights", type=Path, help="benchmarks/reranker_weight.py's JSON line, saved.")
     args = parser.parse_args()
@@ -48,12 +61,18 @@ def main() -> None:
     target = REPO / "src" / "slmkit" / "assets" / "rerankers" / args.name
     with atomic_folder(target) as staging:  # the packaged reranker is never half-written
         if args.scores_only:
-            for name in (WEIGHTS_FILE, RERANKER_FILE, "recipe.yaml"):
-                shutil.copy(target / name, staging / name)
+            for name in (WEIGHTS_FILE, RERANKER_FILE, "recipe.yaml", STARTED_FROM_FILE):
+                if (target / name).exists():
+                    shutil.copy(target / name, staging / name)
         else:
             for name in (WEIGHTS_FILE, RERANKER_FILE):
                 shutil.copy(args.final / name, staging / name)
-            shutil.copy(args.recipe, staging / "recipe.yaml")
+            # A further epoch (rerank.init): keep the training record of what it started from.
+            init = read_reranker_info(args.final).get("config", {}).get("init")
+            if init:
+                shutil.copy(resolve_reranker_path(init) / RERANKER_FILE, staging / STARTED_FROM_FILE)
+            recipe = args.recipe or REPO / RERANKER_RECIPES[1 if init else 0]
+            shutil.copy(recipe, staging / "recipe.yaml")
         scores = {}
         for key, path in (("benchmark", args.benchmark), ("weights", args.weights)):
             if path:

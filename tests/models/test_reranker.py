@@ -99,6 +99,26 @@ def test_the_shipped_card_is_rendered_from_the_files_beside_it():
     assert "Not measured yet" not in card
 
 
+def test_a_further_epochs_card_describes_both_stages(tmp_path):
+    import json
+    import shutil
+
+    from slmkit.models.model_card import RERANKER_RECIPES, STARTED_FROM_FILE, render_reranker_card
+
+    folder = tmp_path / "further"
+    shutil.copytree(resolve_reranker_path("slmkit-reranker-minilm"), folder)
+    first = json.loads((folder / "reranker.json").read_text(encoding="utf-8"))
+    (folder / STARTED_FROM_FILE).write_text(json.dumps(first), encoding="utf-8")
+    further = first | {"config": first["config"] | {"init": "runs/first/final", "seed": 1}, "steps": 7}
+    (folder / "reranker.json").write_text(json.dumps(further), encoding="utf-8")
+    card = render_reranker_card(folder, "slmkit-reranker-minilm")
+    assert (
+        f"started from `runs/first/final`, the reranker of `{RERANKER_RECIPES[0]}` ({first['steps']} steps"
+        in card
+    )
+    assert f"`slmkit rerank train {RERANKER_RECIPES[1]}`" in card and "- 7 steps" in card
+
+
 def test_the_shipped_reranker_is_small():
     folder = resolve_reranker_path("slmkit-reranker-minilm")
     assert sum(p.stat().st_size for p in folder.iterdir()) < 25 * 2**20

@@ -201,6 +201,28 @@ def _recall_row(label: str, scores: dict[str, Any]) -> str:
     )
 
 
+# The shipped reranker's recipes: from a fresh head, and a further epoch from that one's result.
+RERANKER_RECIPES = ("recipes/reranker-minilm.yaml", "recipes/reranker-minilm-epoch2.yaml")
+# The training record of the reranker a further epoch started from, kept beside the packaged one.
+STARTED_FROM_FILE = "started_from.json"
+
+
+def _started_from_lines(folder: Path, config: dict[str, Any]) -> list[str]:
+    """The first stage of a reranker trained in two (``rerank.init``): what it started from."""
+    if not config.get("init"):
+        return []
+    start = _read_json(folder / STARTED_FROM_FILE)
+    first = start.get("config", {})
+    return [
+        f"- A further epoch: training started from `{config['init']}`, the reranker of "
+        f"`{RERANKER_RECIPES[0]}` ({start.get('steps')} steps in {start.get('seconds', 0) / 60:.0f} min "
+        f"from a fresh head, lr {first.get('lr')}, seed {first.get('seed')}, the same questions and "
+        f"held-out paragraphs; its record is `{STARTED_FROM_FILE}`), then went once more over the "
+        f"questions with hard negatives drawn anew (seed {config.get('seed')}) at lr {config.get('lr')}; "
+        "the lines below are this epoch's.",
+    ]
+
+
 def _weight_lines(sweep: dict[str, Any]) -> list[str]:
     """The ``rerank_weight`` sweep on held-out train questions (benchmarks/reranker_weight.py's line)."""
     if not sweep.get("by_weight"):
@@ -226,6 +248,7 @@ def render_reranker_card(folder: Path, name: str) -> str:
     benchmark = scores.get("benchmark", {})
     before, after = info.get("heldout_before", {}), info.get("heldout_after", {})
     minutes = info.get("seconds", 0) / 60
+    recipe = RERANKER_RECIPES[1] if config.get("init") else RERANKER_RECIPES[0]
     retrieval = RetrievalConfig()
     lines = [
         f"# {name}",
@@ -266,9 +289,9 @@ def render_reranker_card(folder: Path, name: str) -> str:
         f"questions, {config.get('epochs')} epoch, max length {config.get('max_length')} tokens; word "
         "embeddings frozen, both segment embeddings equal and frozen; seed "
         f"{config.get('seed')}.",
+        *_started_from_lines(folder, config),
         f"- {info.get('steps')} steps in {minutes:.0f} min on a 2-core CPU; recipe "
-        "`recipes/reranker-minilm.yaml` (`slmkit rerank train recipes/reranker-minilm.yaml`); the loss "
-        "curve is in `reranker.json`.",
+        f"`{recipe}` (`slmkit rerank train {recipe}`); the loss curve is in `reranker.json`.",
         f"- Held-out train-article questions ({info.get('heldout_questions')}, whole paragraphs never "
         f"trained on), top 20 of the first stage: recall@1 {before.get('recall@1')} → "
         f"{after.get('recall@1')}, recall@5 {before.get('recall@5')} → {after.get('recall@5')}, MRR "
