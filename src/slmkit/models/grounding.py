@@ -233,9 +233,16 @@ class _VocabIndex:
     longest: int
 
     def ids_of(self, pieces: Iterable[bytes]) -> Iterator[int]:
-        for piece in pieces:
-            yield self.ids[piece]
-            yield from self.more_ids.get(piece, ())
+        return _ids_of(self.ids, self.more_ids, pieces)
+
+
+def _ids_of(
+    ids: dict[bytes, int], more_ids: dict[bytes, list[int]], pieces: Iterable[bytes]
+) -> Iterator[int]:
+    """Every token id of each piece: its first id and the ids of its duplicates."""
+    for piece in pieces:
+        yield ids[piece]
+        yield from more_ids.get(piece, ())
 
 
 # Keyed by the list's id, holding the list itself so the id cannot be reused while cached.
@@ -261,10 +268,7 @@ def _vocab_index(tb: list[bytes]) -> _VocabIndex:
             stripped.setdefault(rest, []).append(piece)
     # From the few pieces that start with a space, not a call per token of the vocabulary.
     blank_pieces = [p for p in spaced if _is_leading_space(p)]
-    blank_ids = [ids[p] for p in blank_pieces]
-    for piece in blank_pieces:
-        blank_ids.extend(more_ids.get(piece, ()))
-    blank = np.array(sorted(blank_ids), dtype=np.int64)
+    blank = np.array(sorted(_ids_of(ids, more_ids, blank_pieces)), dtype=np.int64)
     keys = sorted([*ids, *stripped], key=len, reverse=True)
     lengths = [-len(key) for key in keys]  # ascending, for bisect
     prefixes = {

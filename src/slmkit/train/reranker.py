@@ -198,11 +198,12 @@ def train_reranker(config: RerankerTrainConfig) -> Path:
 
     started = time.monotonic()
     output = Path(config.output_dir)
+    # Before the minutes of mining: a starting reranker that does not fit the run fails at once.
+    model = _starting_model(config)
     retriever, train, heldout = rerank_questions(config)
     rows = training_rows(train, retriever, config.negatives, config.pool, config.seed)
     logger.info("%d training rows from %d questions; %d held out", len(rows), len(train), len(heldout))
 
-    model = _starting_model(config)
     for name, parameter in model.model.named_parameters():
         parameter.requires_grad = name not in FROZEN and name != TOKEN_TYPES
     # Question and chunk get the same segment embedding: llama.cpp, which runs the reranker where
