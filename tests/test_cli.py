@@ -65,6 +65,15 @@ def test_unknown_model_lists_known_ones(monkeypatch, capsys, built_kb):
     assert code == 2 and "gpt-17" in output and "smollm2-135m-instruct" in output
 
 
+def test_missing_knowledge_base_is_one_clear_line_while_the_model_loads_beside_it(
+    monkeypatch, capsys, tmp_path
+):
+    # Answerer.load opens the knowledge base while the default model loads on another thread.
+    code, output = run_main(monkeypatch, capsys, "ask", "Who?", "--kb", str(tmp_path / "no-kb"))
+    assert code == 2
+    assert output.startswith("error:") and "no-kb" in output and "Traceback" not in output
+
+
 def test_unknown_recipe_key_lists_valid_keys(monkeypatch, capsys, tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("ask:\n  retrieval:\n    topk: 3\n", encoding="utf-8")

@@ -161,15 +161,24 @@ class Answerer:
     @classmethod
     def load(cls, kb: str | Path | KnowledgeBase | None = None, config: AskConfig | None = None) -> Answerer:
         """Load the configured model on its backend (default: the packaged reader) and, if given, a KB."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from slmkit.models.backends import load_generator
 
         config = config or AskConfig()
-        generator = load_generator(config.model, config.backend, dtype=config.dtype, device=config.device)
-        retriever = None
-        if kb is not None:
-            retriever = Retriever(
-                kb if isinstance(kb, KnowledgeBase) else KnowledgeBase.open(kb), config.retrieval
+        # The model loads on a second thread while this one opens the knowledge base: llama.cpp
+        # reads the weights and the vocabulary in C with the GIL released, so a fresh `slmkit ask`
+        # waits for the longer of the two, not for both. An error on either side is raised here.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="slmkit-load") as pool:
+            loading = pool.submit(
+                load_generator, config.model, config.backend, dtype=config.dtype, device=config.device
             )
+            retriever = None
+            if kb is not None:
+                retriever = Retriever(
+                    kb if isinstance(kb, KnowledgeBase) else KnowledgeBase.open(kb), config.retrieval
+                )
+            generator = loading.result()
         return cls(generator, retriever, config)
 
     def ask(

@@ -7,10 +7,13 @@ import shutil
 from array import array
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import bm25s
 import numpy as np
 import Stemmer
+
+if TYPE_CHECKING:
+    import bm25s
 
 _STEMMER = Stemmer.Stemmer("english")
 # Each row's tokens, kept beside the index so that adding chunks tokenizes only the new ones: the
@@ -23,6 +26,8 @@ _OLD_TOKENS_FILE = "row_tokens.txt"  # one line of space-separated tokens per ro
 
 
 def tokenize(texts: Sequence[str]) -> list[list[str]]:
+    import bm25s  # here and below, not at the top: see BM25Index.load
+
     return bm25s.tokenize(
         list(texts), stopwords="en", stemmer=_STEMMER, return_ids=False, show_progress=False
     )
@@ -67,6 +72,10 @@ class BM25Index:
     @classmethod
     def load(cls, path: Path, size: int) -> BM25Index:
         """Open a saved index; its row tokens are read only if a :class:`BM25Writer` needs them."""
+        # Imported here: bm25s imports scipy.sparse, a quarter of a second that a fresh `slmkit ask`
+        # spends opening the knowledge base while its model loads beside it (Answerer.load).
+        import bm25s
+
         return cls(bm25s.BM25.load(str(path), show_progress=False), size, path)
 
     def __len__(self) -> int:
@@ -150,6 +159,8 @@ class BM25Writer:
         if size == 0:
             return BM25Index(None, 0)  # bm25s cannot index an empty corpus
         ids = np.memmap(self._ids_path, dtype=np.int32, mode="r") if offsets[-1] else np.zeros(0, np.int32)
+        import bm25s
+
         bm25 = bm25s.BM25()
         bm25.index(_Corpus(_Rows(ids, offsets), dict(self._vocab)), show_progress=progress)
         bm25.save(str(self.folder), show_progress=False)
