@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from slmkit.models.grounding import (
     LlamaSpanLogitsProcessor,
     SpanConstraint,
+    _index_cache,
     llama_logits_processor,
     llama_token_bytes,
     token_bytes,
@@ -452,3 +453,10 @@ def test_the_llama_cpp_token_table_is_kept_in_the_cache_and_read_back_unchanged(
     assert list((tmp_path / "gguf").glob("*.token-bytes.npz"))
     again = LlamaCppGenerator(gguf, context_window=256).token_bytes
     assert again == first and len(first) == 49152 and first[0] == b""
+    # Read while the weights loaded, with grounding's index of it built there too.
+    assert _index_cache[id(again)][0] is again
+    # A damaged cache file is read past: the table is computed again, and written anew.
+    (saved,) = (tmp_path / "gguf").glob("*.token-bytes.npz")
+    saved.write_bytes(b"not a table")
+    assert LlamaCppGenerator(gguf, context_window=256).token_bytes == first
+    assert saved.stat().st_size > 1000

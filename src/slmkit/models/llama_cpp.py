@@ -19,6 +19,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,16 @@ class LlamaCppGenerator:
         self.path = Path(gguf)
         self.name = name or self.path.name
         threads = threads or cpu_threads()
+        # The token table kept in the cache, and grounding's index of it, are built in Python (a
+        # quarter of a second for Gemma-3's 262k tokens): on a thread, while llama.cpp reads the
+        # weights below with the GIL released, so a fresh `slmkit ask` no longer waits for them
+        # after the load, at its first answer.
+        # A thread of its own, which ends with the job: a shared pool's idle worker does not
+        # survive a fork, and work given to it in the child would wait forever.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slmkit-token-table")
+        self._cached_tokens: Future[list[bytes] | None]
+        self._cached_tokens = pool.submit(_read_token_table, self._token_bytes_file)
+        pool.shutdown(wait=False)
         probe = _training_window(llama_cpp, self.path)
         self.llm = open_llama(
             llama_cpp,
@@ -203,21 +214,21 @@ class LlamaCppGenerator:
     def token_bytes(self) -> list[bytes]:
         """The bytes each token id stands for inside a text: one ctypes call per token (half a second
         for Gemma-3's 262k tokens) the first time, then read from the cache beside the GGUF exports."""
-        saved = cache_dir() / "gguf" / f"{_cache_key(self.path)}.token-bytes.npz"
-        try:
-            with np.load(saved) as table:
-                blob, ends = table["blob"].tobytes(), table["ends"].tolist()
-            return [blob[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
-        except (OSError, ValueError, KeyError):
-            pass
+        cached = self._cached_tokens.result()
+        if cached is not None:
+            return cached
         from slmkit.models.grounding import llama_token_bytes
 
         pieces = llama_token_bytes(self.llm)
         try:
-            _save_token_bytes(saved, pieces)
+            _save_token_bytes(self._token_bytes_file, pieces)
         except OSError as err:  # a read-only cache costs half a second per start, nothing else
-            logger.debug("could not keep the token table in %s: %s", saved, err)
+            logger.debug("could not keep the token table in %s: %s", self._token_bytes_file, err)
         return pieces
+
+    @property
+    def _token_bytes_file(self) -> Path:
+        return cache_dir() / "gguf" / f"{_cache_key(self.path)}.token-bytes.npz"
 
     @cached_property
     def stop_ids(self) -> list[int]:
@@ -311,6 +322,21 @@ class LlamaCppGenerator:
 def _cache_key(gguf: Path) -> str:
     """What the per-file facts kept in the cache are filed under: the file's name and fingerprint."""
     return f"{gguf.stem}-{file_fingerprint(gguf)}"
+
+
+def _read_token_table(path: Path) -> list[bytes] | None:
+    """The token table :func:`_save_token_bytes` wrote to ``path``, with grounding's index of it
+    built (see ``LlamaCppGenerator``); None if there is none or it is unreadable."""
+    try:
+        with np.load(path) as table:
+            blob, ends = table["blob"].tobytes(), table["ends"].tolist()
+    except (OSError, ValueError, KeyError):
+        return None
+    pieces = [blob[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+    from slmkit.models.grounding import index_vocabulary
+
+    index_vocabulary(pieces)
+    return pieces
 
 
 def _save_token_bytes(path: Path, pieces: list[bytes]) -> None:
