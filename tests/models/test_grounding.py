@@ -460,3 +460,20 @@ def test_the_llama_cpp_token_table_is_kept_in_the_cache_and_read_back_unchanged(
     saved.write_bytes(b"not a table")
     assert LlamaCppGenerator(gguf, context_window=256).token_bytes == first
     assert saved.stat().st_size > 1000
+
+
+def test_vocabulary_indexes_built_on_many_threads_at_once_are_each_right():
+    """Model loads build indexes on their own threads (slmkit.models.llama_cpp): more lists than the
+    cache keeps, built at once, each get their own index and the cache stays within its size."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from slmkit.models.grounding import _INDEX_CACHE_SIZE, index_vocabulary
+
+    filler = [f"t{i}".encode() for i in range(10_000)]  # enough work for the threads to overlap
+    tables = [[b"", b"a", b" a", f" w{n}".encode(), b"\n", *filler] for n in range(3 * _INDEX_CACHE_SIZE)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(index_vocabulary, tables))
+    assert len(_index_cache) <= _INDEX_CACHE_SIZE
+    for table in tables[-2:]:
+        constraint = SpanConstraint(table, ["w"], [4])
+        assert constraint._index.ids[table[3]] == 3

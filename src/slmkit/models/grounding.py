@@ -50,6 +50,7 @@ from __future__ import annotations
 import ctypes
 import json
 import re
+import threading
 import weakref
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -240,12 +241,25 @@ def _ids_of(
 # Keyed by the list's id, holding the list itself so the id cannot be reused while cached.
 _index_cache: dict[int, tuple[list[bytes], _VocabIndex]] = {}
 _INDEX_CACHE_SIZE = 4
+# Indexes are built on the threads that load models (slmkit.models.llama_cpp) as well as where they
+# are used: one build at a time, so a list is indexed once and the cache is never evicted from
+# while another thread adds to it.
+_INDEX_LOCK = threading.Lock()
 
 
 def _vocab_index(tb: list[bytes]) -> _VocabIndex:
-    hit = _index_cache.get(id(tb))
-    if hit is not None and hit[0] is tb:
-        return hit[1]
+    with _INDEX_LOCK:
+        hit = _index_cache.get(id(tb))
+        if hit is not None and hit[0] is tb:
+            return hit[1]
+        index = _build_vocab_index(tb)
+        if len(_index_cache) >= _INDEX_CACHE_SIZE:
+            _index_cache.pop(next(iter(_index_cache)))
+        _index_cache[id(tb)] = (tb, index)
+        return index
+
+
+def _build_vocab_index(tb: list[bytes]) -> _VocabIndex:
     # Built with C-level dict/zip where possible: a Python loop appending to a list per token takes
     # a second for Gemma's 262k tokens, this a tenth of that.
     ids = dict(zip(tb, range(len(tb)), strict=True))
@@ -263,11 +277,7 @@ def _vocab_index(tb: list[bytes]) -> _VocabIndex:
             blank_pieces.append(piece)
     blank = np.array(sorted(_ids_of(ids, more_ids, blank_pieces)), dtype=np.int64)
     longest = max(map(len, ids), default=0)  # a stripped key is shorter than its token
-    index = _VocabIndex(ids, more_ids, stripped, blank, longest)
-    if len(_index_cache) >= _INDEX_CACHE_SIZE:
-        _index_cache.pop(next(iter(_index_cache)))
-    _index_cache[id(tb)] = (tb, index)
-    return index
+    return _VocabIndex(ids, more_ids, stripped, blank, longest)
 
 
 def index_vocabulary(tb: list[bytes]) -> None:
