@@ -151,6 +151,9 @@ class LlamaCppGenerator:
         self.path = Path(gguf)
         self.name = name or self.path.name
         threads = threads or cpu_threads()
+        # What this file's facts are kept in the cache under (a hash of 2 MiB of it): computed once.
+        key = _cache_key(self.path)
+        self._token_bytes_file = cache_dir() / "gguf" / f"{key}.token-bytes.npz"
         # The token table kept in the cache, and grounding's index of it, are built in Python (a
         # quarter of a second for Gemma-3's 262k tokens): on a thread, while llama.cpp reads the
         # weights below with the GIL released, so a fresh `slmkit ask` no longer waits for them
@@ -161,7 +164,7 @@ class LlamaCppGenerator:
         self._cached_tokens: Future[list[bytes] | None]
         self._cached_tokens = pool.submit(_read_token_table, self._token_bytes_file)
         pool.shutdown(wait=False)
-        probe = _training_window(llama_cpp, self.path)
+        probe = _training_window(llama_cpp, self.path, key)
         self.llm = open_llama(
             llama_cpp,
             model_path=str(self.path),
@@ -225,10 +228,6 @@ class LlamaCppGenerator:
         except OSError as err:  # a read-only cache costs half a second per start, nothing else
             logger.debug("could not keep the token table in %s: %s", self._token_bytes_file, err)
         return pieces
-
-    @property
-    def _token_bytes_file(self) -> Path:
-        return cache_dir() / "gguf" / f"{_cache_key(self.path)}.token-bytes.npz"
 
     @cached_property
     def stop_ids(self) -> list[int]:
@@ -348,15 +347,14 @@ def _save_token_bytes(path: Path, pieces: list[bytes]) -> None:
     atomic_write_bytes(path, table.getvalue())
 
 
-def _training_window(llama_cpp: Any, path: Path) -> int:
+def _training_window(llama_cpp: Any, path: Path, key: str) -> int:
     """The window a GGUF model was trained with, read by llama.cpp from a vocabulary-only load and
-    remembered in the cache per file (its fingerprint): the load takes about a second for
-    Gemma-3's 262k-token vocabulary, on every start of a fresh process otherwise.
+    remembered in the cache under the file's ``key`` (:func:`_cache_key`): the load takes about a
+    second for Gemma-3's 262k-token vocabulary, on every start of a fresh process otherwise.
 
     Not gguf-py's GGUFReader: it builds a Python object per vocabulary entry, about a minute for
     Gemma-3's 262k tokens, where llama.cpp's own reader takes a fraction of a second.
     """
-    key = _cache_key(path)
     known_file = cache_dir() / "gguf" / "training-windows.json"
     try:
         known = json.loads(known_file.read_text(encoding="utf-8"))
