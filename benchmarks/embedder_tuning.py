@@ -29,9 +29,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from _common import emit, squad_articles
+from _common import emit
 from slmkit.config import IndexConfig, RerankerTrainConfig, RetrievalConfig, load_yaml, parse_config
-from slmkit.data.squad import split_articles
+from slmkit.data.squad import bundled_squad, load_squad, split_articles
+from slmkit.models.families import ALL_LINEAR
 from slmkit.models.registry import DEFAULT_EMBEDDER
 from slmkit.rag.knowledge_base import KnowledgeBase
 from slmkit.rag.retrieval import Retriever
@@ -64,7 +65,7 @@ def train_embedder(rows: list[dict[str, str]], output: Path, args: argparse.Name
     # Injected into the transformer in place: the sentence-transformers model around it trains as is.
     lora = get_peft_model(
         model[0].auto_model,
-        LoraConfig(r=args.r, lora_alpha=2 * args.r, lora_dropout=0.05, target_modules="all-linear"),
+        LoraConfig(r=args.r, lora_alpha=2 * args.r, lora_dropout=0.05, target_modules=ALL_LINEAR),
     )
     training = SentenceTransformerTrainingArguments(
         output_dir=str(output / "checkpoints"),
@@ -124,19 +125,21 @@ def main() -> None:
     started = time.monotonic()
 
     config = parse_config(RerankerTrainConfig, load_yaml(args.recipe)["rerank"], f"{args.recipe} [rerank]")
+    if config.split != "train":  # the eval articles are what is measured: never trained on
+        parser.error(f"{args.recipe}: rerank.split is '{config.split}'; this benchmark needs 'train'")
     retriever, train, heldout = rerank_questions(config)
     rows = training_rows(train, retriever, args.negatives, config.pool, config.seed)
     tuned = train_embedder(rows, output, args)
     trained = time.monotonic()
 
-    articles = squad_articles()
+    articles = load_squad(config.squad or bundled_squad())
     results: dict[str, dict] = {}
     eval_questions = 0
     for name, embedder in (("plain", DEFAULT_EMBEDDER), ("tuned", str(tuned))):
         index = IndexConfig(embedder=embedder)
         if name == "plain":
             heldout_kb = retriever.kb  # the recipe's own train-article knowledge base
-        else:
+        else:  # the same articles as the recipe's, embedded by the tuned model
             heldout_kb = paragraphs_kb(split_articles(articles, "train"), output / "train-kb", index)
         eval_kb = paragraphs_kb(articles, output / f"kb-{name}", index)
         questions = squad_questions(split_articles(articles, "eval"), eval_kb)
