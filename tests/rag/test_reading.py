@@ -40,7 +40,10 @@ def test_answer_comes_from_the_passage_the_reader_is_surest_about_and_cites_it()
     assert answer.text == "Denver Broncos [2]"
     assert [c.chunk_id for c in answer.citations] == [1]
     assert answer.no_answer == [0.9, 0.05]
-    assert answer.to_dict()["retrieved"][1]["no_answer"] == 0.05
+    retrieved = answer.to_dict()["retrieved"][1]
+    assert retrieved["no_answer"] == 0.05
+    # The JSON form carries each passage's text, so a client can show what [2] points at.
+    assert retrieved["text"] == BRONCOS and retrieved["chunk_id"] == 1
     # Grounded decoding is on by default for per-passage reading: the span is kept to that passage
     # (or its title, which the prompt shows too).
     assert reader.generated == [(BRONCOS, ["Doc 1", BRONCOS])]

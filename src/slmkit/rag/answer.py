@@ -91,7 +91,8 @@ class Answer:
     finish_reason: str = "stop"
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``--json`` form: answer, citations, abstained, reason, timings, token counts."""
+        """The ``--json`` form: answer, citations, abstained, reason, the retrieved passages (with
+        their text, so a client can show what a citation points at), timings, token counts."""
         return {
             "question": self.question,
             "answer": self.text,
@@ -103,6 +104,8 @@ class Answer:
                     "chunk_id": h.chunk.id,
                     "title": h.chunk.title,
                     "source": h.chunk.source,
+                    "position": h.chunk.position,
+                    "text": h.chunk.text,
                     "score": h.score,
                     "similarity": h.dense_score,
                     **({"no_answer": self.no_answer[i]} if self.no_answer else {}),
