@@ -223,3 +223,30 @@ def test_a_gpt2_folder_without_n_ctx_reaches_the_converter_with_it(tmp_path):
     assert json.loads((model / "config.json").read_text()) == {"model_type": "gpt2", "n_positions": 512}
     (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
     assert _with_legacy_keys(model, tmp_path) == model  # nothing missing: the folder itself
+
+
+@pytest.mark.slow
+def test_gemma_exports_keep_the_packaged_sentencepiece_vocabulary(model_cache, tmp_path):
+    """Gemma-3's packaged GGUF is SentencePiece; its export (the shipped reader, merged into that base)
+    gets that vocabulary back instead of the 515k-merge BPE the converter would write, and tokenizes
+    as transformers does."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (the llama extra)")
+    from transformers import AutoTokenizer
+
+    from slmkit.data.squad import bundled_squad, load_squad
+    from slmkit.models.loading import resolve_model_path
+
+    result = export_gguf("slmkit-reader-270m", tmp_path / "reader.gguf", "f16", model_cache)
+    llm = llama_cpp.Llama(str(result.path), vocab_only=True, verbose=False)
+    assert llm.metadata["tokenizer.ggml.model"] == "llama"
+    reference = AutoTokenizer.from_pretrained(str(resolve_model_path("slmkit-reader-270m", model_cache)))
+    paragraphs = [p for article in load_squad(bundled_squad()) for p in article.paragraphs][::10]
+    texts = [t for p in paragraphs for t in (p.context, *(q.question for q in p.qas))]
+    texts += ["  two leading spaces", "a  b   c\tand\n\nnewlines", "émoji 🤖, 中文, Ελληνικά, ß", "x" * 40]
+    for text in texts:
+        ours = llm.tokenize(text.encode(), add_bos=False, special=False)
+        assert ours == reference(text, add_special_tokens=False)["input_ids"], text
+    # A byte-fallback token is its byte (BPE spelt it as the six characters "<0x8E>").
+    byte_token = reference.convert_tokens_to_ids("<0x8E>")
+    assert llm.detokenize([byte_token]) == b"\x8e"
+    llm.close()

@@ -19,6 +19,7 @@ from slmkit.models.loading import (
     merged_folder,
     prune_superseded_merges,
     resolve_model_path,
+    source_gguf_of,
 )
 from slmkit.models.registry import PACKAGED_MODELS
 
@@ -166,3 +167,23 @@ def test_merged_folder_replaces_the_merge_of_retrained_weights(tmp_path, tiny_mo
     second = save_adapter(1)  # retrained into the same folder: new weights, new fingerprint
     assert second != first and (second / "config.json").is_file()
     assert not first.exists()
+
+
+def test_source_gguf_of_follows_merges_to_the_packaged_file(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    packaged = tmp_path / "base.gguf"
+    packaged.write_bytes(b"GGUF")
+    base = cache / "models" / "base-123"
+    base.mkdir(parents=True)
+    (base / "slmkit-model.json").write_text(json.dumps({"source_gguf": str(packaged)}))
+    (base / "config.json").write_text("{}")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
+    merged = _merge_record(cache / "models" / "adapter-merged-456", str(adapter))
+
+    assert source_gguf_of(base, cache) == packaged
+    assert source_gguf_of(merged, cache) == packaged  # adapter -> its base -> the packaged file
+    assert source_gguf_of(tmp_path / "adapter", cache) is None  # not a model folder of the cache
+    packaged.unlink()
+    assert source_gguf_of(merged, cache) is None  # the package is gone: nothing to restore from

@@ -21,7 +21,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from slmkit.errors import ConfigError, ModelNotFoundError
+from slmkit.errors import ConfigError, ModelNotFoundError, SlmkitError
 from slmkit.models.adapters import (
     MERGED_FROM,
     adapter_fingerprint,
@@ -177,6 +177,31 @@ def merged_folder(adapter_dir: Path, cache: Path | None = None) -> Path:
     save_merged(base, tokenizer, adapter_dir, target, note)
     prune_superseded_merges(target, note["adapter"])
     return target
+
+
+def source_gguf_of(folder: Path, cache: Path | None = None) -> Path | None:
+    """The packaged GGUF whose weights ``folder`` holds: itself dequantized, or the base of an
+    adapter merged into it (following each cached merge to its base); None for any other folder.
+
+    An export uses it to give its GGUF back the tokenizer the weights were packaged with
+    (slmkit.models.gguf_export).
+    """
+    for _ in range(8):  # an adapter on a merge of an adapter...; a cycle would be a corrupt cache
+        try:
+            meta = json.loads((folder / "slmkit-model.json").read_text(encoding="utf-8"))
+            gguf = Path(meta["source_gguf"])
+            return gguf if gguf.is_file() else None
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        try:
+            adapter = Path(json.loads((folder / MERGED_FROM).read_text(encoding="utf-8"))["adapter"])
+            base = resolve_model_path(base_model_of(adapter), cache)
+        except (OSError, ValueError, KeyError, TypeError, SlmkitError):
+            return None
+        if not isinstance(base, Path):
+            return None  # a hub id: no packaged file behind it
+        folder = base
+    return None
 
 
 def prune_superseded_merges(current: Path, adapter: str) -> list[Path]:
