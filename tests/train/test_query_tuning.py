@@ -94,10 +94,13 @@ def test_bad_pairs_name_the_file_and_line(tmp_path, tiny_kb, line, message):
 def test_heldout_chunks_are_held_out_whole():
     pairs = [QueryPair(f"q{i}", (i % 10, (i + 1) % 10)) for i in range(50)]
     train, heldout = split_heldout(pairs, 0.2, seed=0)
-    assert len(train) + len(heldout) == 50 and heldout
+    assert train and heldout and len(train) + len(heldout) <= 50
     seen = {c for p in train for c in p.positives}
-    # A held-out question's chunks include one no training question was about.
-    assert all(not set(p.positives) <= seen for p in heldout)
+    # No chunk of a held-out question is a training question's (real data: Medical Meadow's repeated
+    # answers, kept once, made a held-out question and a training one share a chunk; training then
+    # looked up a chunk it had excluded and failed).
+    assert all(not seen.intersection(p.positives) for p in heldout)
+    assert {p.question for p in train}.isdisjoint(p.question for p in heldout)
 
 
 def test_tune_then_publish_a_new_version(tmp_path, own_kb):

@@ -147,12 +147,19 @@ def match_passage(kb: KnowledgeBase, passage: str, candidates: int = 20) -> tupl
 def split_heldout(
     pairs: Sequence[QueryPair], share: float, seed: int
 ) -> tuple[list[QueryPair], list[QueryPair]]:
-    """Hold out ``share`` of the chunks with every question about them: (train, held out)."""
+    """Hold out ``share`` of the chunks with every question about them: (train, held out).
+
+    A question may rest on several chunks (a passage cut in two, an answer the knowledge base holds
+    once for two documents). Every chunk of a held-out question is kept out of training, and a
+    training question sharing one of those chunks is left out of both sides: it would train on a
+    chunk recall is measured on (and find no score for it: training scores no held-out chunk).
+    """
     chunks = sorted({c for p in pairs for c in p.positives})
     random.Random(seed).shuffle(chunks)
     held = set(chunks[: round(len(chunks) * share)])
-    train = [p for p in pairs if not held.intersection(p.positives)]
-    return train, [p for p in pairs if held.intersection(p.positives)]
+    heldout = [p for p in pairs if held.intersection(p.positives)]
+    unseen = held.union(*(p.positives for p in heldout))
+    return [p for p in pairs if not unseen.intersection(p.positives)], heldout
 
 
 def dense_recall(kb: KnowledgeBase, vectors: np.ndarray, pairs: Sequence[QueryPair]) -> dict[str, float]:
