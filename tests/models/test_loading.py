@@ -169,7 +169,7 @@ def test_merged_folder_replaces_the_merge_of_retrained_weights(tmp_path, tiny_mo
     assert not first.exists()
 
 
-def test_source_gguf_of_follows_merges_to_the_packaged_file(tmp_path, monkeypatch):
+def test_source_gguf_of_follows_merges_to_the_packaged_file(tmp_path):
     cache = tmp_path / "cache"
     packaged = tmp_path / "base.gguf"
     packaged.write_bytes(b"GGUF")
