@@ -126,6 +126,12 @@ def test_tune_then_publish_a_new_version(tmp_path, own_kb):
     plain = own_kb.embed(question)
     adapted = reopened.embed_queries(question, engine="sentence-transformers")
     assert float(plain[0] @ adapted[0]) < 0.9999
+    # The knowledge base returned keeps the embedder it was handed, and its questions go through the
+    # adapter too (they did not: an in-process benchmark measured the plain embedder twice).
+    assert tuned._embedder is own_kb._embedder
+    through_tuned = tuned.embed_queries(question, engine="sentence-transformers")
+    np.testing.assert_allclose(through_tuned, adapted, atol=1e-5)
+    np.testing.assert_allclose(own_kb.embed_queries(question), plain, atol=1e-6)
 
 
 def test_an_adapter_for_another_embedder_is_refused(tmp_path, own_kb):

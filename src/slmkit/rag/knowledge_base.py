@@ -172,9 +172,10 @@ class KnowledgeBase:
     def embed_queries(self, questions: Sequence[str], engine: str = "auto") -> np.ndarray:
         """Embeddings of questions for search, like :meth:`embed` but on ``engine`` (``auto``: llama.cpp
         where installed, which starts in a fraction of a second; see slmkit.models.query_encoder). An
-        embedder handed to this knowledge base (tests, callers that already hold one) is used as is.
+        embedder handed to this knowledge base (tests, callers that already hold one) is used as is,
+        unless questions go through a query adapter (``slmkit index tune``): the adapter then wins.
         """
-        if self._embedder is not None:
+        if self._embedder is not None and self.query_embedder == self.config.embedder:
             return self.embed(questions)
         if engine not in self._query_encoders:
             from slmkit.models.query_encoder import load_query_encoder
