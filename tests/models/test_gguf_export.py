@@ -250,3 +250,14 @@ def test_gemma_exports_keep_the_packaged_sentencepiece_vocabulary(model_cache, t
     byte_token = reference.convert_tokens_to_ids("<0x8E>")
     assert llm.detokenize([byte_token]) == b"\x8e"
     llm.close()
+
+
+def test_only_sentencepiece_packages_run_the_converter_with_their_vocabulary(model_cache):
+    """llama.cpp tells the packaged files' vocabularies apart (Gemma-3 SentencePiece, SmolLM2 BPE) in
+    the parent process, so a SmolLM2 export runs the converter as it is, without gguf-py's slow read."""
+    pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (the llama extra)")
+    from slmkit.models.llama_cpp import is_sentencepiece_gguf
+    from slmkit.models.registry import PACKAGED_MODELS
+
+    assert is_sentencepiece_gguf(PACKAGED_MODELS["gemma3-270m"].locate(model_cache))
+    assert not is_sentencepiece_gguf(PACKAGED_MODELS["smollm2-135m-instruct"].locate(model_cache))

@@ -295,7 +295,7 @@ def _convert(source: Path, output: Path, outtype: str, cache: Path | None) -> No
     model_dir = _with_legacy_keys(source, output.parent)
     command = [sys.executable, str(converter / "convert_hf_to_gguf.py"), str(model_dir)]
     packaged = source_gguf_of(source, cache)
-    if packaged is not None:
+    if packaged is not None and _may_be_sentencepiece(packaged):
         command[1:2] = ["-c", _CONVERT_WITH_PACKAGED_VOCAB, str(packaged)]
     command += ["--outtype", outtype, "--outfile", str(output)]
     done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -309,6 +309,19 @@ def _convert(source: Path, output: Path, outtype: str, cache: Path | None) -> No
                 f"serve this one with the transformers backend.\n{tail}"
             )
         raise SlmkitError(f"llama.cpp's convert_hf_to_gguf.py failed on {source}:\n{tail}")
+
+
+def _may_be_sentencepiece(packaged: Path) -> bool:
+    """False when llama.cpp reads ``packaged`` as another kind of vocabulary (SmolLM2's BPE), so the
+    converter runs as it is, without the wrapper reading the packaged file with gguf-py's slow reader.
+    True when llama-cpp-python is not there to tell (``$SLMKIT_LLAMA_CPP`` exports): the wrapper decides.
+    """
+    try:
+        from slmkit.models.llama_cpp import is_sentencepiece_gguf
+
+        return is_sentencepiece_gguf(packaged)
+    except ImportError:
+        return True
 
 
 def _with_legacy_keys(source: Path, scratch: Path) -> Path:

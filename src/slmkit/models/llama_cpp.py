@@ -9,6 +9,7 @@ read the same tokens and greedy answers can be compared one to one.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import io
@@ -18,7 +19,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
@@ -372,6 +373,27 @@ def _training_window(llama_cpp: Any, path: Path, key: str) -> int:
 
 
 def _read_training_window(llama_cpp: Any, path: Path) -> int:
+    with _vocab_only(llama_cpp, path) as model:
+        return int(llama_cpp.llama_model_n_ctx_train(model)) or 2048
+
+
+def is_sentencepiece_gguf(path: Path) -> bool:
+    """Whether the GGUF file's vocabulary is SentencePiece (``tokenizer.ggml.model`` ``llama``), read
+    by llama.cpp from a vocabulary-only load (a fraction of a second; see :func:`_training_window`).
+
+    Raises:
+        ImportError: llama-cpp-python is not installed.
+        ModelNotFoundError: llama.cpp cannot read the file.
+    """
+    import llama_cpp
+
+    with _vocab_only(llama_cpp, path) as model:
+        vocab = llama_cpp.llama_model_get_vocab(model)
+        return int(llama_cpp.llama_vocab_type(vocab)) == llama_cpp.LLAMA_VOCAB_TYPE_SPM
+
+
+@contextlib.contextmanager
+def _vocab_only(llama_cpp: Any, path: Path) -> Iterator[Any]:
     from llama_cpp._utils import suppress_stdout_stderr
 
     params = llama_cpp.llama_model_default_params()
@@ -381,6 +403,6 @@ def _read_training_window(llama_cpp: Any, path: Path) -> int:
     if not model:
         raise ModelNotFoundError(f"{path}: llama.cpp could not read this GGUF file")
     try:
-        return int(llama_cpp.llama_model_n_ctx_train(model)) or 2048
+        yield model
     finally:
         llama_cpp.llama_model_free(model)
