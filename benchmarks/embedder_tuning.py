@@ -30,7 +30,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from _common import emit
-from slmkit.config import IndexConfig, RerankerTrainConfig, RetrievalConfig, load_yaml, parse_config
+from slmkit.config import (
+    DEFAULT_LEXICAL_WEIGHT,
+    IndexConfig,
+    RerankerTrainConfig,
+    RetrievalConfig,
+    load_yaml,
+    parse_config,
+)
 from slmkit.data.squad import bundled_squad, load_squad, split_articles
 from slmkit.models.families import ALL_LINEAR
 from slmkit.models.registry import DEFAULT_EMBEDDER
@@ -119,7 +126,7 @@ def main() -> None:
     parser.add_argument("--negatives", type=int, default=1)
     parser.add_argument("--weights", default="0.4,0.5,0.6,0.7")
     args = parser.parse_args()
-    default = RetrievalConfig().lexical_weight
+    default = DEFAULT_LEXICAL_WEIGHT
     weights = sorted({float(w) for w in args.weights.split(",")} | {default})
     output = Path(args.output)
     started = time.monotonic()

@@ -215,14 +215,15 @@ def index_tune(
     ] = None,
     force: Annotated[bool, typer.Option(help="Publish even if held-out recall did not improve.")] = False,
 ) -> None:
-    """Adapt how questions are embedded to a knowledge base's own documents (a query adapter).
+    """Adapt retrieval to a knowledge base's own documents, from question pairs.
 
-    Trains on the question pairs, measures held-out recall before and after, and publishes a new
-    version of the knowledge base that embeds questions through the adapter, if it improved. The
-    chunks and their vectors are not touched; the previous version stays live until then.
+    Chooses the hybrid fusion weight (retrieval.lexical_weight) on the training questions and trains
+    a query adapter (how questions are embedded); measures each on held-out questions and publishes
+    a new version of the knowledge base with what improved there. The chunks and their vectors are
+    not touched; the previous version stays live until then.
     """
     from slmkit.rag.knowledge_base import KnowledgeBase
-    from slmkit.train.query_tuning import read_pairs, tune_query_encoder
+    from slmkit.train.query_tuning import choose_lexical_weight, read_pairs, tune_query_encoder
 
     settings = _merged(config, "tune", _TUNE_FLAGS, _flags(locals(), _TUNE_FLAGS))
     tune_config = parse_config(QueryTuneConfig, settings, f"{config or 'options'} [tune]")
@@ -231,10 +232,12 @@ def index_tune(
     with tempfile.TemporaryDirectory(prefix=".tune-", dir=kb) as tmp:
         target = output or Path(tmp) / "query-adapter"
         with _stops_cleanly(f"{kb} is as it was (nothing is published before training ends)"):
+            fusion = choose_lexical_weight(base, found, tune_config)
             result = tune_query_encoder(base, found, target, tune_config)
             published = result.improved or force
-            if published:
-                base.with_query_adapter(result.adapter)
+            weight = fusion.chosen if fusion.improved or (force and fusion.chosen != fusion.current) else None
+            if published or weight is not None:
+                base.tuned(result.adapter if published else None, weight)
     report = {
         "kb": str(kb),
         "pairs": len(found),
@@ -244,6 +247,13 @@ def index_tune(
         "heldout_recall_before": result.before,
         "heldout_recall_after": result.after,
         "published": published,
+        "lexical_weight": {
+            "before": fusion.current,
+            "chosen": fusion.chosen,
+            "heldout_hybrid_recall_before": fusion.heldout_current,
+            "heldout_hybrid_recall_chosen": fusion.heldout_chosen,
+            "published": weight is not None,
+        },
         "seconds": round(result.seconds, 1),
     }
     typer.echo(json.dumps(report, indent=2))
@@ -270,6 +280,8 @@ def index_info(
             value = ", ".join(f"{name} {size / 1e6:.2f} MB" for name, size in value.items())
         elif key == "total_bytes":
             value = f"{value / 1e6:.2f} MB"
+        elif value is None:
+            value = "-"
         typer.echo(f"{key:>15}: {value}")
 
 

@@ -47,6 +47,11 @@ class IngestConfig(StrictModel):
         return self.text_field or "text"
 
 
+# convex fusion's BM25 share where neither the configuration nor the knowledge base sets one: chosen on
+# the SQuAD train articles (recall@1 0.797 / 0.807 / 0.804 at 0.5 / 0.6 / 0.7; docs/retrieval.md).
+DEFAULT_LEXICAL_WEIGHT = 0.6
+
+
 class RetrievalConfig(StrictModel):
     mode: Literal["dense", "bm25", "hybrid"] = Field(
         "hybrid", description="dense (embeddings), bm25 (keywords) or hybrid (both, fused)."
@@ -56,11 +61,13 @@ class RetrievalConfig(StrictModel):
         description="How hybrid fuses: convex (min-max normalised scores, weighted by lexical_weight) or rrf "
         "(reciprocal rank). convex measured better on SQuAD (docs/retrieval.md).",
     )
-    lexical_weight: float = Field(
-        0.6,
+    lexical_weight: float | None = Field(
+        None,
         ge=0.0,
         le=1.0,
-        description="convex fusion: the BM25 share of the score (chosen on SQuAD train articles).",
+        description="convex fusion: the BM25 share of the score. null: the knowledge base's own, which "
+        "slmkit index tune chooses on its question pairs, else 0.6 (chosen on SQuAD train articles; "
+        "docs/retrieval.md).",
     )
     top_k: int = Field(3, ge=1, le=50, description="Chunks handed to the generator.")
     candidates: int = Field(20, ge=1, description="Hits taken from each retriever before fusion.")
@@ -839,6 +846,12 @@ class QueryTuneConfig(StrictModel):
         lt=1.0,
         description="Share of the chunks whose questions are held out of training to measure recall before "
         "and after (held out whole: no question about them is trained on).",
+    )
+    fusion_sample: int = Field(
+        2000,
+        ge=1,
+        description="Training questions the hybrid fusion weight (retrieval.lexical_weight) is chosen on: "
+        "a random sample of that many, when there are more.",
     )
     seed: int = Field(0)
 

@@ -251,3 +251,24 @@ def test_a_kb_built_before_chunk_titles_keeps_indexing_text_only(small_kb, embed
     added, _ = KnowledgeBase.open(kb.path, embedder=counting).add([extra], progress=False)
     assert counting.encoded == ["Ctenophores swim with combs of cilia."]  # no title: as the rest
     assert added.config.chunk_titles is False
+
+
+def test_a_tuned_fusion_weight_is_the_default_until_a_configuration_sets_one(small_kb, tmp_path):
+    from slmkit.config import RetrievalConfig
+
+    kb, _ = small_kb
+    assert kb.lexical_weight is None and Retriever(kb).lexical_weight == 0.6
+    question = kb.chunks[1].text.split(".")[0]
+    tuned = kb.tuned(lexical_weight=0.0)  # index tune's choice: dense order over the fused candidates
+    assert tuned.lexical_weight == 0.0 and KnowledgeBase.open(kb.path).info()["lexical_weight"] == 0.0
+    assert Retriever(tuned).lexical_weight == 0.0
+    assert Retriever(tuned, RetrievalConfig(lexical_weight=0.7)).lexical_weight == 0.7  # stated wins
+    dense = [h.chunk.id for h in Retriever(tuned).search(question, top_k=5, mode="dense")]
+    assert [h.chunk.id for h in Retriever(tuned).search(question, top_k=5)] == dense
+    # An add keeps what index tune chose; nothing was re-embedded by tuning.
+    extra = tmp_path / "extra.txt"
+    extra.write_text("Ctenophores are marine invertebrates that swim with combs of cilia.", encoding="utf-8")
+    added, _ = tuned.add([extra], progress=False)
+    assert added.lexical_weight == 0.0 and KnowledgeBase.open(kb.path).lexical_weight == 0.0
+    with pytest.raises(KnowledgeBaseError, match="outside"):
+        added.tuned(lexical_weight=1.5)

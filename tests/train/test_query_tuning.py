@@ -17,7 +17,15 @@ from slmkit.config import QueryTuneConfig
 from slmkit.errors import InputError
 from slmkit.rag.knowledge_base import KnowledgeBase
 from slmkit.rag.storage import current_version
-from slmkit.train.query_tuning import QueryPair, read_pairs, split_heldout, tune_query_encoder
+from slmkit.train.query_tuning import (
+    LEXICAL_WEIGHTS,
+    FusionChoice,
+    QueryPair,
+    choose_lexical_weight,
+    read_pairs,
+    split_heldout,
+    tune_query_encoder,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests" / "assets" / "squad_tiny.json"
@@ -113,7 +121,7 @@ def test_tune_then_publish_a_new_version(tmp_path, own_kb):
     assert info["embedder"] == "all-minilm-l6-v2" and info["train_pairs"] == len(pairs)
     assert (result.adapter / "adapter_model.safetensors").is_file()
 
-    tuned = own_kb.with_query_adapter(result.adapter)
+    tuned = own_kb.tuned(result.adapter)
     assert current_version(own_kb.path) != before_version
     assert Path(tuned.query_embedder).parent == own_kb.path / "query-adapters"
     assert KnowledgeBase.open(own_kb.path).info()["query_embedder"] == tuned.query_embedder
@@ -140,7 +148,7 @@ def test_an_adapter_for_another_embedder_is_refused(tmp_path, own_kb):
     (adapter / "adapter_model.safetensors").write_bytes(b"")
     (adapter / "query_adapter.json").write_text(json.dumps({"embedder": "bge-small"}))
     with pytest.raises(Exception, match="trained for embedder 'bge-small'"):
-        own_kb.with_query_adapter(adapter)
+        own_kb.tuned(adapter)
 
 
 def test_a_killed_tune_leaves_the_knowledge_base_as_it_was(tmp_path, own_kb):
@@ -196,6 +204,11 @@ def test_the_cli_tunes_reports_and_publishes(tmp_path, own_kb):
     assert report["unmatched_passages"] == 0
     info = KnowledgeBase.open(own_kb.path).info()
     assert Path(info["query_embedder"]).parent == own_kb.path / "query-adapters"
+    fusion = report["lexical_weight"]
+    assert fusion["before"] == 0.6 and fusion["chosen"] in LEXICAL_WEIGHTS
+    # No hold-out: a weight other than the current one is published as chosen on the training questions.
+    assert fusion["published"] == (fusion["chosen"] != 0.6)
+    assert info["lexical_weight"] == (fusion["chosen"] if fusion["published"] else None)
     assert not [p for p in own_kb.path.iterdir() if p.name.startswith(".tune-")]  # staging removed
 
 
@@ -209,3 +222,39 @@ def test_the_cli_names_a_bad_pairs_line(tmp_path, own_kb):
     # The console entry point prints an InputError as one line and exits with 2 (slmkit.cli.main).
     assert isinstance(result.exception, InputError)
     assert f"{pairs}:2: not valid JSON" in str(result.exception)
+
+
+def test_the_fusion_weight_is_chosen_on_training_questions_and_checked_on_held_out_ones(tmp_path, own_kb):
+    pairs, _ = read_pairs(_write(tmp_path / "p.jsonl", _tiny_pairs(own_kb)), own_kb)
+    config = QueryTuneConfig(holdout=0.3)
+    choice = choose_lexical_weight(own_kb, pairs, config)
+    assert choice.current == 0.6 and set(choice.train) == set(LEXICAL_WEIGHTS)
+    best = max((r["recall@1"], r["mrr@20"]) for r in choice.train.values())
+    assert (choice.train[choice.chosen]["recall@1"], choice.train[choice.chosen]["mrr@20"]) == best
+    train, heldout = split_heldout(pairs, config.holdout, config.seed)
+    assert heldout and choice.heldout_current["recall@20"] >= choice.heldout_current["recall@1"]
+    # Weight 0 is dense search over the fused candidates: the same recall as the embedder alone.
+    from slmkit.train.query_tuning import dense_recall
+
+    plain = dense_recall(own_kb, own_kb.embed_queries([p.question for p in train]), train)
+    assert choice.train[0.0]["recall@1"] == plain["recall@1"]
+
+
+@pytest.mark.parametrize(
+    ("current", "chosen", "held_current", "held_chosen", "improved"),
+    [
+        (0.6, 0.6, (0.5, 0.6), (0.5, 0.6), False),  # nothing new
+        (0.6, 0.2, (0.5, 0.6), (0.7, 0.8), True),
+        (0.6, 0.2, (0.5, 0.6), (0.5, 0.6), True),  # as good on held-out questions, better on training ones
+        (0.6, 0.2, (0.5, 0.6), (0.4, 0.9), False),  # recall@1 first
+        (0.6, 0.2, None, None, True),  # no hold-out: trust the training questions
+    ],
+)
+def test_a_chosen_weight_is_published_only_if_held_out_questions_agree(
+    current, chosen, held_current, held_chosen, improved
+):
+    def scores(pair):
+        return {"recall@1": pair[0], "mrr@20": pair[1]} if pair else {}
+
+    choice = FusionChoice(current, chosen, {}, scores(held_current), scores(held_chosen))
+    assert choice.improved is improved

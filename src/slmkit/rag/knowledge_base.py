@@ -129,8 +129,9 @@ class KnowledgeBase:
             kb = PostgresStore.open(manifest["store"], manifest["table"], str(path)).knowledge_base(
                 path, embedder
             )
-            if manifest.get("query_embedder"):  # set by with_query_adapter in the folder's pointer
-                kb.manifest["query_embedder"] = manifest["query_embedder"]
+            for key in ("query_embedder", "retrieval"):  # set by `tuned` in the folder's pointer
+                if manifest.get(key):
+                    kb.manifest[key] = manifest[key]
             return kb
         config = _index_config(manifest)
         chunks = ChunkFile(version)
@@ -193,6 +194,13 @@ class KnowledgeBase:
         held = self.path / name
         return str(held) if not Path(name).is_absolute() and held.is_dir() else name
 
+    @property
+    def lexical_weight(self) -> float | None:
+        """The hybrid fusion weight chosen for this knowledge base by ``slmkit index tune`` on its own
+        question pairs (``retrieval.lexical_weight`` when a configuration leaves it unset), or None."""
+        weight = self.manifest.get("retrieval", {}).get("lexical_weight")
+        return float(weight) if weight is not None else None
+
     def _embed_with_query_model(self, questions: Sequence[str]) -> np.ndarray:
         if self._query_model is None:
             from slmkit.models.embedder import load_embedder
@@ -218,6 +226,7 @@ class KnowledgeBase:
             "sources": len(self.manifest["sources"]),
             "embedder": self.manifest["config"]["embedder"],
             "query_embedder": self.query_embedder,
+            "lexical_weight": self.lexical_weight,  # None: the configuration's (index tune sets it)
             "embedding_dim": self.dense.dim,
             "vector_index": self.manifest.get("vector_index", "flat"),
             "chunk_tokens": self.manifest["config"]["chunking"]["chunk_tokens"],
@@ -284,15 +293,50 @@ class KnowledgeBase:
             return self._write_with(sources, progress, self.store.writer(self.manifest, replace=False))
         return self._write_with(sources, progress, _FolderWriter(self))
 
-    def with_query_adapter(self, adapter: Path) -> KnowledgeBase:
-        """Publish a new version whose questions are embedded through ``adapter`` (a query adapter
-        folder, see slmkit.models.query_adapter), copied into ``query-adapters/`` of the knowledge
-        base. Chunks and vectors stay as they are (the files are hard-linked into the new version):
-        until the new version is published, which is atomic, the previous one stays live.
+    def tuned(self, query_adapter: Path | None = None, lexical_weight: float | None = None) -> KnowledgeBase:
+        """Publish a new version that embeds questions through ``query_adapter`` (a query adapter
+        folder, see slmkit.models.query_adapter; copied into ``query-adapters/`` of the knowledge base)
+        and/or fuses hybrid rankings at ``lexical_weight`` (see :attr:`lexical_weight`): what ``slmkit
+        index tune`` learnt. Chunks and vectors stay as they are (the files are hard-linked into the
+        new version): until the new version is published, which is atomic, the previous one stays live.
 
         Raises:
-            KnowledgeBaseError: ``adapter`` is not a query adapter, or targets another embedder.
+            KnowledgeBaseError: ``query_adapter`` is not a query adapter, or targets another embedder;
+                ``lexical_weight`` is outside [0, 1].
         """
+        if lexical_weight is not None and not 0.0 <= lexical_weight <= 1.0:
+            raise KnowledgeBaseError(f"lexical_weight {lexical_weight} is outside [0, 1]")
+        relative = self._check_query_adapter(query_adapter) if query_adapter is not None else None
+        with write_lock(self.path):
+            if query_adapter is not None:
+                with atomic_folder(self.path / relative) as copied:
+                    shutil.copytree(query_adapter, copied, dirs_exist_ok=True)
+            version = current_version(self.path)
+            with new_version(self.path) as staging:
+                # The version's files are never changed once published: hard links share them.
+                for item in version.iterdir():
+                    if item.is_dir():
+                        shutil.copytree(item, staging / item.name, copy_function=_link_or_copy)
+                    elif item.name != "manifest.json":
+                        _link_or_copy(item, staging / item.name)
+                manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
+                # A PostgreSQL store's pointer: its manifest lives in the database.
+                pointer = "store" in manifest
+                if relative is not None:
+                    if pointer:
+                        manifest["query_embedder"] = relative
+                    else:
+                        manifest["config"]["query_embedder"] = relative
+                if lexical_weight is not None:
+                    retrieval = {**manifest.get("retrieval", {}), "lexical_weight": lexical_weight}
+                    manifest["retrieval"] = retrieval
+                if not pointer:
+                    manifest["updated"] = _now()
+                (staging / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        return KnowledgeBase.open(self.path, self._embedder)
+
+    def _check_query_adapter(self, adapter: Path) -> str:
+        """Where ``adapter`` will be kept in the knowledge base, once checked to fit it."""
         from slmkit.models.query_adapter import is_query_adapter, read_query_adapter
 
         adapter = Path(adapter)
@@ -304,26 +348,7 @@ class KnowledgeBase:
                 f"{adapter}: trained for embedder '{target}', but {self.path} is embedded with "
                 f"'{self.config.embedder}'"
             )
-        relative = f"{QUERY_ADAPTERS}/{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
-        with write_lock(self.path):
-            with atomic_folder(self.path / relative) as copied:
-                shutil.copytree(adapter, copied, dirs_exist_ok=True)
-            version = current_version(self.path)
-            with new_version(self.path) as staging:
-                # The version's files are never changed once published: hard links share them.
-                for item in version.iterdir():
-                    if item.is_dir():
-                        shutil.copytree(item, staging / item.name, copy_function=_link_or_copy)
-                    elif item.name != "manifest.json":
-                        _link_or_copy(item, staging / item.name)
-                manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
-                if "store" in manifest:  # a PostgreSQL store's pointer: its manifest lives in the database
-                    manifest["query_embedder"] = relative
-                else:
-                    manifest["config"]["query_embedder"] = relative
-                    manifest["updated"] = _now()
-                (staging / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        return KnowledgeBase.open(self.path, self._embedder)
+        return f"{QUERY_ADAPTERS}/{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
 
     def _write_with(
         self, sources: Sequence[str | Path], progress: bool, writer: Any

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from slmkit.config import RetrievalConfig
+from slmkit.config import DEFAULT_LEXICAL_WEIGHT, RetrievalConfig
 from slmkit.data.prompts import titled_text
 from slmkit.rag.documents import Chunk
 from slmkit.rag.knowledge_base import KnowledgeBase
@@ -120,22 +120,53 @@ class Retriever:
         mode = mode or self.config.mode
         if not self.kb.chunks:
             return [[] for _ in questions]
-        pool = max(top_k, self.config.candidates)
+        query_vectors, candidates = self._candidates(questions, max(top_k, self.config.candidates), mode)
+        # The reranker needs its depth of candidates whatever top_k is.
+        depth = max(top_k, self.config.rerank_depth) if self.config.reranker else top_k
+        results = [
+            self._rank(query, dense, lexical, mode, depth)
+            for query, (dense, lexical) in zip(query_vectors, candidates, strict=True)
+        ]
+        if self.config.reranker:
+            results = [self._rerank(q, hits)[:top_k] for q, hits in zip(questions, results, strict=True)]
+        return results
+
+    @property
+    def lexical_weight(self) -> float:
+        """convex fusion's BM25 share: the configuration's, else the knowledge base's (``slmkit index
+        tune`` chooses one on its question pairs), else the default chosen on SQuAD."""
+        for weight in (self.config.lexical_weight, self.kb.lexical_weight):
+            if weight is not None:
+                return weight
+        return DEFAULT_LEXICAL_WEIGHT
+
+    def convex_orders(
+        self, questions: Sequence[str], weights: Sequence[float], depth: int = 20
+    ) -> dict[float, list[list[int]]]:
+        """For each convex fusion weight, each question's top ``depth`` chunk ids in fused order, the
+        questions embedded and searched once for all weights (how ``slmkit index tune`` chooses one)."""
+        _, candidates = self._candidates(questions, max(depth, self.config.candidates), "hybrid")
+        return {
+            weight: [[c for c, _ in convex_fusion(d, lexical, weight)[:depth]] for d, lexical in candidates]
+            for weight in weights
+        }
+
+    def _candidates(
+        self, questions: Sequence[str], pool: int, mode: str
+    ) -> tuple[np.ndarray, list[tuple[list[tuple[int, float]], list[tuple[int, float]]]]]:
+        """The questions' vectors and, per question, the ``pool`` best (id, score) by the embedder
+        and by BM25 (none in ``dense`` mode)."""
         query_vectors = self.kb.embed_queries(questions, self.config.query_encoder)
         dense_scores, dense_ids = self.kb.dense.search(query_vectors, pool)
-        results = []
+        candidates = []
         for i, question in enumerate(questions):
             dense = [(int(c), float(s)) for c, s in zip(dense_ids[i], dense_scores[i], strict=True) if c >= 0]
             lexical: list[tuple[int, float]] = []
             if mode != "dense":
                 scores, ids = self.kb.lexical.search(question, pool)
                 lexical = [(int(c), float(s)) for c, s in zip(ids, scores, strict=True)]
-            # The reranker needs its depth of candidates whatever top_k is.
-            depth = max(top_k, self.config.rerank_depth) if self.config.reranker else top_k
-            results.append(self._rank(query_vectors[i], dense, lexical, mode, depth))
-        if self.config.reranker:
-            results = [self._rerank(q, hits)[:top_k] for q, hits in zip(questions, results, strict=True)]
-        return results
+            candidates.append((dense, lexical))
+        return query_vectors, candidates
 
     def _rerank(self, question: str, hits: list[Hit]) -> list[Hit]:
         """The first ``rerank_depth`` hits re-ordered by the cross-encoder's score, or with
@@ -165,7 +196,7 @@ class Retriever:
         elif mode == "bm25":
             ranked = lexical[:top_k]
         elif self.config.fusion == "convex":
-            ranked = convex_fusion(dense, lexical, self.config.lexical_weight)[:top_k]
+            ranked = convex_fusion(dense, lexical, self.lexical_weight)[:top_k]
         else:
             ranked = reciprocal_rank_fusion(
                 [[c for c, _ in dense], [c for c, _ in lexical]], self.config.rrf_k

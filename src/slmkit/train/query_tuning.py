@@ -45,6 +45,8 @@ from slmkit.rag.knowledge_base import KnowledgeBase
 logger = logging.getLogger(__name__)
 
 RECALL_DEPTHS = (1, 5, 20)
+# The convex fusion weights index tune chooses among (retrieval.lexical_weight).
+LEXICAL_WEIGHTS = tuple(i / 10 for i in range(11))
 # A chunk belongs to a passage when this share of its words occur in the passage (chunks are cut
 # from documents, so a chunk of the passage's own document scores ~1.0; another one rarely > 0.6).
 _CONTAINED = 0.8
@@ -167,13 +169,79 @@ def dense_recall(kb: KnowledgeBase, vectors: np.ndarray, pairs: Sequence[QueryPa
     if not pairs:
         return {}
     _, ids = kb.dense.search(np.asarray(vectors, dtype=np.float32), max(RECALL_DEPTHS))
+    return ranking_recall([row.tolist() for row in ids], pairs)
+
+
+def ranking_recall(rankings: Sequence[Sequence[int]], pairs: Sequence[QueryPair]) -> dict[str, float]:
+    """Recall@1/5/20 and MRR@20 of ``rankings`` (each pair's chunk ids, best first)."""
     ranks = []
-    for pair, row in zip(pairs, ids, strict=True):
+    for pair, row in zip(pairs, rankings, strict=True):
         positives = set(pair.positives)
-        ranks.append(next((r for r, c in enumerate(row.tolist(), start=1) if c in positives), None))
+        ranks.append(next((r for r, c in enumerate(row, start=1) if c in positives), None))
     scores = {f"recall@{k}": sum(1 for r in ranks if r and r <= k) / len(ranks) for k in RECALL_DEPTHS}
     scores["mrr@20"] = sum(1 / r for r in ranks if r) / len(ranks)
     return {key: round(value, 4) for key, value in scores.items()}
+
+
+@dataclass(frozen=True)
+class FusionChoice:
+    """The hybrid fusion weight chosen for a knowledge base on its training questions.
+
+    Attributes:
+        current: The weight it ranks with now (its own, else the default).
+        chosen: The best on the training questions: recall@1, then MRR; a tie keeps ``current``.
+        train: Recall by weight on the training questions (a sample of ``fusion_sample``).
+        heldout_current: Held-out recall at ``current`` (empty without held-out questions).
+        heldout_chosen: Held-out recall at ``chosen``.
+    """
+
+    current: float
+    chosen: float
+    train: dict[float, dict[str, float]]
+    heldout_current: dict[str, float]
+    heldout_chosen: dict[str, float]
+
+    @property
+    def improved(self) -> bool:
+        """A new weight that does at least as well on held-out questions as the current one."""
+        if self.chosen == self.current:
+            return False
+        return not self.heldout_current or _rank_key(self.heldout_chosen) >= _rank_key(self.heldout_current)
+
+
+def choose_lexical_weight(
+    kb: KnowledgeBase, pairs: Sequence[QueryPair], config: QueryTuneConfig | None = None
+) -> FusionChoice:
+    """Choose the convex fusion weight (``retrieval.lexical_weight``) for ``kb`` on the training
+    side of ``pairs`` (the hold-out of :func:`tune_query_encoder`, same seed), with the query
+    embedder it has now, and measure it on the held-out side. The default, chosen on SQuAD, can be
+    far off elsewhere: where many documents name what a question names (Medical Meadow), BM25's
+    share costs a quarter of recall@1 at 0.6 (docs/retrieval.md)."""
+    from slmkit.config import RetrievalConfig
+    from slmkit.rag.retrieval import Retriever
+
+    config = config or QueryTuneConfig()
+    train, heldout = split_heldout(pairs, config.holdout, config.seed)
+    if len(train) > config.fusion_sample:
+        train = random.Random(config.seed).sample(list(train), config.fusion_sample)
+    retriever = Retriever(kb, RetrievalConfig(reranker=None))
+    current = retriever.lexical_weight
+    weights = sorted({*LEXICAL_WEIGHTS, current})
+    depth = max(RECALL_DEPTHS)
+    orders = retriever.convex_orders([p.question for p in train], weights, depth)
+    by_weight = {w: ranking_recall(orders[w], train) for w in weights}
+    # Best recall@1, then MRR; among equals the current weight, else the one nearest to it.
+    chosen = max(weights, key=lambda w: (*_rank_key(by_weight[w]), w == current, -abs(w - current)))
+    held: dict[float, dict[str, float]] = {}
+    if heldout:
+        orders = retriever.convex_orders([p.question for p in heldout], [current, chosen], depth)
+        held = {w: ranking_recall(orders[w], heldout) for w in (current, chosen)}
+    logger.info("fusion weight for %s: %s -> %s (training %s)", kb.path, current, chosen, by_weight[chosen])
+    return FusionChoice(current, chosen, by_weight, held.get(current, {}), held.get(chosen, {}))
+
+
+def _rank_key(scores: dict[str, float]) -> tuple[float, float]:
+    return scores["recall@1"], scores["mrr@20"]
 
 
 def tune_query_encoder(
