@@ -38,7 +38,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from _common import REPO, bootstrap_ci, emit, squad_kb, train_kb
-from slmkit.config import AskConfig, BackendConfig
+from slmkit.config import DEFAULT_LEXICAL_WEIGHT, AskConfig, BackendConfig
 from slmkit.data.squad import bundled_squad
 from slmkit.data.squad_metrics import exact_match, f1_score
 from slmkit.eval.eval_sets import EvalItem, load_eval_set
@@ -118,6 +118,7 @@ def evaluate(
     max_no_answer: float | None = None,
     min_relevance: float | None = None,
     rerank_weight: float | None = None,
+    lexical_weight: float | None = None,
 ) -> list[dict]:
     config = AskConfig(model=model, backend=BackendConfig(type=backend))
     if max_no_answer is not None:
@@ -128,6 +129,8 @@ def evaluate(
         config.retrieval.reranker = None if reranker == "none" else reranker
     if rerank_weight is not None:
         config.retrieval.rerank_weight = rerank_weight
+    if lexical_weight is not None:
+        config.retrieval.lexical_weight = lexical_weight
     generator = load_generator(model, config.backend)
     answerers = {n: Answerer(generator, Retriever(kb, config.retrieval), config) for n, kb in kbs.items()}
     plan = [("gold", i) for i in items] + [("open", i) for i in items]
@@ -162,6 +165,7 @@ def main() -> None:
     parser.add_argument("--max-no-answer", type=float, default=None, help="default: the shipped one")
     parser.add_argument("--min-relevance", type=float, default=None, help="default: the shipped one")
     parser.add_argument("--rerank-weight", type=float, default=None, help="default: the shipped one")
+    parser.add_argument("--lexical-weight", type=float, default=None, help="default: the shipped one")
     parser.add_argument("--output", type=Path, default=REPO / "runs" / "bench" / "reader_squad.jsonl")
     parser.add_argument(
         "--rescore",
@@ -178,6 +182,8 @@ def main() -> None:
         args.min_relevance = AskConfig().abstention.min_relevance
     if args.rerank_weight is None:
         args.rerank_weight = AskConfig().retrieval.rerank_weight
+    if args.lexical_weight is None:
+        args.lexical_weight = DEFAULT_LEXICAL_WEIGHT  # the squad knowledge bases have none of their own
 
     source = str(bundled_squad())
     items = load_eval_set(source, "squad", "eval", args.questions).items
@@ -187,7 +193,14 @@ def main() -> None:
     absent = pool[2 :: max(1, len(pool) // args.absent)][: args.absent]
     kbs = {"full": squad_kb()[0], "train": train_kb()}
 
-    options = (args.reranker, args.settings, args.max_no_answer, args.min_relevance, args.rerank_weight)
+    options = (
+        args.reranker,
+        args.settings,
+        args.max_no_answer,
+        args.min_relevance,
+        args.rerank_weight,
+        args.lexical_weight,
+    )
     rows = evaluate(args.reader, args.backend, kbs, items, absent, closed, *options)
     if args.base != "none":
         n = args.base_questions
@@ -204,6 +217,7 @@ def main() -> None:
             "max_no_answer": args.max_no_answer,
             "min_relevance": args.min_relevance,
             "rerank_weight": args.rerank_weight,
+            "lexical_weight": args.lexical_weight,
             "questions": len(items),
             "absent_questions": len(absent),
             **scores(rows, args.reader, args.base, args.base_questions),

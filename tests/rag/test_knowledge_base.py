@@ -254,10 +254,10 @@ def test_a_kb_built_before_chunk_titles_keeps_indexing_text_only(small_kb, embed
 
 
 def test_a_tuned_fusion_weight_is_the_default_until_a_configuration_sets_one(small_kb, tmp_path):
-    from slmkit.config import RetrievalConfig
+    from slmkit.config import DEFAULT_LEXICAL_WEIGHT, RetrievalConfig
 
     kb, _ = small_kb
-    assert kb.lexical_weight is None and Retriever(kb).lexical_weight == 0.6
+    assert kb.lexical_weight is None and Retriever(kb).lexical_weight == DEFAULT_LEXICAL_WEIGHT
     question = kb.chunks[1].text.split(".")[0]
     tuned = kb.tuned(lexical_weight=0.0)  # index tune's choice: dense order over the fused candidates
     assert tuned.lexical_weight == 0.0 and KnowledgeBase.open(kb.path).info()["lexical_weight"] == 0.0

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slmkit.config import QueryTuneConfig
+from slmkit.config import DEFAULT_LEXICAL_WEIGHT, QueryTuneConfig
 from slmkit.errors import InputError
 from slmkit.rag.knowledge_base import KnowledgeBase
 from slmkit.rag.storage import current_version
@@ -205,9 +205,9 @@ def test_the_cli_tunes_reports_and_publishes(tmp_path, own_kb):
     info = KnowledgeBase.open(own_kb.path).info()
     assert Path(info["query_embedder"]).parent == own_kb.path / "query-adapters"
     fusion = report["lexical_weight"]
-    assert fusion["before"] == 0.6 and fusion["chosen"] in LEXICAL_WEIGHTS
+    assert fusion["before"] == DEFAULT_LEXICAL_WEIGHT and fusion["chosen"] in LEXICAL_WEIGHTS
     # No hold-out: a weight other than the current one is published as chosen on the training questions.
-    assert fusion["published"] == (fusion["chosen"] != 0.6)
+    assert fusion["published"] == (fusion["chosen"] != DEFAULT_LEXICAL_WEIGHT)
     assert info["lexical_weight"] == (fusion["chosen"] if fusion["published"] else None)
     assert not [p for p in own_kb.path.iterdir() if p.name.startswith(".tune-")]  # staging removed
 
@@ -228,7 +228,7 @@ def test_the_fusion_weight_is_chosen_on_training_questions_and_checked_on_held_o
     pairs, _ = read_pairs(_write(tmp_path / "p.jsonl", _tiny_pairs(own_kb)), own_kb)
     config = QueryTuneConfig(holdout=0.3)
     choice = choose_lexical_weight(own_kb, pairs, config)
-    assert choice.current == 0.6 and set(choice.train) == set(LEXICAL_WEIGHTS)
+    assert choice.current == DEFAULT_LEXICAL_WEIGHT and set(choice.train) == set(LEXICAL_WEIGHTS)
     best = max((r["recall@1"], r["mrr@20"]) for r in choice.train.values())
     assert (choice.train[choice.chosen]["recall@1"], choice.train[choice.chosen]["mrr@20"]) == best
     train, heldout = split_heldout(pairs, config.holdout, config.seed)
