@@ -134,7 +134,7 @@ class Retriever:
     @property
     def lexical_weight(self) -> float:
         """convex fusion's BM25 share: the configuration's, else the knowledge base's (``slmkit index
-        tune`` chooses one on its question pairs), else the default chosen on SQuAD."""
+        tune`` chooses one on its question pairs), else ``DEFAULT_LEXICAL_WEIGHT``."""
         for weight in (self.config.lexical_weight, self.kb.lexical_weight):
             if weight is not None:
                 return weight
