@@ -230,3 +230,20 @@ def test_full_text_search_reads_the_chunk_titles(postgres_url, tmp_path, minilm_
     )
     hits = Retriever(kb).search("termination", top_k=1, mode="bm25")  # the word is only in a heading
     assert hits and "thirty days" in hits[0].chunk.text
+
+
+def test_a_tuned_fusion_weight_of_a_postgres_knowledge_base_is_kept_in_its_folder(
+    postgres_url, tmp_path, minilm_tokenizer
+):
+    """The store's manifest lives in the database; what index tune chose lives in the folder's pointer
+    and is read back with the store, and an add (which writes the database's manifest) keeps it."""
+    kb = _hash_kb(tmp_path, postgres_url, "tuned_weight", minilm_tokenizer)
+    assert kb.lexical_weight is None
+    kb.tuned(lexical_weight=0.2)
+    reopened = KnowledgeBase.open(kb.path, HashEmbedder(minilm_tokenizer))
+    assert reopened.store is not None and reopened.lexical_weight == 0.2
+    assert Retriever(reopened).lexical_weight == 0.2
+    extra = tmp_path / "ctenophores.txt"
+    extra.write_text(CTENOPHORES, encoding="utf-8")
+    reopened.add([extra], progress=False)
+    assert KnowledgeBase.open(kb.path, HashEmbedder(minilm_tokenizer)).lexical_weight == 0.2
