@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from fakes import make_pdf
 from slmkit.config import IngestConfig
 from slmkit.errors import InputError
-from slmkit.rag import ingest
 from slmkit.rag.ingest import (
     read_csv,
     read_docx,
@@ -30,39 +30,6 @@ from slmkit.rag.ingest import (
 )
 
 ASSETS = Path(__file__).parent.parent / "assets"
-
-
-def make_pdf(pages: list[str], title: str | None = None) -> bytes:
-    """A minimal valid PDF: one Helvetica text line per page ("" gives a page with no text layer)."""
-    kids = " ".join(f"{4 + 2 * i} 0 R" for i in range(len(pages)))
-    objects = [
-        "<< /Type /Catalog /Pages 2 0 R >>",
-        f"<< /Type /Pages /Kids [{kids}] /Count {len(pages)} >>",
-        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    for i, text in enumerate(pages):
-        escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-        stream = f"BT /F1 12 Tf 72 720 Td ({escaped}) Tj ET" if text else ""
-        objects.append(
-            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
-            f"/Resources << /Font << /F1 3 0 R >> >> /Contents {5 + 2 * i} 0 R >>"
-        )
-        objects.append(f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream")
-    if title:
-        objects.append(f"<< /Title ({title}) >>")
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(out.tell())
-        out.write(f"{number} 0 obj\n{body}\nendobj\n".encode("latin-1"))
-    xref = out.tell()
-    out.write(f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode())
-    out.write("".join(f"{offset:010d} 00000 n \n" for offset in offsets).encode())
-    info = f" /Info {len(objects)} 0 R" if title else ""
-    out.write(f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R{info} >>\n".encode())
-    out.write(f"startxref\n{xref}\n%%EOF\n".encode())
-    return out.getvalue()
 
 
 def _zip_bytes(files: dict[str, str]) -> bytes:
@@ -584,21 +551,6 @@ def test_a_named_text_column_that_is_missing_lists_the_columns(tmp_path: Path) -
     path = _write(tmp_path / "cols.csv", "title,body\nA,b\n")
     with pytest.raises(InputError, match=r"cols\.csv:1: no text column 'text'; the header has 'title', 'bo"):
         list(read_csv(path, IngestConfig(text_field="text")))
-
-
-def test_pdf_pages_lose_running_headers_and_footers_and_join_hyphenated_words() -> None:
-    # A book's header changes with the chapter and carries the page number; a paper's alternates.
-    topics = ["lexers", "tokens", "grammars", "trees", "errors", "tables", "states", "actions"]
-    pages = [
-        f"Chapter {1 + i // 4}: Parsing {i + 1}\nOn {topic}, the mod-\nels differ in {topic}.\n{i + 1}"
-        for i, topic in enumerate(topics)
-    ] + ["Chapter 3: Parsing 9\nThe closing page.\n}\n9"]
-    cleaned = ingest._clean_pages(pages)
-    assert cleaned[0] == "On lexers, the models differ in lexers."
-    assert cleaned[8] == "The closing page.\n}"  # a line without a letter or digit is never a footer
-    # A line that recurs below real text is content, and so is one on too few pages ("Intro": 2 of 3).
-    middle = ["Intro\nSame sentence.\nOne", "Intro\nSame sentence.\nTwo", "Other\nSame sentence.\nThree"]
-    assert ingest._clean_pages(middle) == middle
 
 
 def test_corrupt_pdf(tmp_path: Path) -> None:

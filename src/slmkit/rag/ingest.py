@@ -2,7 +2,7 @@
 
 Supported: ``.txt``, ``.md``/``.markdown``, ``.html``/``.htm`` and ``.docx`` (one document per
 section), ``.json`` (SQuAD, or a list of records), ``.jsonl`` (one record per line), ``.csv``/``.tsv``
-(one record per row), ``.pdf`` (one document per page) and
+(one record per row), ``.pdf`` (one document per page, or per outline section on it) and
 ``hf://NAME?config=C&split=S&text_field=F&title_field=T`` addresses. Folders are read recursively in
 sorted order. Every problem with the input is an :class:`InputError` naming the file and the line,
 record or field at fault; empty pieces are skipped with a warning.
@@ -28,6 +28,7 @@ from slmkit.config import IngestConfig
 from slmkit.data.jsonfile import parse_json
 from slmkit.data.squad import SquadArticle, is_squad, parse_squad
 from slmkit.errors import InputError
+from slmkit.rag import pdf_text
 from slmkit.rag.documents import Document
 from slmkit.rag.html_text import html_main_text
 from slmkit.rag.markdown_text import markdown_sections
@@ -316,28 +317,34 @@ def read_jsonl(path: str | Path, config: IngestConfig | None = None) -> Iterator
 
 
 def read_pdf(path: str | Path) -> Iterator[Document]:
-    """One document per page that has a text layer; ``position`` is the 1-based page number.
+    """One document per page that has a text layer, or per section on it: ``position`` is the 1-based
+    page number.
 
-    Pages are titled by the PDF's metadata title if it has one, else the file stem. Running headers
-    and footers (lines repeated at the top or bottom of most pages, page numbers included) are left
-    out, and words hyphenated across lines are joined (see :func:`_clean_pages`).
+    Pages are titled by the PDF's metadata title if it has one, else the file stem; where the PDF has
+    an outline (bookmarks), each section it names is a document of its own, titled
+    ``"<title> › <chapter> › <section>"`` (see :mod:`slmkit.rag.pdf_text`). Running headers and
+    footers (lines repeated at the top or bottom of most pages, page numbers included) and the dot
+    leader lines of contents pages and indexes are left out, and words hyphenated across lines are
+    joined.
 
     Raises:
         InputError: the PDF is corrupt, encrypted with a password, or has no extractable text at all
             (likely a scanned image: run OCR first).
     """
-    reader = _open_pdf(path)
-    title = _pdf_title(reader) or Path(path).stem
-    texts = _clean_pages([_page_text(reader, number, path) for number in range(1, len(reader.pages) + 1)])
+    reader = pdf_text.open_pdf(path)
+    title = pdf_text.pdf_title(reader) or Path(path).stem
+    texts = pdf_text.page_texts(reader, path)
     if not any(text.strip() for text in texts):
         raise InputError(
             f"{path}: no extractable text in {len(texts)} page(s). It may be a scanned image; run OCR "
             "(e.g. `ocrmypdf in.pdf out.pdf`) and pass the result."
         )
     for number, text in enumerate(texts, start=1):
-        document = _document(text, str(path), title, number, {}, f"{path}: page {number}")
-        if document:
-            yield document
+        if not text.strip():
+            logger.warning("%s: page %d: empty, skipped", path, number)
+    for piece in pdf_text.sections(texts, pdf_text.outline(reader), title):
+        name = f"{title} › {piece.heading}" if piece.heading else title
+        yield Document(text=piece.text, source=str(path), title=name, position=piece.page, metadata={})
 
 
 def read_hf_dataset(address: str, config: IngestConfig | None = None) -> Iterator[Document]:
@@ -705,98 +712,6 @@ def _docx_table_rows(table: Any) -> list[str]:
         if cells:
             rows.append(" | ".join(cells))
     return rows
-
-
-# ---- PDF --------------------------------------------------------------------------------------
-
-
-def _open_pdf(path: str | Path) -> Any:
-    from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
-
-    try:
-        reader = PdfReader(path)
-    except OSError as err:
-        raise InputError(f"{path}: cannot read file: {err.strerror or err}") from None
-    # pypdf reports damaged files with its own errors but also with plain ValueError/KeyError/...
-    # from deep inside its parser; to the user they all mean the same thing.
-    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
-        raise InputError(f"{path}: not a readable PDF ({err}). Check that the file is complete.") from None
-    if reader.is_encrypted and not _decrypt_without_password(reader):
-        raise InputError(
-            f"{path}: PDF is encrypted with a password. Save an unencrypted copy "
-            "(e.g. `qpdf --decrypt --password=... in.pdf out.pdf`) and pass that instead."
-        )
-    return reader
-
-
-def _decrypt_without_password(reader: Any) -> bool:
-    """Many 'encrypted' PDFs only restrict printing and open with the empty password."""
-    from pypdf.errors import PyPdfError
-
-    try:
-        return bool(reader.decrypt(""))
-    except (PyPdfError, NotImplementedError, ValueError):
-        return False
-
-
-def _pdf_title(reader: Any) -> str:
-    try:
-        title = reader.metadata.title if reader.metadata else None
-    except Exception:  # a broken Info dictionary should cost the title, not the document
-        return ""
-    return str(title).strip() if title else ""
-
-
-# A word broken across lines by justified typesetting: "mod-\nels". Only between lowercase letters,
-# where it is almost always hyphenation; a compound broken at its hyphen ("well-\nknown") loses it.
-_HYPHENATED = re.compile(r"(?<=[a-z])-\n(?=[a-z])")
-_DIGITS = re.compile(r"\d+")
-_RUNNING_LINES = 2  # lines at each end of a page where running headers, footers and page numbers sit
-
-
-def _running_key(line: str) -> str:
-    """A page-edge line as running headers repeat it: digits (page numbers) aside."""
-    return _DIGITS.sub("#", line.strip())
-
-
-def _clean_pages(pages: list[str]) -> list[str]:
-    """PDF page texts without their running headers and footers, with hyphenated words joined.
-
-    A line among the first or last two of a page that recurs, digits aside, on at least 3 pages and
-    15 % of them is a running header or footer ("Chapter 2: Parsing 14", "Page 3 of 20", a journal's
-    name; a book's header changes with the chapter, a paper's alternates between two): on every page
-    it would be a passage's first words, for retrieval to match and the reader to quote. Page
-    numbers alone are such lines too; a line without a letter or digit ("}") is never one.
-    """
-    split = [page.split("\n") for page in pages]
-    ends = [
-        {_running_key(line) for line in lines[:_RUNNING_LINES] + lines[-_RUNNING_LINES:]} for lines in split
-    ]
-    counts = Counter(key for keys in ends for key in keys if key)
-    running = {
-        key
-        for key, n in counts.items()
-        if n >= max(3, 0.15 * len(pages)) and any(c.isalnum() or c == "#" for c in key)
-    }
-    cleaned = []
-    for lines in split:
-        # Only a run from the page's edge: a recurring line below real text is text.
-        start, end = 0, len(lines)
-        while start < min(_RUNNING_LINES, end) and _running_key(lines[start]) in running:
-            start += 1
-        while end > max(start, len(lines) - _RUNNING_LINES) and _running_key(lines[end - 1]) in running:
-            end -= 1
-        cleaned.append(_HYPHENATED.sub("", "\n".join(lines[start:end])))
-    return cleaned
-
-
-def _page_text(reader: Any, number: int, path: str | Path) -> str:
-    try:
-        return reader.pages[number - 1].extract_text() or ""
-    except Exception as err:  # pypdf raises many types on a damaged page; keep the readable pages
-        logger.warning("%s: page %d: text could not be extracted (%s), skipped", path, number, err)
-        return ""
 
 
 # ---- Hugging Face datasets --------------------------------------------------------------------
