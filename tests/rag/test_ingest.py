@@ -264,6 +264,20 @@ def test_html_without_landmarks_keeps_body_and_reads_declared_charset(tmp_path: 
     assert document.text == "Index\n\nUn café crème coûte 3,50 \x80."
 
 
+def test_texinfo_html_loses_its_next_and_up_links(tmp_path: Path) -> None:
+    # A GNU manual page as Texinfo 6 (div.header) and 7 (div.nav-panel) write it: no landmarks.
+    for panel in ("header", "nav-panel"):
+        page = (
+            "<html><head><title>The Basics (libffi)</title></head><body><div class='section'>"
+            f"<div class='{panel}'><p>Next: <a href='b.html' rel='next'>Simple Example</a>, Up: "
+            "<a href='u.html' rel='up'>Using libffi</a> [<a href='i.html'>Index</a>]</p></div><hr>"
+            "<h3>2.1 The Basics</h3><p>The cif in ffi_cif stands for Call InterFace.</p></div>"
+            f"<div class='{panel}'><p>Next: <a href='b.html'>Simple Example</a></p></div></body></html>"
+        )
+        [document] = read_html(_write(tmp_path / f"{panel}.html", page))
+        assert document.text == "2.1 The Basics\n\nThe cif in ffi_cif stands for Call InterFace."
+
+
 def test_docx_is_one_document_per_heading_section(tmp_path: Path) -> None:
     import docx
 

@@ -22,10 +22,13 @@ from dataclasses import dataclass
 from lxml import etree, html
 
 # Page furniture, dropped wherever it sits. A <header>/<footer> inside an <article> or <main> is that
-# article's own header (its title, byline), not the site's, so only the outer ones go.
+# article's own header (its title, byline), not the site's, so only the outer ones go. Texinfo's
+# HTML (the GNU manuals: Bash, GCC, Make, Emacs, ...) predates those elements: its "Next: ..., Up:
+# ..." links sit in <div class="header"> (Texinfo 6) or <div class="nav-panel"> (Texinfo 7).
 _FURNITURE = (
     "//script | //style | //noscript | //template | //svg | //nav | //aside | //form | //button"
     " | //header[not(ancestor::article or ancestor::main)]"
+    " | //div[(@class='header' or @class='nav-panel') and not(ancestor::article or ancestor::main)]"
     " | //footer[not(ancestor::article or ancestor::main)]"
     " | //*[@role='navigation' or @role='banner' or @role='contentinfo' or @role='complementary'"
     " or @role='search' or @hidden or @aria-hidden='true']"
