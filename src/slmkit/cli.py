@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -220,7 +221,8 @@ def index_tune(
     Chooses the hybrid fusion weight (retrieval.lexical_weight) on the training questions and trains
     a query adapter (how questions are embedded); measures each on held-out questions and publishes
     a new version of the knowledge base with what improved there. The chunks and their vectors are
-    not touched; the previous version stays live until then.
+    not touched; the previous version stays live until then. Stopped by SIGTERM or Ctrl-C (or killed),
+    the same command resumes the training from its last checkpoint (KB/.tune-checkpoint).
     """
     from slmkit.rag.knowledge_base import KnowledgeBase
     from slmkit.train.query_tuning import choose_lexical_weight, read_pairs, tune_query_encoder
@@ -229,15 +231,22 @@ def index_tune(
     tune_config = parse_config(QueryTuneConfig, settings, f"{config or 'options'} [tune]")
     base = KnowledgeBase.open(kb)
     found, unmatched = read_pairs(pairs, base)
+    # Outside the knowledge base's versions, so it outlives a stopped run (and only that).
+    checkpoint = Path(kb) / ".tune-checkpoint"
+    stopped = (
+        f"{kb} is as it was (nothing is published before training ends); training's last checkpoint, "
+        f"if it got that far, is kept in {checkpoint}: resume with {_same_command()}"
+    )
     with tempfile.TemporaryDirectory(prefix=".tune-", dir=kb) as tmp:
         target = output or Path(tmp) / "query-adapter"
-        with _stops_cleanly(f"{kb} is as it was (nothing is published before training ends)"):
+        with _stops_cleanly(stopped):
             fusion = choose_lexical_weight(base, found, tune_config)
-            result = tune_query_encoder(base, found, target, tune_config)
+            result = tune_query_encoder(base, found, target, tune_config, checkpoint_dir=checkpoint)
             published = result.improved or force
             weight = fusion.chosen if fusion.improved or (force and fusion.chosen != fusion.current) else None
             if published or weight is not None:
                 base.tuned(result.adapter if published else None, weight)
+    shutil.rmtree(checkpoint, ignore_errors=True)
     report = {
         "kb": str(kb),
         "pairs": len(found),

@@ -856,6 +856,12 @@ class QueryTuneConfig(StrictModel):
         description="Training questions the hybrid fusion weight (retrieval.lexical_weight) is chosen on: "
         "a random sample of that many, when there are more.",
     )
+    save_every: int = Field(
+        100,
+        ge=1,
+        description="Steps between checkpoints of the training, which a stopped `index tune` resumes from "
+        "(also saved when SIGTERM or Ctrl-C stops it).",
+    )
     seed: int = Field(0)
 
 

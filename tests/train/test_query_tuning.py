@@ -178,6 +178,85 @@ def test_a_killed_tune_leaves_the_knowledge_base_as_it_was(tmp_path, own_kb):
     assert len(reopened.chunks) == len(own_kb.chunks)
 
 
+def _adapter_weights(folder: Path) -> dict:
+    from safetensors.numpy import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_a_stopped_tune_resumes_and_ends_as_the_uninterrupted_run(tmp_path, own_kb, monkeypatch, caplog):
+    import logging
+
+    from slmkit.interrupt import Interrupted
+    from slmkit.train import query_tuning
+
+    pairs, _ = read_pairs(_write(tmp_path / "p.jsonl", _tiny_pairs(own_kb) * 3), own_kb)
+    config = QueryTuneConfig(epochs=2, batch_size=8, holdout=0.0, save_every=2, dropout=0.1)
+    whole = tune_query_encoder(own_kb, pairs, tmp_path / "whole", config, progress=False)
+
+    checkpoint = tmp_path / "checkpoint"
+    asked = iter([None, None, None, signal.SIGTERM])  # a stop asked for during the 4th step
+    monkeypatch.setattr(query_tuning, "stop_requested", lambda: next(asked, None))
+    with pytest.raises(Interrupted):
+        tune_query_encoder(own_kb, pairs, tmp_path / "resumed", config, False, checkpoint)
+    assert not (tmp_path / "resumed").exists()
+    assert _checkpoint_step(checkpoint) == 4  # saved at the stop, past the periodic one at step 2
+
+    monkeypatch.undo()
+    with caplog.at_level(logging.INFO, logger="slmkit.train.query_tuning"):
+        resumed = tune_query_encoder(own_kb, pairs, tmp_path / "resumed", config, False, checkpoint)
+    assert "resuming query tuning from step 4" in caplog.text
+    expected, got = _adapter_weights(whole.adapter), _adapter_weights(resumed.adapter)
+    assert expected.keys() == got.keys()
+    for name in expected:  # dropout included: the RNG state is part of the checkpoint
+        np.testing.assert_allclose(got[name], expected[name], rtol=0, atol=1e-6)
+
+    # A checkpoint of other settings is not resumed from.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="slmkit.train.query_tuning"):
+        other = config.model_copy(update={"lr": 1e-3})
+        tune_query_encoder(own_kb, pairs, tmp_path / "other", other, False, checkpoint)
+    assert "checkpoint of another tuning run" in caplog.text and "resuming" not in caplog.text
+
+
+def _checkpoint_step(checkpoint: Path) -> int:
+    from slmkit.train.checkpoint import checkpoint_state
+
+    return checkpoint_state(checkpoint)["step"]
+
+
+def test_sigterm_stops_the_cli_tune_at_a_checkpoint_and_the_same_command_resumes(tmp_path, own_kb):
+    """A real SIGTERM to a real `slmkit index tune`: it says how to resume and exits 143, having
+    published nothing; the same command then finishes, publishes, and removes the checkpoint."""
+    pairs = _write(tmp_path / "p.jsonl", _tiny_pairs(own_kb) * 40)
+    version = current_version(own_kb.path)
+    log = tmp_path / "tune.log"
+    command = [sys.executable, "-c", "from slmkit.cli import main; main()", "index", "tune"]
+    command += ["--kb", str(own_kb.path), "--pairs", str(pairs), "--epochs", "3", "--holdout", "0"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 300
+    while "tune:" not in log.read_text(errors="replace"):  # training runs (its progress bar counts)
+        assert process.poll() is None, log.read_text(errors="replace")[-2000:]
+        assert time.monotonic() < deadline, "timed out waiting for training to start"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 143
+    said = log.read_text(errors="replace")
+    assert "stopped by SIGTERM" in said and "resume with" in said and "index tune" in said
+    checkpoint = own_kb.path / ".tune-checkpoint"
+    step = _checkpoint_step(checkpoint)
+    assert step >= 1
+    assert current_version(own_kb.path) == version  # nothing published
+
+    finished = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert json.loads(finished.stdout[finished.stdout.index("{") :])["published"] is True
+    assert current_version(own_kb.path) != version
+    assert not checkpoint.exists()
+
+
 def test_the_cli_tunes_reports_and_publishes(tmp_path, own_kb):
     from typer.testing import CliRunner
 

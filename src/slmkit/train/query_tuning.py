@@ -19,9 +19,9 @@ chunks it never saw, which is what a knowledge base that grows needs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import math
 import random
 import re
 import time
@@ -38,9 +38,11 @@ from slmkit.atomic import atomic_folder
 from slmkit.config import QueryTuneConfig
 from slmkit.data.jsonfile import parse_json
 from slmkit.errors import InputError
+from slmkit.interrupt import Interrupted, deferred_stop, stop_requested
 from slmkit.models.families import ALL_LINEAR
 from slmkit.models.query_adapter import QUERY_ADAPTER_FILE
 from slmkit.rag.knowledge_base import KnowledgeBase
+from slmkit.train.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -250,11 +252,20 @@ def tune_query_encoder(
     output: Path,
     config: QueryTuneConfig | None = None,
     progress: bool = True,
+    checkpoint_dir: Path | None = None,
 ) -> QueryTuneResult:
     """Train a query adapter for ``kb`` on ``pairs`` and write it to ``output`` (atomically).
 
+    With ``checkpoint_dir``, the training state is saved there every ``config.save_every`` steps
+    and when SIGTERM or Ctrl-C asks for a stop (inside :func:`slmkit.interrupt.stop_on_signals`, as
+    the CLI runs it: the step under way finishes first), and a later call for the same knowledge
+    base, pairs and settings resumes from it and ends as the uninterrupted run would have. A
+    checkpoint of another run is left alone with a warning. The caller removes the folder once it
+    has what it wants of the adapter.
+
     Raises:
         InputError: no pair left to train on after the hold-out.
+        Interrupted: a stop was asked for; the checkpoint (if any) holds the last step.
     """
     import torch
     from peft import LoraConfig, get_peft_model
@@ -293,17 +304,16 @@ def tune_query_encoder(
     )
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.lr)
-    per_epoch = math.ceil(len(train) / config.batch_size)
-    steps = per_epoch * config.epochs
+    batches = _batches(len(train), config)
+    steps = len(batches)
     scheduler = get_linear_schedule_with_warmup(optimizer, max(1, steps // 20), steps)
-    order = list(range(len(train)))
-    rng = random.Random(config.seed)
+    fingerprint = _fingerprint(kb, train, config)
+    done = _resume(checkpoint_dir, fingerprint, model, optimizer, scheduler)
     model.train()
-    bar = tqdm(total=steps, desc="tune", unit="step", disable=not progress, dynamic_ncols=True)
-    for _ in range(config.epochs):
-        rng.shuffle(order)
-        for first in range(0, len(order), config.batch_size):
-            batch = [train[i] for i in order[first : first + config.batch_size]]
+    bar = tqdm(total=steps, initial=done, desc="tune", unit="step", disable=not progress, dynamic_ncols=True)
+    with deferred_stop():
+        for batch_ids in batches[done:]:
+            batch = [train[i] for i in batch_ids]
             features = model.preprocess([p.question for p in batch])
             embedded = torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=-1)
             logits = config.scale * embedded @ matrix.T
@@ -316,8 +326,16 @@ def tune_query_encoder(
             loss.backward()
             optimizer.step()
             scheduler.step()
+            done += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
+            stop = stop_requested()
+            if checkpoint_dir is not None and done < steps and (stop or done % config.save_every == 0):
+                state = {"step": done, "fingerprint": fingerprint}
+                save_checkpoint(checkpoint_dir, model, optimizer, scheduler, state)
+            if stop:
+                bar.close()
+                raise Interrupted(stop)
     bar.close()
     model.eval()
     after = dense_recall(kb, encode([p.question for p in heldout]), heldout) if heldout else {}
@@ -337,6 +355,44 @@ def tune_query_encoder(
     _save(adapter, description, Path(output))
     logger.info("query adapter for %s: held-out recall %s -> %s", kb.path, before, after)
     return QueryTuneResult(Path(output), len(train), len(heldout), before, after, seconds)
+
+
+def _batches(count: int, config: QueryTuneConfig) -> list[list[int]]:
+    """The training questions of every step, in order: each epoch a new shuffle, in batches."""
+    order, rng, batches = list(range(count)), random.Random(config.seed), []
+    for _ in range(config.epochs):
+        rng.shuffle(order)
+        batches += [order[first : first + config.batch_size] for first in range(0, count, config.batch_size)]
+    return batches
+
+
+def _fingerprint(kb: KnowledgeBase, train: Sequence[QueryPair], config: QueryTuneConfig) -> str:
+    """What a checkpoint must have been trained on to be resumed: the same chunks, training pairs
+    and training settings (``fusion_sample`` and ``save_every`` do not change the training)."""
+    what = {
+        "embedder": kb.config.embedder,
+        "chunks": [chunk.hash for chunk in kb.chunks],
+        "train": [[pair.question, list(pair.positives)] for pair in train],
+        "config": config.model_dump(exclude={"fusion_sample", "save_every"}),
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _resume(checkpoint_dir: Path | None, fingerprint: str, model: Any, optimizer: Any, scheduler: Any) -> int:
+    """The steps a matching checkpoint in ``checkpoint_dir`` holds, its state loaded; else 0."""
+    state = checkpoint_state(checkpoint_dir) if checkpoint_dir is not None else None
+    if state is None:
+        return 0
+    if state.get("fingerprint") != fingerprint:
+        logger.warning(
+            "%s holds the checkpoint of another tuning run (other pairs, settings or chunks): starting "
+            "afresh; it is replaced at this run's first checkpoint",
+            checkpoint_dir,
+        )
+        return 0
+    load_checkpoint(checkpoint_dir, model, optimizer, scheduler)  # type: ignore[arg-type]
+    logger.info("resuming query tuning from step %d (%s)", state["step"], checkpoint_dir)
+    return int(state["step"])
 
 
 def _candidates(
