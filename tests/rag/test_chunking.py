@@ -10,7 +10,7 @@ import pytest
 
 from slmkit.config import ChunkingConfig
 from slmkit.errors import ConfigError
-from slmkit.rag.chunking import _sentence_spans, chunk_documents, chunk_spans
+from slmkit.rag.chunking import chunk_documents, chunk_spans, sentence_spans
 from slmkit.rag.documents import Document, content_hash
 
 PROSE = (
@@ -74,7 +74,7 @@ ABBREVIATED = [
 
 def test_sentences_do_not_end_at_abbreviations_initials_or_decimals() -> None:
     text = "  " + " ".join(ABBREVIATED[:3]) + "\n" + " ".join(ABBREVIATED[3:]) + "\n\nNext paragraph"
-    assert [text[s:e] for s, e in _sentence_spans(text)] == [*ABBREVIATED, "Next paragraph"]
+    assert [text[s:e] for s, e in sentence_spans(text)] == [*ABBREVIATED, "Next paragraph"]
 
 
 def test_chunks_pack_whole_sentences_across_abbreviations(minilm_tokenizer: Any) -> None:

@@ -150,3 +150,32 @@ def test_reading_stops_at_a_passage_the_reader_is_sure_of():
     reader = ScriptedReader({"The": 0.2, "Warsaw": 0.9}, {"The": "Denver Broncos"})
     Answerer(reader, FixedRetriever(hits), config).ask("Who won Super Bowl 50?")
     assert reader.scored == [BRONCOS, WARSAW, PANTHERS]
+
+
+DAEMON = "Daemon users. LSB 1.3 lists daemon as legacy, and says so in its text. Root is the superuser."
+
+
+def test_a_yes_no_question_the_passage_does_not_answer_in_a_span_gets_the_sentence_that_bears_on_it():
+    # The reader said "No", which no passage holds: the sentence sharing the question's words answers.
+    reader = ScriptedReader({"Daemon": 0.1}, {"Daemon": "No"})
+    streamed: list[str] = []
+    answer = _answerer(reader, [make_hit(0, DAEMON)]).ask(
+        "Does LSB 1.3 list daemon as legacy?", on_text=streamed.append
+    )
+    assert not answer.abstained and answer.raw_text == "No"
+    assert answer.text == "LSB 1.3 lists daemon as legacy, and says so in its text. [1]"
+    assert [c.chunk_id for c in answer.citations] == [0]
+    assert streamed == ["LSB 1.3 lists daemon as legacy, and says so in its text."]  # not the "No"
+
+
+def test_a_yes_no_question_keeps_a_supported_span_and_abstains_when_no_sentence_bears_on_it():
+    reader = ScriptedReader({"Daemon": 0.1}, {"Daemon": "lists daemon as legacy"})
+    answer = _answerer(reader, [make_hit(0, DAEMON)]).ask("Does LSB 1.3 list daemon as legacy?")
+    assert answer.text == "lists daemon as legacy [1]"
+    reader = ScriptedReader({"Daemon": 0.1}, {"Daemon": "No"})
+    answer = _answerer(reader, [make_hit(0, DAEMON)]).ask("Does libffi support Windows on ARM?")
+    assert answer.abstained and answer.text == ABSTAIN_ANSWER
+    assert "a yes/no question, and no sentence of the passage read bears on it" in answer.reason
+    # A choice ("... or ...?") is answered by its span, and an unsupported one is refused as ever.
+    answer = _answerer(reader, [make_hit(0, DAEMON)]).ask("Is daemon legacy or current?")
+    assert answer.abstained and "yes/no" not in answer.reason

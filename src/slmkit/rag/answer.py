@@ -33,6 +33,7 @@ from slmkit.rag.abstention import (
 )
 from slmkit.rag.documents import Chunk, content_hash
 from slmkit.rag.knowledge_base import KnowledgeBase
+from slmkit.rag.polar import evidence, is_polar
 from slmkit.rag.reading import Reading, most_confident, read_passages
 from slmkit.rag.retrieval import Hit, Retriever
 
@@ -283,22 +284,40 @@ class Answerer:
         best = most_confident(readings)
         decision = check_reader_confidence(best.no_answer, len(readings), self.config.abstention)
         generation = None
+        span = ""
         if not decision.abstain:
-            generation = self._generate(best.messages, on_text, shown(best.passage))
+            polar = is_polar(question)
+            # A yes/no question's span is shown once checked: it may give way to a sentence.
+            generation = self._generate(best.messages, None if polar else on_text, shown(best.passage))
             decision = check_support(generation.text, shown(best.passage), self.config.abstention, question)
+            span = generation.text.strip()
+            if polar and decision.abstain:
+                decision, span = self._polar_evidence(question, best, decision)
+            if polar and not decision.abstain and on_text is not None:
+                on_text(span)
         if decision.abstain:
             answer = self._finish(
                 question, ABSTAIN_ANSWER, True, decision.reason, hits, [], generation, start, retrieval_s
             )
         else:
-            citations = cite_span(generation.text, readings, best)
-            text = f"{generation.text.strip()} " + "".join(f"[{c.index}]" for c in citations)
+            citations = cite_span(span, readings, best)
+            text = f"{span} " + "".join(f"[{c.index}]" for c in citations)
             answer = self._finish(
                 question, text, False, None, hits, citations, generation, start, retrieval_s
             )
         answer.no_answer = no_answer
         answer.timings["reading"] = reading_s
         return answer
+
+    @staticmethod
+    def _polar_evidence(question: str, best: Reading, unsupported: Decision) -> tuple[Decision, str]:
+        """A yes/no question whose span the passage does not support (the reader said "No", which
+        no passage contains): the sentence that bears on it, if one does (slmkit.rag.polar)."""
+        found = evidence(question, best.passage.text, best.passage.title)
+        if found:
+            return Decision(False), found
+        reason = f"{unsupported.reason}; a yes/no question, and no sentence of the passage read bears on it"
+        return Decision(True, reason), ""
 
     def _generate(
         self,

@@ -73,7 +73,7 @@ def chunk_spans(text: str, tokenizer: Any, chunk_tokens: int, overlap_tokens: in
     _check_sizes(chunk_tokens, overlap_tokens)
     tokens = _tokenize(text, tokenizer)
     units: list[_Unit] = []
-    for start, end in _sentence_spans(text):
+    for start, end in sentence_spans(text):
         units.extend(_sentence_units(text, start, end, tokens, chunk_tokens, overlap_tokens))
     return _pack(units, chunk_tokens, overlap_tokens)
 
@@ -139,7 +139,7 @@ def _tokenize(text: str, tokenizer: Any) -> _Tokens:
     return _Tokens(starts=[s for s, _ in offsets], ends=[e for _, e in offsets])
 
 
-def _sentence_spans(text: str) -> Iterable[tuple[int, int]]:
+def sentence_spans(text: str) -> Iterable[tuple[int, int]]:
     """Stripped, non-empty spans of the sentences of ``text``, paragraph by paragraph."""
     start = 0
     for match in _PARAGRAPH_BREAK.finditer(text):
