@@ -1,8 +1,9 @@
 """Read knowledge-base sources (files, folders, Hugging Face datasets) into :class:`Document` records.
 
-Supported: ``.txt``, ``.md``/``.markdown``, ``.html``/``.htm`` and ``.docx`` (one document per
-section), ``.json`` (SQuAD, or a list of records), ``.jsonl`` (one record per line), ``.csv``/``.tsv``
-(one record per row), ``.pdf`` (one document per page, or per outline section on it) and
+Supported: ``.txt``, ``.md``/``.markdown``, ``.html``/``.htm``/``.xhtml``, ``.docx`` and ``.epub``
+(one document per section), ``.json`` (SQuAD, or a list of records), ``.jsonl`` (one record per
+line), ``.csv``/``.tsv`` (one record per row), ``.pdf`` (one document per page, or per outline
+section on it) and
 ``hf://NAME?config=C&split=S&text_field=F&title_field=T`` addresses. Folders are read recursively in
 sorted order. Every problem with the input is an :class:`InputError` naming the file and the line,
 record or field at fault; empty pieces are skipped with a warning.
@@ -30,6 +31,7 @@ from slmkit.data.squad import SquadArticle, is_squad, parse_squad
 from slmkit.errors import InputError
 from slmkit.rag import pdf_text
 from slmkit.rag.documents import Document
+from slmkit.rag.epub_text import read_book
 from slmkit.rag.html_text import html_main_text
 from slmkit.rag.markdown_text import markdown_sections
 
@@ -43,7 +45,9 @@ SUPPORTED_SUFFIXES = (
     ".markdown",
     ".html",
     ".htm",
+    ".xhtml",
     ".docx",
+    ".epub",
     ".json",
     ".jsonl",
     ".csv",
@@ -122,8 +126,10 @@ def read_file(path: str | Path, config: IngestConfig | None = None) -> Iterator[
         return read_txt(path)
     if suffix in (".md", ".markdown"):
         return read_markdown(path)
-    if suffix in (".html", ".htm"):
+    if suffix in (".html", ".htm", ".xhtml"):
         return read_html(path)
+    if suffix == ".epub":
+        return read_epub(path)
     if suffix == ".docx":
         return read_docx(path)
     if suffix == ".json":
@@ -188,6 +194,33 @@ def read_html(path: str | Path) -> Iterator[Document]:
         raise InputError(f"{path}: not a readable HTML page ({err})") from None
     sections = _block_sections([(block.heading, block.text) for block in blocks])
     yield from _section_documents(path, title or Path(path).stem, sections)
+
+
+def read_epub(path: str | Path) -> Iterator[Document]:
+    """An EPUB e-book: its chapters in reading order, each read as an HTML page (see
+    :func:`read_html`), one document per ``<h1>``/``<h2>`` section, titled ``"<book title> › <heading>"``
+    (a chapter's text before its first heading by the chapter page's own title); sections are
+    numbered through the book.
+
+    Raises:
+        InputError: not an EPUB, a damaged one, or one whose pages are DRM-encrypted (see
+            :mod:`slmkit.rag.epub_text`).
+    """
+    book = read_book(path)
+    title = book.title or Path(path).stem
+    sections: list[tuple[str, str]] = []
+    for member, data in book.pages:
+        try:
+            page_title, blocks = html_main_text(data)
+        except ValueError as err:
+            logger.warning("%s: %s: not a readable page (%s), skipped", path, member, err)
+            continue
+        page_sections = _block_sections([(block.heading, block.text) for block in blocks])
+        heading, body = page_sections[0]
+        if not heading and page_title.casefold() not in ("", title.casefold()):
+            page_sections[0] = (page_title, body)
+        sections += page_sections
+    yield from _section_documents(path, title, sections)
 
 
 def read_docx(path: str | Path) -> Iterator[Document]:

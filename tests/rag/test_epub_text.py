@@ -1,0 +1,147 @@
+"""EPUB e-books: chapters in reading order through the HTML reader, and a clear error for each way a
+book can be unreadable."""
+
+from __future__ import annotations
+
+import io
+import logging
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from slmkit.errors import InputError
+from slmkit.rag.epub_text import read_book
+from slmkit.rag.ingest import read_epub, read_sources
+
+CONTAINER = (
+    '<?xml version="1.0"?><container version="1.0" xmlns="urn:oasis:names:tc:opendocument:xmlns:container">'
+    '<rootfiles><rootfile full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/>'
+    "</rootfiles></container>"
+)
+CHAPTER_ONE = (
+    '<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml"><head>'
+    "<title>Field Guide</title></head><body><nav><a href='#'>Contents</a></nav>"
+    "<h1>Comb jellies</h1><p>Ctenophores swim with combs of cilia.</p>"
+    "<h2>Light</h2><p>Many of them glow.</p></body></html>"
+)
+CHAPTER_TWO = (
+    '<html xmlns="http://www.w3.org/1999/xhtml"><head><title>Chapter 2: Sponges</title></head>'
+    "<body><p>Sponges have no nerves.</p></body></html>"
+)
+
+
+def _opf(spine: str = '<itemref idref="c2"/><itemref idref="cover"/><itemref idref="c1"/>') -> str:
+    return (
+        '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0">'
+        '<metadata xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>Field Guide</dc:title></metadata>'
+        '<manifest><item id="c1" href="text/one%20two.xhtml" media-type="application/xhtml+xml"/>'
+        '<item id="c2" href="text/two.xhtml#start" media-type="application/xhtml+xml"/>'
+        '<item id="cover" href="cover.jpg" media-type="image/jpeg"/>'
+        '<item id="css" href="style.css" media-type="text/css"/></manifest>'
+        f"<spine>{spine}</spine></package>"
+    )
+
+
+def make_epub(path: Path, replace: dict[str, str | None] | None = None) -> Path:
+    """A small EPUB 3 (its spine puts chapter two first), with members replaced (None: left out)."""
+    files: dict[str, str | None] = {
+        "mimetype": "application/epub+zip",
+        "META-INF/container.xml": CONTAINER,
+        "OEBPS/content.opf": _opf(),
+        "OEBPS/text/one two.xhtml": CHAPTER_ONE,
+        "OEBPS/text/two.xhtml": CHAPTER_TWO,
+        "OEBPS/cover.jpg": "\xff\xd8",
+        "OEBPS/style.css": "p { margin: 0 }",
+    }
+    files.update(replace or {})
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            if text is not None:
+                archive.writestr(name, text)
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+def test_an_epub_reads_its_chapters_in_spine_order_one_document_per_section(tmp_path):
+    path = make_epub(tmp_path / "guide.epub")
+    documents = [(d.title, d.position, d.text) for d in read_epub(path)]
+    assert documents == [
+        # Text before any heading is titled by its page's own title, when that is not the book's.
+        ("Field Guide › Chapter 2: Sponges", 0, "Sponges have no nerves."),
+        ("Field Guide › Comb jellies", 2, "Ctenophores swim with combs of cilia."),  # the nav is left out
+        ("Field Guide › Light", 3, "Many of them glow."),
+    ]
+    assert [d.title for d in read_sources([tmp_path])] == [d[0] for d in documents]  # found in a folder
+
+
+def test_a_book_without_a_title_is_titled_by_its_file_name(tmp_path):
+    path = make_epub(tmp_path / "untitled.epub", {"OEBPS/content.opf": _opf().replace("Field Guide", "")})
+    assert {d.title.split(" › ")[0] for d in read_epub(path)} == {"untitled"}
+
+
+def test_fonts_obfuscated_in_a_drm_free_book_cost_nothing_but_encrypted_pages_are_refused(tmp_path):
+    def encryption(uri: str) -> str:
+        return (
+            '<encryption xmlns="urn:oasis:names:tc:opendocument:xmlns:container" '
+            'xmlns:enc="http://www.w3.org/2001/04/xmlenc#"><enc:EncryptedData>'
+            f'<enc:CipherData><enc:CipherReference URI="{uri}"/></enc:CipherData>'
+            "</enc:EncryptedData></encryption>"
+        )
+
+    fonts = make_epub(
+        tmp_path / "fonts.epub", {"META-INF/encryption.xml": encryption("OEBPS/fonts/serif.otf")}
+    )
+    assert len(read_book(fonts).pages) == 2
+    locked = make_epub(
+        tmp_path / "locked.epub", {"META-INF/encryption.xml": encryption("OEBPS/text/two.xhtml")}
+    )
+    with pytest.raises(InputError, match=r"locked\.epub: OEBPS/text/two\.xhtml is encrypted .*DRM"):
+        read_book(locked)
+
+
+@pytest.mark.parametrize(
+    ("replace", "message"),
+    [
+        ({"META-INF/container.xml": None}, r"META-INF/container\.xml is missing"),
+        ({"META-INF/container.xml": "<container>"}, r"META-INF/container\.xml: not well-formed XML"),
+        ({"META-INF/container.xml": "<container/>"}, r"container\.xml: names no package document"),
+        ({"OEBPS/content.opf": None}, r"OEBPS/content\.opf is missing"),
+        (
+            {"OEBPS/content.opf": _opf('<itemref idref="c9"/>')},
+            r"spine item 1 names 'c9', not in the manifest",
+        ),
+        ({"OEBPS/text/two.xhtml": None}, r"spine item 1 \(OEBPS/text/two\.xhtml\) is not in the archive"),
+        ({"OEBPS/content.opf": _opf('<itemref idref="cover"/>')}, r"the spine names no XHTML page"),
+    ],
+)
+def test_a_broken_book_is_an_error_naming_the_file_and_the_part(tmp_path, replace, message):
+    path = make_epub(tmp_path / "broken.epub", replace)
+    with pytest.raises(InputError, match=rf"broken\.epub: .*{message}"):
+        list(read_epub(path))
+
+
+def test_a_file_that_is_no_zip_archive_is_not_an_epub(tmp_path):
+    path = tmp_path / "book.epub"
+    path.write_text("Chapter one. It was a dark night.", encoding="utf-8")
+    with pytest.raises(InputError, match=r"book\.epub: not a readable EPUB \(an EPUB is a zip archive"):
+        list(read_epub(path))
+
+
+def test_a_page_damaged_in_the_archive_is_a_clear_error(tmp_path):
+    path = make_epub(tmp_path / "cut.epub")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"Sponges have no nerves")  # stored uncompressed: its bytes are in the file
+    data[at : at + 7] = b"XXXXXXX"  # the CRC no longer matches
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"cut\.epub: a damaged EPUB .*download it again"):
+        list(read_epub(path))
+
+
+def test_an_unreadable_page_is_skipped_with_a_warning(tmp_path, caplog):
+    path = make_epub(tmp_path / "guide.epub", {"OEBPS/text/two.xhtml": ""})
+    with caplog.at_level(logging.WARNING):
+        titles = [d.title for d in read_epub(path)]
+    assert titles == ["Field Guide › Comb jellies", "Field Guide › Light"]
+    assert "OEBPS/text/two.xhtml: not a readable page" in caplog.text
