@@ -87,6 +87,10 @@ def test_closed_book_skips_retrieval_and_gates():
 def test_empty_question_is_an_input_error():
     with pytest.raises(InputError, match="empty"):
         Answerer(ScriptedGenerator("x")).ask("   ")
+    # Punctuation alone would retrieve passages at random and answer from one of them.
+    with pytest.raises(InputError, match=r"no word to answer: '\?\?\? !'"):
+        Answerer(ScriptedGenerator("x")).ask(" ??? ! ")
+    assert not Answerer(ScriptedGenerator("Paris")).ask("¿Qué?", use_retrieval=False).abstained
 
 
 def test_long_context_is_trimmed_with_a_warning():

@@ -195,11 +195,15 @@ class Answerer:
         """Answer ``question``; stream the model's text to ``on_text`` while it is generated.
 
         Raises:
-            InputError: the question is empty, or alone does not fit in the model's window.
+            InputError: the question is empty or has no word (only punctuation or symbols), or
+                alone does not fit in the model's window.
         """
         question = question.strip()
         if not question:
             raise InputError("the question is empty")
+        if not any(character.isalnum() for character in question):
+            # Nothing to retrieve by: every passage would score alike, and the reader answer at random.
+            raise InputError(f"the question has no word to answer: {question[:40]!r}")
         start = time.perf_counter()
         if self.retriever is None or not use_retrieval:
             generation = self._generate(qa_messages(question, None, history), on_text)
