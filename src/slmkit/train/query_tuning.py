@@ -329,8 +329,10 @@ def tune_query_encoder(
             done += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
-            stop = stop_requested()
-            if checkpoint_dir is not None and done < steps and (stop or done % config.save_every == 0):
+            # A stop asked for during the last step is not acted on: training is done, and the rest
+            # (measuring, saving the adapter) takes seconds.
+            stop = stop_requested() if done < steps else None
+            if checkpoint_dir is not None and (stop or (done < steps and done % config.save_every == 0)):
                 state = {"step": done, "fingerprint": fingerprint}
                 save_checkpoint(checkpoint_dir, model, optimizer, scheduler, state)
             if stop:
