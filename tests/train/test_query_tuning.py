@@ -151,25 +151,35 @@ def test_an_adapter_for_another_embedder_is_refused(tmp_path, own_kb):
         own_kb.tuned(adapter)
 
 
-def test_a_killed_tune_leaves_the_knowledge_base_as_it_was(tmp_path, own_kb):
-    """SIGKILL during training: the live version, its manifest and its answers are untouched."""
-    pairs = _write(tmp_path / "p.jsonl", _tiny_pairs(own_kb) * 40)
-    version = current_version(own_kb.path)
-    manifest = (version / "manifest.json").read_bytes()
-    log = tmp_path / "tune.log"
+_ENV = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+
+
+def _tune_until_training(
+    tmp_path: Path, kb: KnowledgeBase, epochs: int
+) -> tuple[subprocess.Popen, list, Path]:
+    """``(process, command, log)``: `slmkit index tune` on the tiny pairs (x40) in a real process,
+    returned once its training runs (its progress bar counts steps)."""
+    pairs = _write(tmp_path / "p.jsonl", _tiny_pairs(kb) * 40)
     command = [sys.executable, "-c", "from slmkit.cli import main; main()", "index", "tune"]
-    command += ["--kb", str(own_kb.path), "--pairs", str(pairs), "--epochs", "50", "--holdout", "0"]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    command += ["--kb", str(kb.path), "--pairs", str(pairs), "--epochs", str(epochs), "--holdout", "0"]
+    log = tmp_path / "tune.log"
     # Output goes to a file: a pipe nobody reads would fill up with progress bars and block the child.
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=_ENV)
     deadline = time.monotonic() + 300
-    # Wait until training runs (its progress bar counts steps), then kill without warning.
     while "tune:" not in log.read_text(errors="replace"):
         assert process.poll() is None, log.read_text(errors="replace")[-2000:]
         assert time.monotonic() < deadline, "timed out waiting for training to start"
         time.sleep(0.1)
-    process.send_signal(signal.SIGKILL)
+    return process, command, log
+
+
+def test_a_killed_tune_leaves_the_knowledge_base_as_it_was(tmp_path, own_kb):
+    """SIGKILL during training: the live version, its manifest and its answers are untouched."""
+    version = current_version(own_kb.path)
+    manifest = (version / "manifest.json").read_bytes()
+    process, _, _ = _tune_until_training(tmp_path, own_kb, epochs=50)
+    process.send_signal(signal.SIGKILL)  # without warning
     process.wait()
     assert current_version(own_kb.path) == version
     assert (version / "manifest.json").read_bytes() == manifest
@@ -228,19 +238,8 @@ def _checkpoint_step(checkpoint: Path) -> int:
 def test_sigterm_stops_the_cli_tune_at_a_checkpoint_and_the_same_command_resumes(tmp_path, own_kb):
     """A real SIGTERM to a real `slmkit index tune`: it says how to resume and exits 143, having
     published nothing; the same command then finishes, publishes, and removes the checkpoint."""
-    pairs = _write(tmp_path / "p.jsonl", _tiny_pairs(own_kb) * 40)
     version = current_version(own_kb.path)
-    log = tmp_path / "tune.log"
-    command = [sys.executable, "-c", "from slmkit.cli import main; main()", "index", "tune"]
-    command += ["--kb", str(own_kb.path), "--pairs", str(pairs), "--epochs", "3", "--holdout", "0"]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 300
-    while "tune:" not in log.read_text(errors="replace"):  # training runs (its progress bar counts)
-        assert process.poll() is None, log.read_text(errors="replace")[-2000:]
-        assert time.monotonic() < deadline, "timed out waiting for training to start"
-        time.sleep(0.1)
+    process, command, log = _tune_until_training(tmp_path, own_kb, epochs=3)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 143
     said = log.read_text(errors="replace")
@@ -250,7 +249,7 @@ def test_sigterm_stops_the_cli_tune_at_a_checkpoint_and_the_same_command_resumes
     assert step >= 1
     assert current_version(own_kb.path) == version  # nothing published
 
-    finished = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    finished = subprocess.run(command, capture_output=True, text=True, env=_ENV, timeout=600)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert json.loads(finished.stdout[finished.stdout.index("{") :])["published"] is True
     assert current_version(own_kb.path) != version
