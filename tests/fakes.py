@@ -59,6 +59,32 @@ class ScriptedGenerator:
         )
 
 
+class ScriptedTeacher:
+    """Replies to a chunk with the reply scripted for the first key found in its text.
+
+    A key mapped to an exception instance raises it instead. Chunks without a key get ``default``.
+    """
+
+    name = "scripted-teacher"
+    has_chat_template = True
+    context_window = 4096
+
+    def __init__(self, script: dict[str, str | Exception], default: str = "no idea") -> None:
+        self.script, self.default = script, default
+        self.seen: list[str] = []
+
+    def count_tokens(self, messages):
+        return sum(len(m["content"].split()) for m in messages)
+
+    def generate(self, messages, config, on_text=None):
+        prompt = messages[-1]["content"]
+        self.seen.append(prompt)
+        reply = next((r for key, r in self.script.items() if key in prompt), self.default)
+        if isinstance(reply, Exception):
+            raise reply
+        return Generation(reply, self.count_tokens(messages), len(reply.split()), 0.01, 0.0)
+
+
 class ScriptedReader:
     """A passage reader: scores each passage by ``no_answer[first word of the passage]`` and answers
     ``answers[first word]``; records what it scored and generated (with the grounding spans)."""

@@ -290,6 +290,41 @@ def test_the_cli_tunes_reports_and_publishes(tmp_path, own_kb):
     assert not [p for p in own_kb.path.iterdir() if p.name.startswith(".tune-")]  # staging removed
 
 
+def test_the_cli_without_pairs_has_a_teacher_write_them_first(tmp_path, embedder, monkeypatch):
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    from fakes import ScriptedTeacher
+    from slmkit.cli import app
+    from slmkit.data.squad import bundled_squad, load_squad, split_articles, write_squad_paragraphs
+
+    # Paragraphs long enough for synth (the tiny ones are below its min_chunk_words).
+    articles = split_articles(load_squad(bundled_squad()), "train")[:3]
+    source = tmp_path / "paragraphs.json"
+    write_squad_paragraphs([replace(a, paragraphs=a.paragraphs[:4]) for a in articles], source)
+    kb, _ = KnowledgeBase.build(tmp_path / "kb", [source], embedder=embedder, progress=False)
+    teacher = ScriptedTeacher(
+        {
+            "gave their name to Normandy": "Question: In what country is Normandy located?\nAnswer: France",
+            "Norman dynasty had a major": "Question: What did the Normans become exponents of?\n"
+            "Answer: Catholic orthodoxy",
+        }
+    )
+    monkeypatch.setattr("slmkit.models.backends.load_generator", lambda *args, **kwargs: teacher)
+    args = ["index", "tune", "--kb", str(kb.path), "--questions", "2", "--epochs", "1", "--holdout", "0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout[result.stdout.index("{") :])
+    assert report["pairs"] == 2 and report["published"] is True
+    written = (kb.path / ".tune-synth" / "pairs.jsonl").read_text(encoding="utf-8")
+    assert "In what country is Normandy located?" in written
+    # Kept for a later tune: asked again, the teacher is not asked again.
+    asked = len(teacher.seen)
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert len(teacher.seen) == asked
+
+
 def test_the_cli_names_a_bad_pairs_line(tmp_path, own_kb):
     from typer.testing import CliRunner
 
