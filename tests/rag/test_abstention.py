@@ -94,6 +94,9 @@ def test_question_names_skip_the_first_word_and_function_words():
     ]
     assert question_names("Who wrote the novel Moby-Dick?") == ["moby", "dick"]
     assert question_names("what is a curriculum?") == []
+    # In capitals, case tells nothing: every word would be a name the passages must hold.
+    assert question_names("HOW MUCH IS A CENTAVO IN MEXICO IN 2009") == ["2009"]
+    assert question_names("WHO WON SUPER BOWL 50?") == ["50"]
 
 
 def test_coverage_gate_blocks_questions_about_unmentioned_names():

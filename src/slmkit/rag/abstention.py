@@ -102,7 +102,13 @@ def support_score(answer: str, contexts: Sequence[str], question: str = "") -> f
 
 def question_names(question: str) -> list[str]:
     """Capitalised words and numbers in the question, lower-cased, excluding its first word
-    (capitalised only because it starts the sentence) and function words."""
+    (capitalised only because it starts the sentence) and function words.
+
+    A question typed in capitals ("HOW MUCH IS A CENTAVO IN MEXICO", as search-box queries often
+    are) says nothing by its case: only its numbers count as names there.
+    """
+    if not any(character.islower() for character in question):
+        question = question.lower()
     names = []
     for i, raw in enumerate(question.split()):
         for word in _PUNCT.sub(" ", raw).split():
