@@ -145,3 +145,20 @@ def test_an_unreadable_page_is_skipped_with_a_warning(tmp_path, caplog):
         titles = [d.title for d in read_epub(path)]
     assert titles == ["Field Guide › Comb jellies", "Field Guide › Light"]
     assert "OEBPS/text/two.xhtml: not a readable page" in caplog.text
+
+
+def test_a_member_zipfile_cannot_extract_is_a_clear_error(tmp_path):
+    # Found by fuzzing: an unknown compression method (here AES's 99, in the central directory) made
+    # zipfile raise NotImplementedError, and a zip password RuntimeError, instead of an InputError.
+    path = make_epub(tmp_path / "aes.epub")
+    data = bytearray(path.read_bytes())
+    name = b"META-INF/container.xml"
+    at = next(
+        i
+        for i in range(len(data))
+        if data[i : i + 4] == b"PK\x01\x02" and data[i + 46 : i + 46 + len(name)] == name
+    )
+    data[at + 10 : at + 12] = (99).to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"aes\.epub: a damaged EPUB .*compression"):
+        read_book(path)

@@ -159,3 +159,56 @@ def test_json_nested_deeper_than_the_reader_can_follow_is_an_input_error(tmp_pat
     read = load_squad if name == "squad.json" else lambda p: list(read_sources([p]))
     with pytest.raises(InputError, match=f"{name}.*nested too deeply"):
         read(path)
+
+
+def _mutated(data: bytes) -> st.SearchStrategy[bytes]:
+    """``data`` cut short, or with a few bytes overwritten anywhere (a zip's headers and compressed
+    streams, a PDF's cross-reference table), or as it is."""
+    overwrite = st.lists(
+        st.tuples(st.integers(0, len(data) - 1), st.integers(0, 255)), min_size=1, max_size=6
+    )
+
+    def apply(changes: list[tuple[int, int]]) -> bytes:
+        out = bytearray(data)
+        for at, value in changes:
+            out[at] = value
+        return bytes(out)
+
+    return st.one_of(st.just(data), st.integers(0, len(data)).map(lambda n: data[:n]), overwrite.map(apply))
+
+
+def _valid_epub() -> bytes:
+    import tempfile
+
+    from rag.test_epub_text import make_epub
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return make_epub(Path(tmp) / "book.epub").read_bytes()
+
+
+def _valid_pdf() -> bytes:
+    import io
+
+    from pypdf import PdfReader, PdfWriter
+
+    from fakes import make_pdf
+
+    writer = PdfWriter(
+        clone_from=PdfReader(io.BytesIO(make_pdf(["Contents . . . . 2", "1 Parsing\nA lexer."])))
+    )
+    writer.add_outline_item("1 Parsing", 1)
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    return buffer.getvalue()
+
+
+@given(data=_mutated(_valid_epub()))
+@FUZZ
+def test_a_damaged_epub_is_read_or_an_input_error_naming_the_file(folder, kb, data):
+    _check_reader(folder, kb, "book.epub", data)
+
+
+@given(data=_mutated(_valid_pdf()))
+@FUZZ
+def test_a_damaged_pdf_with_an_outline_is_read_or_an_input_error_naming_the_file(folder, kb, data):
+    _check_reader(folder, kb, "manual.pdf", data)

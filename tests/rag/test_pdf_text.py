@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from fakes import make_pdf
+from slmkit.errors import InputError
 from slmkit.rag import pdf_text
 from slmkit.rag.ingest import read_pdf
 
@@ -146,3 +147,13 @@ def test_an_unreadable_outline_costs_the_titles_not_the_text(caplog: pytest.LogC
     with caplog.at_level(logging.WARNING):
         assert pdf_text.outline(_Reader(KeyError("/Dests"))) == []  # type: ignore[arg-type]
     assert "outline unreadable" in caplog.text
+
+
+def test_a_pdf_whose_page_tree_cannot_be_found_is_an_input_error(tmp_path: Path) -> None:
+    # Found by fuzzing: pypdf reads lazily, and a PDF without its catalog failed only when its pages
+    # were counted, with pypdf's own PdfReadError (a traceback) instead of an InputError.
+    data = make_pdf(["Hello there."]).replace(b"/Root 1 0 R", b"/Rooo 1 0 R").replace(b"/Catalog", b"/Catalo")
+    path = tmp_path / "rootless.pdf"
+    path.write_bytes(data)
+    with pytest.raises(InputError, match=r"rootless\.pdf: not a readable PDF \(Cannot find Root object"):
+        list(read_pdf(path))

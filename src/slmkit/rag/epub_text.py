@@ -57,8 +57,10 @@ def read_book(path: str | Path) -> EpubBook:
     with archive:
         try:
             return _read(archive, path)
-        # A member that fails its CRC or is cut short: a damaged download.
-        except (zipfile.BadZipFile, EOFError, zlib_error) as err:
+        # A member that fails its CRC or is cut short (a damaged download), or that zipfile cannot
+        # extract: an unknown compression method or flag (NotImplementedError), a zip password
+        # (RuntimeError).
+        except (zipfile.BadZipFile, EOFError, zlib_error, NotImplementedError, RuntimeError) as err:
             raise InputError(f"{path}: a damaged EPUB ({err}); download it again") from None
 
 

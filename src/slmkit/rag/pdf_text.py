@@ -64,19 +64,26 @@ def open_pdf(path: str | Path) -> Any:
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
+    # pypdf reports damaged files with its own errors but also with plain ValueError/KeyError/...
+    # from deep inside its parser; to the user they all mean the same thing. It reads lazily, so the
+    # page tree (where a damaged file often fails: "Cannot find Root object") is counted here too.
+    damaged = (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError)
     try:
         reader = PdfReader(path)
+        encrypted = reader.is_encrypted
     except OSError as err:
         raise InputError(f"{path}: cannot read file: {err.strerror or err}") from None
-    # pypdf reports damaged files with its own errors but also with plain ValueError/KeyError/...
-    # from deep inside its parser; to the user they all mean the same thing.
-    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+    except damaged as err:
         raise InputError(f"{path}: not a readable PDF ({err}). Check that the file is complete.") from None
-    if reader.is_encrypted and not _decrypt_without_password(reader):
+    if encrypted and not _decrypt_without_password(reader):
         raise InputError(
             f"{path}: PDF is encrypted with a password. Save an unencrypted copy "
             "(e.g. `qpdf --decrypt --password=... in.pdf out.pdf`) and pass that instead."
         )
+    try:
+        len(reader.pages)
+    except damaged as err:
+        raise InputError(f"{path}: not a readable PDF ({err}). Check that the file is complete.") from None
     return reader
 
 
