@@ -6,7 +6,9 @@ import io
 import socket
 import threading
 import time
+import zipfile
 from contextlib import contextmanager
+from pathlib import Path
 
 from slmkit.models.generation import Generation
 from slmkit.rag.documents import Chunk
@@ -200,3 +202,54 @@ def make_pdf(pages: list[str], title: str | None = None) -> bytes:
     out.write(f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R{info} >>\n".encode())
     out.write(f"startxref\n{xref}\n%%EOF\n".encode())
     return out.getvalue()
+
+
+EPUB_CONTAINER = (
+    '<?xml version="1.0"?><container version="1.0" xmlns="urn:oasis:names:tc:opendocument:xmlns:container">'
+    '<rootfiles><rootfile full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/>'
+    "</rootfiles></container>"
+)
+EPUB_CHAPTER_ONE = (
+    '<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml"><head>'
+    "<title>Field Guide</title></head><body><nav><a href='#'>Contents</a></nav>"
+    "<h1>Comb jellies</h1><p>Ctenophores swim with combs of cilia.</p>"
+    "<h2>Light</h2><p>Many of them glow.</p></body></html>"
+)
+EPUB_CHAPTER_TWO = (
+    '<html xmlns="http://www.w3.org/1999/xhtml"><head><title>Chapter 2: Sponges</title></head>'
+    "<body><p>Sponges have no nerves.</p></body></html>"
+)
+
+
+def epub_package(spine: str = '<itemref idref="c2"/><itemref idref="cover"/><itemref idref="c1"/>') -> str:
+    """The package document (.opf) of :func:`make_epub`'s book, with ``spine`` as its reading order."""
+    return (
+        '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0">'
+        '<metadata xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>Field Guide</dc:title></metadata>'
+        '<manifest><item id="c1" href="text/one%20two.xhtml" media-type="application/xhtml+xml"/>'
+        '<item id="c2" href="text/two.xhtml#start" media-type="application/xhtml+xml"/>'
+        '<item id="cover" href="cover.jpg" media-type="image/jpeg"/>'
+        '<item id="css" href="style.css" media-type="text/css"/></manifest>'
+        f"<spine>{spine}</spine></package>"
+    )
+
+
+def make_epub(path: Path, replace: dict[str, str | None] | None = None) -> Path:
+    """A small EPUB 3 (its spine puts chapter two first), with members replaced (None: left out)."""
+    files: dict[str, str | None] = {
+        "mimetype": "application/epub+zip",
+        "META-INF/container.xml": EPUB_CONTAINER,
+        "OEBPS/content.opf": epub_package(),
+        "OEBPS/text/one two.xhtml": EPUB_CHAPTER_ONE,
+        "OEBPS/text/two.xhtml": EPUB_CHAPTER_TWO,
+        "OEBPS/cover.jpg": "\xff\xd8",
+        "OEBPS/style.css": "p { margin: 0 }",
+    }
+    files.update(replace or {})
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            if text is not None:
+                archive.writestr(name, text)
+    path.write_bytes(buffer.getvalue())
+    return path

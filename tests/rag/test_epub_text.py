@@ -3,65 +3,14 @@ book can be unreadable."""
 
 from __future__ import annotations
 
-import io
 import logging
-import zipfile
-from pathlib import Path
 
 import pytest
 
+from fakes import epub_package, make_epub
 from slmkit.errors import InputError
 from slmkit.rag.epub_text import read_book
 from slmkit.rag.ingest import read_epub, read_sources
-
-CONTAINER = (
-    '<?xml version="1.0"?><container version="1.0" xmlns="urn:oasis:names:tc:opendocument:xmlns:container">'
-    '<rootfiles><rootfile full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/>'
-    "</rootfiles></container>"
-)
-CHAPTER_ONE = (
-    '<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml"><head>'
-    "<title>Field Guide</title></head><body><nav><a href='#'>Contents</a></nav>"
-    "<h1>Comb jellies</h1><p>Ctenophores swim with combs of cilia.</p>"
-    "<h2>Light</h2><p>Many of them glow.</p></body></html>"
-)
-CHAPTER_TWO = (
-    '<html xmlns="http://www.w3.org/1999/xhtml"><head><title>Chapter 2: Sponges</title></head>'
-    "<body><p>Sponges have no nerves.</p></body></html>"
-)
-
-
-def _opf(spine: str = '<itemref idref="c2"/><itemref idref="cover"/><itemref idref="c1"/>') -> str:
-    return (
-        '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0">'
-        '<metadata xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>Field Guide</dc:title></metadata>'
-        '<manifest><item id="c1" href="text/one%20two.xhtml" media-type="application/xhtml+xml"/>'
-        '<item id="c2" href="text/two.xhtml#start" media-type="application/xhtml+xml"/>'
-        '<item id="cover" href="cover.jpg" media-type="image/jpeg"/>'
-        '<item id="css" href="style.css" media-type="text/css"/></manifest>'
-        f"<spine>{spine}</spine></package>"
-    )
-
-
-def make_epub(path: Path, replace: dict[str, str | None] | None = None) -> Path:
-    """A small EPUB 3 (its spine puts chapter two first), with members replaced (None: left out)."""
-    files: dict[str, str | None] = {
-        "mimetype": "application/epub+zip",
-        "META-INF/container.xml": CONTAINER,
-        "OEBPS/content.opf": _opf(),
-        "OEBPS/text/one two.xhtml": CHAPTER_ONE,
-        "OEBPS/text/two.xhtml": CHAPTER_TWO,
-        "OEBPS/cover.jpg": "\xff\xd8",
-        "OEBPS/style.css": "p { margin: 0 }",
-    }
-    files.update(replace or {})
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, text in files.items():
-            if text is not None:
-                archive.writestr(name, text)
-    path.write_bytes(buffer.getvalue())
-    return path
 
 
 def test_an_epub_reads_its_chapters_in_spine_order_one_document_per_section(tmp_path):
@@ -77,7 +26,9 @@ def test_an_epub_reads_its_chapters_in_spine_order_one_document_per_section(tmp_
 
 
 def test_a_book_without_a_title_is_titled_by_its_file_name(tmp_path):
-    path = make_epub(tmp_path / "untitled.epub", {"OEBPS/content.opf": _opf().replace("Field Guide", "")})
+    path = make_epub(
+        tmp_path / "untitled.epub", {"OEBPS/content.opf": epub_package().replace("Field Guide", "")}
+    )
     assert {d.title.split(" › ")[0] for d in read_epub(path)} == {"untitled"}
 
 
@@ -109,11 +60,11 @@ def test_fonts_obfuscated_in_a_drm_free_book_cost_nothing_but_encrypted_pages_ar
         ({"META-INF/container.xml": "<container/>"}, r"container\.xml: names no package document"),
         ({"OEBPS/content.opf": None}, r"OEBPS/content\.opf is missing"),
         (
-            {"OEBPS/content.opf": _opf('<itemref idref="c9"/>')},
+            {"OEBPS/content.opf": epub_package('<itemref idref="c9"/>')},
             r"spine item 1 names 'c9', not in the manifest",
         ),
         ({"OEBPS/text/two.xhtml": None}, r"spine item 1 \(OEBPS/text/two\.xhtml\) is not in the archive"),
-        ({"OEBPS/content.opf": _opf('<itemref idref="cover"/>')}, r"the spine names no XHTML page"),
+        ({"OEBPS/content.opf": epub_package('<itemref idref="cover"/>')}, r"the spine names no XHTML page"),
     ],
 )
 def test_a_broken_book_is_an_error_naming_the_file_and_the_part(tmp_path, replace, message):

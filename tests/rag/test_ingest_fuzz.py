@@ -180,7 +180,7 @@ def _mutated(data: bytes) -> st.SearchStrategy[bytes]:
 def _valid_epub() -> bytes:
     import tempfile
 
-    from rag.test_epub_text import make_epub
+    from fakes import make_epub
 
     with tempfile.TemporaryDirectory() as tmp:
         return make_epub(Path(tmp) / "book.epub").read_bytes()
