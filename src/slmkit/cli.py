@@ -250,7 +250,7 @@ def index_tune(
     tune_config = parse_config(QueryTuneConfig, settings, f"{config or 'options'} [tune]")
     base = KnowledgeBase.open(kb)
     if pairs is None:
-        pairs = _teacher_pairs(kb, questions, teacher)
+        pairs = _teacher_pairs(base, kb, questions, teacher)
     found, unmatched = read_pairs(pairs, base)
     # Outside the knowledge base's versions, so it outlives a stopped run (and only that).
     checkpoint = Path(kb) / ".tune-checkpoint"
@@ -294,12 +294,12 @@ def index_tune(
         )
 
 
-def _teacher_pairs(kb: Path, questions: int | None, teacher: str | None) -> Path:
-    """``slmkit synth`` for ``index tune``: questions about the knowledge base's chunks, written into
-    KB/.tune-synth (resuming what is there); returns its pairs file."""
+def _teacher_pairs(base: Any, kb: Path, questions: int | None, teacher: str | None) -> Path:
+    """``slmkit synth`` for ``index tune``: questions about the chunks of ``base`` (the knowledge base
+    at ``kb``, already open), written into KB/.tune-synth (resuming what is there); returns its
+    pairs file."""
     from slmkit.config import SynthConfig
-    from slmkit.models.backends import load_generator
-    from slmkit.train.synth import PAIRS_FILE, format_summary, open_kb, synthesize
+    from slmkit.train.synth import PAIRS_FILE
 
     settings = {
         "kb": str(kb),
@@ -308,11 +308,7 @@ def _teacher_pairs(kb: Path, questions: int | None, teacher: str | None) -> Path
         "teacher": teacher or TUNE_TEACHER,
     }
     cfg = parse_config(SynthConfig, settings, "index tune [synth]")
-    kept = f"the questions written so far are kept in {cfg.output_dir}; resume with: {_same_command()}"
-    with _stops_cleanly(kept):
-        generator = load_generator(cfg.teacher, cfg.backend, dtype=cfg.dtype)
-        result = synthesize(open_kb(cfg), generator, cfg)
-    typer.echo(format_summary(result.summary), err=True)
+    _run_synth(cfg, base, summary_to_stderr=True)
     return Path(cfg.output_dir) / PAIRS_FILE
 
 
@@ -869,19 +865,26 @@ def synth(
     Re-running the same command resumes after the chunks already tried.
     """
     from slmkit.config import SynthConfig
-    from slmkit.models.backends import load_generator
-    from slmkit.train.synth import format_summary, open_kb, synthesize
 
     flags = _flags(locals(), _SYNTH_FLAGS)
     cfg = parse_config(
         SynthConfig, _merged(recipe, "synth", _SYNTH_FLAGS, flags), f"{recipe or 'options'} [synth]"
     )
+    _run_synth(cfg)
+
+
+def _run_synth(cfg: Any, knowledge_base: Any = None, summary_to_stderr: bool = False) -> None:
+    """Run synth for ``cfg`` on ``knowledge_base`` (else the one ``cfg.kb`` names), stopping cleanly,
+    and print its summary: `slmkit synth`, and `index tune` without pairs (whose stdout is its report)."""
+    from slmkit.models.backends import load_generator
+    from slmkit.train.synth import format_summary, open_kb, synthesize
+
     kept = f"the chunks tried so far are kept in {cfg.output_dir}; resume with: {_same_command()}"
     with _stops_cleanly(kept):
-        knowledge_base = open_kb(cfg)
+        knowledge_base = open_kb(cfg) if knowledge_base is None else knowledge_base
         generator = load_generator(cfg.teacher, cfg.backend, dtype=cfg.dtype)
         result = synthesize(knowledge_base, generator, cfg)
-    typer.echo(format_summary(result.summary))
+    typer.echo(format_summary(result.summary), err=summary_to_stderr)
 
 
 @app.command()
