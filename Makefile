@@ -12,7 +12,7 @@ BIN    := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup setup-run browser demo test test-fast test-gpu lint bench postgres postgres-stop clean
+.PHONY: setup setup-run browser demo test test-fast fuzz test-gpu lint bench postgres postgres-stop clean
 
 setup-run: $(VENV)/.installed-run
 setup: $(VENV)/.installed-dev
@@ -62,6 +62,13 @@ test: setup browser
 
 test-fast: setup
 	$(BIN)/pytest -q -m "not slow"
+
+# The property-based tests with new random examples on each of FUZZ_RUNS runs (make test draws the same
+# ones every time); a failure prints the @reproduce_failure line that replays it.
+FUZZ_RUNS ?= 5
+FUZZ_TESTS := tests/rag/test_ingest_fuzz.py tests/serve/test_fuzz.py tests/models/test_grounding.py
+fuzz: setup
+	for run in $$(seq $(FUZZ_RUNS)); do SLMKIT_HYPOTHESIS=explore $(BIN)/pytest -q $(FUZZ_TESTS) || exit 1; done
 
 # The CUDA checks (tests/gpu: NF4 QLoRA gradients vs a dequantized twin after an evaluation pass,
 # paged 8-bit AdamW, a LoRA run, GPU inference and embedding, throughput vs TRL), in their own venv

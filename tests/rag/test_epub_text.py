@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from fakes import epub_package, make_epub
+from fakes import epub_package, make_epub, set_zip_header_field
 from slmkit.errors import InputError
 from slmkit.rag.epub_text import read_book
 from slmkit.rag.ingest import read_epub, read_sources
@@ -102,14 +102,15 @@ def test_a_member_zipfile_cannot_extract_is_a_clear_error(tmp_path):
     # Found by fuzzing: an unknown compression method (here AES's 99, in the central directory) made
     # zipfile raise NotImplementedError, and a zip password RuntimeError, instead of an InputError.
     path = make_epub(tmp_path / "aes.epub")
-    data = bytearray(path.read_bytes())
-    name = b"META-INF/container.xml"
-    at = next(
-        i
-        for i in range(len(data))
-        if data[i : i + 4] == b"PK\x01\x02" and data[i + 46 : i + 46 + len(name)] == name
-    )
-    data[at + 10 : at + 12] = (99).to_bytes(2, "little")
-    path.write_bytes(bytes(data))
+    path.write_bytes(set_zip_header_field(path.read_bytes(), "META-INF/container.xml", 10, 99))
     with pytest.raises(InputError, match=r"aes\.epub: a damaged EPUB .*compression"):
+        read_book(path)
+
+
+def test_an_archive_asking_for_a_zip_version_zipfile_lacks_is_not_a_readable_epub(tmp_path):
+    # Found by fuzzing in CI: a damaged central directory asking for zip version 6.4 made opening the
+    # archive raise NotImplementedError.
+    path = make_epub(tmp_path / "new.epub")
+    path.write_bytes(set_zip_header_field(path.read_bytes(), "OEBPS/content.opf", 6, 64))
+    with pytest.raises(InputError, match=r"new\.epub: not a readable EPUB .*zip file version 6\.4"):
         read_book(path)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fakes import make_pdf
+from fakes import make_pdf, set_zip_header_field
 from slmkit.config import IngestConfig
 from slmkit.errors import InputError
 from slmkit.rag.ingest import (
@@ -543,6 +543,42 @@ def test_html_binary_or_empty(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
 def test_unreadable_docx(tmp_path: Path, content: bytes) -> None:
     path = _write(tmp_path / "report.docx", content)
     with pytest.raises(InputError, match=r"report\.docx: not a readable Word \.docx document .*as \.docx"):
+        list(read_docx(path))
+
+
+def _docx_bytes() -> bytes:
+    import docx
+
+    word = docx.Document()
+    word.add_heading("Setup", level=1)
+    word.add_paragraph("Install the package with pip, then run the setup command once. " * 8)
+    buffer = io.BytesIO()
+    word.save(buffer)
+    return buffer.getvalue()
+
+
+def _garble_member(data: bytes, member: str) -> bytes:
+    """``data`` (a zip) with the middle of ``member``'s compressed bytes overwritten."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        info = archive.getinfo(member)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    at = start + info.compress_size // 2
+    return data[:at] + b"\xff" * 8 + data[at + 8 :]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        # Found by fuzzing: each escaped the reader as zipfile's or zlib's own exception.
+        lambda data: set_zip_header_field(data, "word/document.xml", 6, 64),  # zip version 6.4
+        lambda data: set_zip_header_field(data, "word/document.xml", 10, 99),  # AES compression
+        lambda data: _garble_member(data, "word/document.xml"),  # a broken deflate stream
+    ],
+    ids=["zip-version", "compression-method", "deflate-stream"],
+)
+def test_a_damaged_docx_is_a_clear_error(tmp_path: Path, damage) -> None:
+    path = _write(tmp_path / "manual.docx", damage(_docx_bytes()))
+    with pytest.raises(InputError, match=r"manual\.docx: not a readable Word \.docx document"):
         list(read_docx(path))
 
 

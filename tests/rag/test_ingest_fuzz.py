@@ -186,6 +186,22 @@ def _valid_epub() -> bytes:
         return make_epub(Path(tmp) / "book.epub").read_bytes()
 
 
+def _valid_docx() -> bytes:
+    import io
+
+    import docx
+
+    word = docx.Document()
+    word.core_properties.title = "Field guide"
+    word.add_heading("Ctenophores", level=1)
+    word.add_paragraph("Comb jellies swim with combs of cilia. " * 6)
+    table = word.add_table(rows=1, cols=2)
+    table.rows[0].cells[0].text, table.rows[0].cells[1].text = "Beroe", "30 cm"
+    buffer = io.BytesIO()
+    word.save(buffer)
+    return buffer.getvalue()
+
+
 def _valid_pdf() -> bytes:
     import io
 
@@ -212,3 +228,9 @@ def test_a_damaged_epub_is_read_or_an_input_error_naming_the_file(folder, kb, da
 @FUZZ
 def test_a_damaged_pdf_with_an_outline_is_read_or_an_input_error_naming_the_file(folder, kb, data):
     _check_reader(folder, kb, "manual.pdf", data)
+
+
+@given(data=_mutated(_valid_docx()))
+@FUZZ
+def test_a_damaged_docx_is_read_or_an_input_error_naming_the_file(folder, kb, data):
+    _check_reader(folder, kb, "guide.docx", data)

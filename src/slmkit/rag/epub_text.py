@@ -52,7 +52,9 @@ def read_book(path: str | Path) -> EpubBook:
         archive = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except (zipfile.BadZipFile, OSError) as err:
+    # NotImplementedError: a central directory asking for a zip version zipfile does not read (a
+    # damaged header says "6.4"); to the user that is the same unreadable archive.
+    except (zipfile.BadZipFile, OSError, NotImplementedError) as err:
         raise InputError(f"{path}: not a readable EPUB (an EPUB is a zip archive: {err})") from None
     with archive:
         try:

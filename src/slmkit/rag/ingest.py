@@ -701,6 +701,7 @@ def _row_text(record: dict[str, str], title_field: str) -> str:
 
 def _open_docx(path: str | Path) -> Any:
     import zipfile
+    import zlib
 
     import docx
     from docx.opc.exceptions import OpcError
@@ -710,9 +711,21 @@ def _open_docx(path: str | Path) -> Any:
         return docx.Document(str(path))
     except OSError as err:
         raise InputError(f"{path}: cannot read file: {err.strerror or err}") from None
-    # A .doc renamed .docx, a truncated download or a damaged package fails in the zip reader, the OPC
-    # layer, the XML parser or python-docx's part lookup; to the user they all mean the same thing.
-    except (OpcError, zipfile.BadZipFile, etree.XMLSyntaxError, KeyError, ValueError) as err:
+    # A .doc renamed .docx, a truncated download or a damaged package fails in the zip reader (a bad
+    # header, a member cut short or failing decompression, a zip version or method zipfile lacks,
+    # a password), the OPC layer, the XML parser or python-docx's part lookup; to the user they all
+    # mean the same thing.
+    except (
+        OpcError,
+        zipfile.BadZipFile,
+        EOFError,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,
+        etree.XMLSyntaxError,
+        KeyError,
+        ValueError,
+    ) as err:
         raise InputError(
             f"{path}: not a readable Word .docx document ({err or type(err).__name__}). Legacy .doc "
             "files must be saved as .docx first; otherwise check that the file is complete."
