@@ -95,6 +95,13 @@ def html_main_text(data: bytes) -> tuple[str, list[HtmlBlock]]:
     for element in tree.xpath(_FURNITURE):
         if element.getparent() is not None:
             element.drop_tree()
+    for link in tree.xpath("//a[starts-with(@href, '#')]"):
+        # A permalink beside a heading (Sphinx's and MkDocs' "¶", rustdoc's "§", Docusaurus' "#"):
+        # a symbol, not words; left in, every section title would end in it. Footnote marks ([1])
+        # have digits and stay.
+        mark = link.text_content().strip()
+        if len(mark) <= 3 and not any(c.isalnum() for c in mark) and link.getparent() is not None:
+            link.drop_tree()
     roots = _outermost(tree.xpath(_MAIN)) or _outermost(tree.xpath("//article")) or tree.xpath("//body")
     blocks: list[HtmlBlock] = []
     for root in roots:
