@@ -278,6 +278,21 @@ def test_texinfo_html_loses_its_next_and_up_links(tmp_path: Path) -> None:
         assert document.text == "2.1 The Basics\n\nThe cif in ffi_cif stands for Call InterFace."
 
 
+def test_html_headings_lose_their_permalink_marks(tmp_path: Path) -> None:
+    # Sphinx (Python's and Debian's documentation) and MkDocs end each heading with a "¶" link,
+    # rustdoc puts a "§" before it; a footnote mark has digits and stays.
+    page = (
+        "<html><head><title>Policy</title></head><body><div class='body'>"
+        "<h1>Python Policy<a class='headerlink' href='#policy' title='Permalink'>¶</a></h1>"
+        "<h2><a class='anchor' href='#packaging'>§</a>3. Python Packaging</h2>"
+        "<p>Modules go to dist-packages.<a href='#fn1'>[1]</a></p></div></body></html>"
+    )
+    documents = list(read_html(_write(tmp_path / "policy.html", page)))
+    assert [(d.title, d.text) for d in documents] == [
+        ("Policy › 3. Python Packaging", "Modules go to dist-packages.[1]"),
+    ]
+
+
 def test_docx_is_one_document_per_heading_section(tmp_path: Path) -> None:
     import docx
 
@@ -383,6 +398,27 @@ def test_folder_is_read_recursively_in_sorted_order(tmp_path: Path, caplog: pyte
     ]
     # What was left out is said, counted by type; hidden files and lock files are not news.
     assert "3 file(s) of unsupported types skipped: .doc (2), .xlsx (1)" in caplog.text
+
+
+def test_text_files_without_an_extension_are_read_and_programs_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    _write(folder / "LICENSE", "Permission is hereby granted, free of charge.")
+    _write(folder / "Apache-2.0", "Apache License\nVersion 2.0, January 2004")  # a version, not a type
+    _write(folder / "run", b"\x7fELF\x02\x01\x01\x00\x00")  # a program: binary, skipped
+    _write(folder / "ls.1", ".TH LS 1\n.SH NAME\nls \\- list")  # a manual page in roff: a type
+    with caplog.at_level(logging.WARNING):
+        documents = list(read_sources([folder]))
+    assert [(d.title, d.text) for d in documents] == [
+        ("Apache-2.0", "Apache License\nVersion 2.0, January 2004"),
+        ("LICENSE", "Permission is hereby granted, free of charge."),
+    ]
+    assert "2 file(s) of unsupported types skipped: .1 (1), (no extension) (1)" in caplog.text
+    # Named on its own, a binary file without an extension is an error saying so.
+    with pytest.raises(InputError, match=r"run: binary data \(a NUL byte at offset 7\), not a text file"):
+        list(read_sources([folder / "run"]))
 
 
 def test_source_is_path_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -115,14 +115,16 @@ def read_source(source: str | Path, config: IngestConfig | None = None) -> Itera
 
 
 def read_file(path: str | Path, config: IngestConfig | None = None) -> Iterator[Document]:
-    """Documents of one file, chosen by its extension.
+    """Documents of one file, chosen by its extension; a file without one (README, LICENSE,
+    Apache-2.0) is plain text, or an InputError if it holds binary data.
 
     Raises:
         InputError: the extension is not supported (the message lists those that are).
     """
     config = config or IngestConfig()
     suffix = Path(path).suffix.lower()
-    if suffix in (".txt", ".text", ".rst"):  # reStructuredText reads well as plain text
+    # reStructuredText reads well as plain text; so do README, LICENSE, COPYING or Apache-2.0.
+    if suffix in (".txt", ".text", ".rst") or _without_extension(path):
         return read_txt(path)
     if suffix in (".md", ".markdown"):
         return read_markdown(path)
@@ -142,14 +144,17 @@ def read_file(path: str | Path, config: IngestConfig | None = None) -> Iterator[
         return read_pdf(path)
     raise InputError(
         f"{path}: unsupported file type '{suffix or '(no extension)'}'. Supported: "
-        f"{', '.join(SUPPORTED_SUFFIXES)}, or {HF_PREFIX}NAME for a Hugging Face dataset. "
+        f"{', '.join(SUPPORTED_SUFFIXES)}, plain text without an extension (README, LICENSE), or "
+        f"{HF_PREFIX}NAME for a Hugging Face dataset. "
         "Convert the file to one of these (e.g. plain text) and pass it again."
     )
 
 
 def read_txt(path: str | Path) -> Iterator[Document]:
-    """The whole file as one document titled by the file stem (skipped with a warning if empty)."""
-    document = _document(_read_text(path), str(path), Path(path).stem, 0, {}, str(path))
+    """The whole file as one document titled by the file stem, or by the whole name if it has no
+    extension ("Apache-2.0", not "Apache-2"); skipped with a warning if empty."""
+    title = Path(path).name if _without_extension(path) else Path(path).stem
+    document = _document(_read_text(path), str(path), title, 0, {}, str(path))
     if document:
         yield document
 
@@ -427,12 +432,15 @@ def _folder_files(folder: Path) -> list[Path]:
         and not path.name.startswith("~$")
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
     ]
-    files = [path for path in visible if path.suffix.lower() in SUPPORTED_SUFFIXES]
-    others = [
-        path.suffix.lower() or "(no extension)"
+    # Extension-less files are read where they hold text (README, LICENSE, NEWS); a program or an
+    # image without an extension is skipped like any other unsupported file, not an error.
+    files = [
+        path
         for path in visible
-        if path.suffix.lower() not in SUPPORTED_SUFFIXES
+        if path.suffix.lower() in SUPPORTED_SUFFIXES or (_without_extension(path) and _looks_like_text(path))
     ]
+    taken = set(files)
+    others = [path.suffix.lower() or "(no extension)" for path in visible if path not in taken]
     if not files:
         logger.warning("%s: no supported files (%s) in this folder", folder, ", ".join(SUPPORTED_SUFFIXES))
     elif skipped := Counter(others):
@@ -441,6 +449,24 @@ def _folder_files(folder: Path) -> list[Path]:
         kinds = ", ".join(f"{suffix} ({count})" for suffix, count in skipped.most_common())
         logger.warning("%s: %d file(s) of unsupported types skipped: %s", folder, skipped.total(), kinds)
     return files
+
+
+def _without_extension(path: str | Path) -> bool:
+    """No extension, or only a version number's last part: ``LICENSE``, ``GPL-3``, ``Apache-2.0``
+    (but ``ls.1``, a manual page in roff, has one)."""
+    path = Path(path)
+    suffix = path.suffix
+    return not suffix or (suffix[1:].isdigit() and path.stem[-1:].isdigit())
+
+
+def _looks_like_text(path: Path) -> bool:
+    """No NUL byte in the first bytes (as git and grep tell text from binary), or a UTF-16/32 mark."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(_SNIFF_BYTES)
+    except OSError:
+        return True  # read_txt says what is wrong with it
+    return any(head.startswith(bom) for bom, _ in _BOMS) or b"\0" not in head
 
 
 def _read_bytes(path: str | Path) -> bytes:
