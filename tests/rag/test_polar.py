@@ -52,3 +52,8 @@ def test_a_run_on_sentence_is_cut():
     words = " ".join(f"word{i}" for i in range(200))
     found = evidence("Is daemon legacy?", f"The daemon user is legacy {words}")
     assert found is not None and found.endswith(" …") and len(found.split()) == 81
+
+
+def test_a_heading_on_the_line_above_is_not_part_of_the_evidence():
+    text = "2.1 ASN.1 syntax\nThe parser is case sensitive. Comments begin with two dashes."
+    assert evidence("Is the ASN.1 parser case sensitive?", text) == "The parser is case sensitive."

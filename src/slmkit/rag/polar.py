@@ -48,8 +48,13 @@ def evidence(question: str, text: str, title: str = "") -> str | None:
         return None
     titled = {_stem(word) for word in content_words(title)}
     best, best_shared = None, 0
-    for start, end in sentence_spans(text):
-        sentence = " ".join(text[start:end].split())
+    # A line break ends a sentence too: wrapped paragraphs are joined at ingest, so one left is a
+    # heading's or a list item's end ("2.1 ASN.1 syntax" above "The parser is case sensitive.").
+    lines = (line for start, end in sentence_spans(text) for line in text[start:end].split("\n"))
+    for line in lines:
+        sentence = " ".join(line.split())
+        if not sentence:
+            continue
         shared = len(asked & {_stem(word) for word in content_words(sentence)})
         if shared > best_shared:
             best, best_shared = sentence, shared
