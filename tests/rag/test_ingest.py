@@ -400,12 +400,14 @@ def test_folder_is_read_recursively_in_sorted_order(tmp_path: Path, caplog: pyte
     assert "3 file(s) of unsupported types skipped: .doc (2), .xlsx (1)" in caplog.text
 
 
-def test_text_files_without_an_extension_are_read_and_programs_skipped(
+def test_files_named_as_text_are_read_and_programs_skipped(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     folder = tmp_path / "project"
     folder.mkdir()
     _write(folder / "LICENSE", "Permission is hereby granted, free of charge.")
+    _write(folder / "README.Debian", "Debian adds a systemd unit.")  # a capitalised name's variant
+    _write(folder / "notes.log", "in a folder, only files named as text or of a supported type")
     _write(folder / "Apache-2.0", "Apache License\nVersion 2.0, January 2004")  # a version, not a type
     _write(folder / "run", b"\x7fELF\x02\x01\x01\x00\x00")  # a program: binary, skipped
     _write(folder / "ls.1", ".TH LS 1\n.SH NAME\nls \\- list")  # a manual page in roff: a type
@@ -414,8 +416,9 @@ def test_text_files_without_an_extension_are_read_and_programs_skipped(
     assert [(d.title, d.text) for d in documents] == [
         ("Apache-2.0", "Apache License\nVersion 2.0, January 2004"),
         ("LICENSE", "Permission is hereby granted, free of charge."),
+        ("README.Debian", "Debian adds a systemd unit."),
     ]
-    assert "2 file(s) of unsupported types skipped: .1 (1), (no extension) (1)" in caplog.text
+    assert "3 file(s) of unsupported types skipped: .1 (1), .log (1), (no extension) (1)" in caplog.text
     # Named on its own, a binary file without an extension is an error saying so.
     with pytest.raises(InputError, match=r"run: binary data \(a NUL byte at offset 7\), not a text file"):
         list(read_sources([folder / "run"]))
@@ -501,10 +504,22 @@ def test_missing_path(tmp_path: Path) -> None:
         list(read_sources([str(tmp_path / "nowhere.txt")]))
 
 
-def test_unsupported_extension_lists_supported(tmp_path: Path) -> None:
-    path = _write(tmp_path / "report.xlsx", "x")
-    with pytest.raises(InputError, match=r"report\.xlsx: unsupported file type '\.xlsx'.*\.txt, .*\.pdf"):
+def test_unsupported_binary_type_lists_supported(tmp_path: Path) -> None:
+    path = _write(tmp_path / "report.xlsx", _zip_bytes({"xl/workbook.xml": "<workbook/>"}))
+    with pytest.raises(
+        InputError, match=r"report\.xlsx: unsupported file type '\.xlsx' \(binary data\).*\.txt, .*\.pdf"
+    ):
         list(read_sources([path]))
+
+
+def test_a_text_file_of_another_type_named_on_its_own_is_read_as_text(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _write(tmp_path / "build.log", "Compiling the parser took 12 seconds.")
+    with caplog.at_level(logging.WARNING):
+        [document] = read_sources([path])
+    assert (document.title, document.text) == ("build", "Compiling the parser took 12 seconds.")
+    assert "build.log: file type '.log' read as plain text" in caplog.text
 
 
 def test_malformed_jsonl_line_names_line(tmp_path: Path) -> None:

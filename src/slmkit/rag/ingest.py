@@ -33,6 +33,7 @@ from slmkit.rag import pdf_text
 from slmkit.rag.documents import Document
 from slmkit.rag.epub_text import read_book
 from slmkit.rag.html_text import html_main_text
+from slmkit.rag.line_wrap import unwrap_lines
 from slmkit.rag.markdown_text import markdown_sections
 
 logger = logging.getLogger(__name__)
@@ -115,16 +116,17 @@ def read_source(source: str | Path, config: IngestConfig | None = None) -> Itera
 
 
 def read_file(path: str | Path, config: IngestConfig | None = None) -> Iterator[Document]:
-    """Documents of one file, chosen by its extension; a file without one (README, LICENSE,
-    Apache-2.0) is plain text, or an InputError if it holds binary data.
+    """Documents of one file, chosen by its extension. A file named as text has none (README,
+    LICENSE, Apache-2.0) or a capitalised name's (README.Debian): it is read as plain text; so is a
+    file of another type that holds text (notes.log, with a warning).
 
     Raises:
-        InputError: the extension is not supported (the message lists those that are).
+        InputError: the file is binary and of a type not supported (the message lists those that are).
     """
     config = config or IngestConfig()
     suffix = Path(path).suffix.lower()
     # reStructuredText reads well as plain text; so do README, LICENSE, COPYING or Apache-2.0.
-    if suffix in (".txt", ".text", ".rst") or _without_extension(path):
+    if suffix in (".txt", ".text", ".rst") or _named_as_text(path):
         return read_txt(path)
     if suffix in (".md", ".markdown"):
         return read_markdown(path)
@@ -142,9 +144,13 @@ def read_file(path: str | Path, config: IngestConfig | None = None) -> Iterator[
         return read_csv(path, config)
     if suffix == ".pdf":
         return read_pdf(path)
+    if _looks_like_text(Path(path)):
+        # Named on its own (in a folder only supported files are read): the user wants it read.
+        logger.warning("%s: file type '%s' read as plain text", path, suffix)
+        return read_txt(path)
     raise InputError(
-        f"{path}: unsupported file type '{suffix or '(no extension)'}'. Supported: "
-        f"{', '.join(SUPPORTED_SUFFIXES)}, plain text without an extension (README, LICENSE), or "
+        f"{path}: unsupported file type '{suffix or '(no extension)'}' (binary data). Supported: "
+        f"{', '.join(SUPPORTED_SUFFIXES)}, plain text of any name (README, LICENSE, notes.log), or "
         f"{HF_PREFIX}NAME for a Hugging Face dataset. "
         "Convert the file to one of these (e.g. plain text) and pass it again."
     )
@@ -153,8 +159,8 @@ def read_file(path: str | Path, config: IngestConfig | None = None) -> Iterator[
 def read_txt(path: str | Path) -> Iterator[Document]:
     """The whole file as one document titled by the file stem, or by the whole name if it has no
     extension ("Apache-2.0", not "Apache-2"); skipped with a warning if empty."""
-    title = Path(path).name if _without_extension(path) else Path(path).stem
-    document = _document(_read_text(path), str(path), title, 0, {}, str(path))
+    title = Path(path).name if _named_as_text(path) else Path(path).stem
+    document = _document(unwrap_lines(_read_text(path)), str(path), title, 0, {}, str(path))
     if document:
         yield document
 
@@ -382,7 +388,9 @@ def read_pdf(path: str | Path) -> Iterator[Document]:
             logger.warning("%s: page %d: empty, skipped", path, number)
     for piece in pdf_text.sections(texts, pdf_text.outline(reader), title):
         name = f"{title} › {piece.heading}" if piece.heading else title
-        yield Document(text=piece.text, source=str(path), title=name, position=piece.page, metadata={})
+        yield Document(
+            text=unwrap_lines(piece.text), source=str(path), title=name, position=piece.page, metadata={}
+        )
 
 
 def read_hf_dataset(address: str, config: IngestConfig | None = None) -> Iterator[Document]:
@@ -437,7 +445,7 @@ def _folder_files(folder: Path) -> list[Path]:
     files = [
         path
         for path in visible
-        if path.suffix.lower() in SUPPORTED_SUFFIXES or (_without_extension(path) and _looks_like_text(path))
+        if path.suffix.lower() in SUPPORTED_SUFFIXES or (_named_as_text(path) and _looks_like_text(path))
     ]
     taken = set(files)
     others = [path.suffix.lower() or "(no extension)" for path in visible if path not in taken]
@@ -451,12 +459,17 @@ def _folder_files(folder: Path) -> list[Path]:
     return files
 
 
-def _without_extension(path: str | Path) -> bool:
-    """No extension, or only a version number's last part: ``LICENSE``, ``GPL-3``, ``Apache-2.0``
-    (but ``ls.1``, a manual page in roff, has one)."""
+def _named_as_text(path: str | Path) -> bool:
+    """A name without an extension, or with only a version number's last part (``LICENSE``,
+    ``GPL-3``, ``Apache-2.0``; ``ls.1``, a manual page in roff, has one), or a capitalised name's
+    variant of an unsupported type (``README.Debian``, ``INSTALL.unix``)."""
     path = Path(path)
     suffix = path.suffix
-    return not suffix or (suffix[1:].isdigit() and path.stem[-1:].isdigit())
+    return (
+        not suffix
+        or (suffix[1:].isdigit() and path.stem[-1:].isdigit())
+        or (suffix.lower() not in SUPPORTED_SUFFIXES and path.stem.isalpha() and path.stem.isupper())
+    )
 
 
 def _looks_like_text(path: Path) -> bool:
