@@ -96,6 +96,19 @@ def test_markdown_as_real_sites_write_it(tmp_path: Path) -> None:
     assert documents[2].text == "Run make."
 
 
+def test_markdown_wrapped_lines_are_one_paragraph_and_hard_breaks_stay(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "README.md",
+        "The parser reads a file in one pass and\nbuilds the tree as it goes.\n\n"
+        "Maintainer: Ada  \nLicence: MIT\n\n- one item\n- another\n",
+    )
+    [document] = read_markdown(path)
+    assert document.text == (
+        "The parser reads a file in one pass and builds the tree as it goes.\n\n"
+        "Maintainer: Ada\nLicence: MIT\n\n- one item\n- another"
+    )
+
+
 def test_markdown_is_read_as_rendered_text_without_its_markup(tmp_path: Path) -> None:
     # As READMEs write it: badges, an HTML header, links (inline, reference-style with the definition
     # in another section, autolinks), emphasis, code spans, a tight list, a GFM table, a code block.

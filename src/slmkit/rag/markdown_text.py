@@ -98,7 +98,12 @@ def _inline(token: Any) -> str:
     for child in token.children or ():
         if child.type in ("text", "code_inline"):
             out.append(child.content)
-        elif child.type in ("softbreak", "hardbreak"):
+        # A soft break is a wrapped line inside a paragraph: rendered, a space (a reader that sees
+        # a line break mid-sentence stops its answer there); a hard break (two trailing spaces or
+        # a backslash) is the author's own line end.
+        elif child.type == "softbreak":
+            out.append(" ")
+        elif child.type == "hardbreak":
             out.append("\n")
     return "".join(out).strip()
 
