@@ -437,6 +437,13 @@ def test_files_named_as_text_are_read_and_programs_skipped(
         list(read_sources([folder / "run"]))
 
 
+def test_ligatures_and_invisible_characters_do_not_break_words(tmp_path: Path) -> None:
+    # A typeset PDF's "ﬁ" and a web page's soft hyphens split words for the tokenizers and BM25.
+    path = _write(tmp_path / "ﬂow.txt", "The deﬁnition of ﬂow\u00adcontrol\u200b\u00a0is on page 3.")
+    [document] = read_sources([path])
+    assert (document.title, document.text) == ("flow", "The definition of flowcontrol is on page 3.")
+
+
 def test_source_is_path_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copy(ASSETS / "sample.txt", tmp_path / "sample.txt")
     monkeypatch.chdir(tmp_path)

@@ -19,6 +19,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -67,6 +68,28 @@ _BOMS = (
 )
 _SNIFF_BYTES = 8192  # where a NUL byte marks a file as binary (as git and grep look)
 
+# Characters that look like text but break words for the embedder's tokenizer, BM25 and the
+# reader's support check: the ligatures of typeset PDFs ("deﬁnition": LaTeX papers, most reports),
+# and the invisible soft hyphens, zero-width spaces and word joiners of web pages. No-break spaces
+# become spaces.
+_CHARACTERS = str.maketrans(
+    {
+        "\ufb00": "ff",
+        "\ufb01": "fi",
+        "\ufb02": "fl",
+        "\ufb03": "ffi",
+        "\ufb04": "ffl",
+        "\ufb05": "st",
+        "\ufb06": "st",
+        "\u00ad": None,
+        "\u200b": None,
+        "\u2060": None,
+        "\ufeff": None,
+        "\u00a0": " ",
+        "\u202f": " ",
+    }
+)
+
 _HF_QUERY_KEYS = ("config", "split", "text_field", "title_field")
 _TRUTHY = {"1", "true", "yes", "on"}
 # YAML front matter (Jekyll, Hugo, Docusaurus, Obsidian): "---" lines around it, the last may be "...".
@@ -84,6 +107,9 @@ def read_sources(sources: Sequence[str | Path], config: IngestConfig | None = No
             found in a folder: the folder as given joined with the file's relative path).
         config: Field names for JSON/JSONL/HF records; defaults to :class:`IngestConfig`.
 
+    Typeset ligatures ("ﬁ") are spelled out, invisible soft hyphens and zero-width spaces dropped and
+    no-break spaces made spaces, in every document's text and title.
+
     Raises:
         InputError: a path is missing, a file is unsupported or malformed (see the reader functions),
             or all sources together hold no text. Raised while iterating, since documents are streamed.
@@ -94,8 +120,10 @@ def read_sources(sources: Sequence[str | Path], config: IngestConfig | None = No
     found = False
     for source in sources:
         for document in read_source(source, config):
-            found = True
-            yield document
+            text = document.text.translate(_CHARACTERS)
+            if text.strip():
+                found = True
+                yield replace(document, text=text, title=document.title.translate(_CHARACTERS))
     if not found:
         names = ", ".join(str(s) for s in sources) or "(no sources given)"
         raise InputError(f"no text found in: {names}. Every file was empty or whitespace only.")
