@@ -291,6 +291,30 @@ def test_texinfo_html_loses_its_next_and_up_links(tmp_path: Path) -> None:
         assert document.text == "2.1 The Basics\n\nThe cif in ffi_cif stands for Call InterFace."
 
 
+def test_a_wikipedia_page_loses_its_edit_links_reference_marks_and_boxes(tmp_path: Path) -> None:
+    # MediaWiki's markup, old skin (span.mw-headline) and new (div.mw-heading) together.
+    page = """<html><head><title>Kestrel Point Lighthouse - Wikipedia</title></head><body>
+<main id="content"><h1 id="firstHeading">Kestrel Point Lighthouse</h1><div class="mw-parser-output">
+<table class="metadata ambox"><tr><td>This article needs additional citations.</td></tr></table>
+<p>The lighthouse was first lit in 1874.<sup id="cite_ref-1" class="reference"><a href="#cite_note-1">[1]</a>
+</sup> Its keeper was Ann Hale.<sup class="noprint Inline-Template"><i>[citation needed]</i></sup></p>
+<div id="toc" class="toc"><h2>Contents</h2><ul><li>1 History</li></ul></div>
+<div class="mw-heading mw-heading2"><h2 id="History">History</h2><span class="mw-editsection">[<a
+href="/w/index.php?action=edit&amp;section=1">edit</a>]</span></div><p>It was automated in 1962.</p>
+<h2><span class="mw-headline" id="Notes">Notes</span><span class="mw-editsection">[<a href="e">edit</a>]
+</span></h2>
+<ol class="references"><li id="cite_note-1"><a href="#cite_ref-1">^</a> Smith, J. (2001).</li></ol>
+<div class="navbox"><table><tr><th>Lighthouses</th><td>North Light · South Light</td></tr></table></div>
+</div><div id="catlinks" class="catlinks">Categories: Lighthouses completed in 1874</div></main>
+</body></html>"""
+    documents = list(read_html(_write(tmp_path / "Kestrel_Point_Lighthouse.html", page)))
+    assert [(d.title, d.text) for d in documents] == [
+        ("Kestrel Point Lighthouse", "The lighthouse was first lit in 1874. Its keeper was Ann Hale."),
+        ("Kestrel Point Lighthouse › History", "It was automated in 1962."),
+        ("Kestrel Point Lighthouse › Notes", "Smith, J. (2001)."),
+    ]
+
+
 def test_html_headings_lose_their_permalink_marks(tmp_path: Path) -> None:
     # Sphinx (Python's and Debian's documentation) and MkDocs end each heading with a "¶" link,
     # rustdoc puts a "§" before it; a footnote mark has digits and stays.

@@ -32,8 +32,19 @@ _FURNITURE = (
     " | //footer[not(ancestor::article or ancestor::main)]"
     " | //*[@role='navigation' or @role='banner' or @role='contentinfo' or @role='complementary'"
     " or @role='search' or @hidden or @aria-hidden='true']"
+    # MediaWiki (Wikipedia, Fandom, most project wikis): "[edit]" links in every heading, "[1]"
+    # reference marks in the text (their notes stay, in the References section), the contents box,
+    # maintenance banners, navigation boxes, categories, and what it marks not to print
+    # ("[citation needed]", "Jump to navigation").
+    " | //sup[contains(concat(' ', normalize-space(@class), ' '), ' reference ')]"
+    " | //*[@id='toc' or @id='catlinks']"
+    + "".join(
+        f" | //*[contains(concat(' ', normalize-space(@class), ' '), ' {name} ')]"
+        for name in ("mw-editsection", "toc", "ambox", "navbox", "catlinks", "printfooter", "noprint")
+    )
 )
 _MAIN = "//main | //*[@role='main']"
+_SITE_SUFFIX = re.compile(r"\s+[-|–—·:•]\s+\S")
 # Elements that start a new block of text (a paragraph break for the sentence splitter).
 _BLOCKS = {
     "address",
@@ -106,7 +117,16 @@ def html_main_text(data: bytes) -> tuple[str, list[HtmlBlock]]:
     blocks: list[HtmlBlock] = []
     for root in roots:
         blocks.extend(_blocks(root))
-    return title, blocks
+    return _without_site_name(title, blocks), blocks
+
+
+def _without_site_name(title: str, blocks: list[HtmlBlock]) -> str:
+    """The page's title without the site's name after it, where the first heading is the rest:
+    "Kestrel Point Lighthouse - Wikipedia" with the heading "Kestrel Point Lighthouse", or Sphinx's
+    "3. Packaging — Python Policy documentation" with "3. Packaging"."""
+    heading = next((block.text for block in blocks if block.heading), "")
+    rest = title[len(heading) :] if heading and title.startswith(heading) else ""
+    return heading if _SITE_SUFFIX.match(rest) else title
 
 
 def _parse(data: bytes) -> html.HtmlElement:

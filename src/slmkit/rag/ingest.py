@@ -608,7 +608,8 @@ def _section_documents(path: str | Path, title: str, sections: list[tuple[str, s
         if not body.strip():
             logger.debug("%s: section %d (%s): empty, skipped", path, number, heading or "before any heading")
             continue
-        section_title = f"{title} › {heading}" if heading else title
+        # A page whose one heading is its title (a web page's <h1>) is not "Title › Title".
+        section_title = f"{title} › {heading}" if heading and heading != title else title
         found = True
         yield Document(text=body, source=str(path), title=section_title, position=number, metadata={})
     if not found:
