@@ -16,6 +16,7 @@ sentence-transformers and llama.cpp (slmkit.models.query_encoder) then load it l
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from slmkit.models.adapters import adapter_fingerprint, merged_model
 
 QUERY_ADAPTER_FILE = "query_adapter.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
+# Merged query encoders kept in the cache (with their GGUFs): see evict_query_encoders.
+QUERY_ENCODERS_KEPT = 5
 
 
 def is_query_adapter(path: Path) -> bool:
@@ -63,6 +66,7 @@ def merged_query_encoder(adapter: Path, cache: Path) -> Path:
     embedder = read_query_adapter(adapter)["embedder"]
     target = cache / "query-encoders" / f"{adapter.name}-{adapter_fingerprint(adapter)}"
     if (target / "modules.json").is_file():
+        os.utime(target)  # used now: the last to be evicted
         return target
     from slmkit.models.embedder import load_embedder
 
@@ -73,4 +77,31 @@ def merged_query_encoder(adapter: Path, cache: Path) -> Path:
     with atomic_folder(target) as staging:
         model.save(str(staging))
         shutil.copy(adapter / QUERY_ADAPTER_FILE, staging / QUERY_ADAPTER_FILE)
+    evict_query_encoders(cache)
     return target
+
+
+def evict_query_encoders(cache: Path, keep: int = QUERY_ENCODERS_KEPT) -> list[str]:
+    """Remove all but the ``keep`` most recently used merged query encoders from ``cache``, with the
+    GGUF exported from each (its name starts with the encoder's); returns the names removed.
+
+    Every ``index tune`` run makes a new adapter, and each merged encoder and its GGUF take ~180 MB:
+    kept forever they would fill the disk of anyone who tunes often (and of a CI machine, where the
+    tests tune). What is evicted is made again, in seconds, if a knowledge base still needs it.
+    """
+    folder = cache / "query-encoders"
+    if not folder.is_dir():
+        return []
+    merged = sorted(
+        (path for path in folder.iterdir() if path.is_dir() and not path.name.startswith(".")),
+        key=lambda path: path.stat().st_mtime,
+        reverse=True,
+    )
+    removed = []
+    for stale in merged[keep:]:
+        shutil.rmtree(stale, ignore_errors=True)
+        # A process that has the GGUF open keeps reading it (an unlinked file lives while open).
+        for gguf in (cache / "gguf").glob(f"{stale.name}-*.gguf"):
+            gguf.unlink(missing_ok=True)
+        removed.append(stale.name)
+    return removed
