@@ -179,3 +179,31 @@ def test_a_yes_no_question_keeps_a_supported_span_and_abstains_when_no_sentence_
     # A choice ("... or ...?") is answered by its span, and an unsupported one is refused as ever.
     answer = _answerer(reader, [make_hit(0, DAEMON)]).ask("Is daemon legacy or current?")
     assert answer.abstained and "yes/no" not in answer.reason
+
+
+TRIGGERS = "Old dpkg to new dpkg. The first time a trigger-supporting dpkg is run, it activates triggers."
+DEFINED = "Introduction. A dpkg trigger is a facility that lets one package record events for another."
+
+
+def test_a_definition_question_reads_the_passage_that_defines_the_term_first():
+    # Ranked second among the hits, the defining passage is read first; top_k 1 keeps only it.
+    reader = ScriptedReader({"Introduction.": 0.1, "Old": 0.1}, {"Introduction.": "a facility"})
+    config = AskConfig(reading="per-passage", sure_below=0.0, abstention=AbstentionConfig(min_coverage=0.0))
+    config.retrieval.top_k = 1
+    hits = [make_hit(0, TRIGGERS), make_hit(1, DEFINED)]
+    answer = Answerer(reader, FixedRetriever(hits), config).ask("What is a dpkg trigger?")
+    assert reader.scored == [DEFINED] and answer.text == "a facility [1]"
+
+
+def test_a_definition_question_the_reader_finds_no_span_for_gets_the_defining_sentence():
+    reader = ScriptedReader({"Old": 0.9, "Introduction.": 0.95}, {})
+    streamed: list[str] = []
+    hits = [make_hit(0, TRIGGERS), make_hit(1, DEFINED)]
+    answer = _answerer(reader, hits).ask("what's a dpkg trigger", on_text=streamed.append)
+    sentence = "A dpkg trigger is a facility that lets one package record events for another."
+    assert not answer.abstained and answer.text == f"{sentence} [1]"
+    assert [c.chunk_id for c in answer.citations] == [1] and streamed == [sentence]
+    assert reader.generated == []  # nothing was generated: the reader had no span to give
+    # A knowledge base that does not define the term still gets "I don't know", saying why.
+    answer = _answerer(reader, [make_hit(0, TRIGGERS)]).ask("What is a dpkg trigger?")
+    assert answer.abstained and answer.reason.endswith("and no sentence of them defines 'dpkg trigger'")

@@ -33,9 +33,16 @@ from slmkit.rag.abstention import (
 )
 from slmkit.rag.documents import Chunk, content_hash
 from slmkit.rag.knowledge_base import KnowledgeBase
-from slmkit.rag.polar import evidence, is_polar
 from slmkit.rag.reading import Reading, most_confident, read_passages
 from slmkit.rag.retrieval import Hit, Retriever
+from slmkit.rag.sentence_answers import (
+    DEFINITION_POOL,
+    defined_term,
+    defining_first,
+    definition,
+    evidence,
+    is_polar,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +223,11 @@ class Answerer:
             return self._finish(question, text, is_refusal(text), None, [], [], generation, start, 0.0)
 
         retrieval = self.config.retrieval
-        hits = self.retriever.search(question, top_k=retrieval.top_k, mode=retrieval.mode)
+        if term := defined_term(question):
+            hits = defining_first(term, self.retriever.search(question, DEFINITION_POOL, retrieval.mode))
+            hits = hits[: retrieval.top_k]
+        else:
+            hits = self.retriever.search(question, top_k=retrieval.top_k, mode=retrieval.mode)
         retrieval_s = time.perf_counter() - start
         decision = check_relevance(max((h.dense_score for h in hits), default=None), self.config.abstention)
         if not decision.abstain:
@@ -289,7 +300,11 @@ class Answerer:
         decision = check_reader_confidence(best.no_answer, len(readings), self.config.abstention)
         generation = None
         span = ""
-        if not decision.abstain:
+        if decision.abstain and (term := defined_term(question)):
+            decision, span, best = self._definition(term, readings, best, decision)
+            if not decision.abstain and on_text is not None:
+                on_text(span)
+        elif not decision.abstain:
             polar = is_polar(question)
             # A yes/no question's span is shown once checked: it may give way to a sentence.
             generation = self._generate(best.messages, None if polar else on_text, shown(best.passage))
@@ -314,9 +329,21 @@ class Answerer:
         return answer
 
     @staticmethod
+    def _definition(
+        term: str, readings: list[Reading], best: Reading, unsure: Decision
+    ) -> tuple[Decision, str, Reading]:
+        """A "What is X?" question the reader found no span for: the first sentence of the passages
+        read, in rank order, that defines X (slmkit.rag.sentence_answers), and its passage."""
+        for reading in readings:
+            if found := definition(term, reading.passage.text):
+                return Decision(False), found, reading
+        reason = f"{unsure.reason}, and no sentence of them defines '{term}'"
+        return Decision(True, reason), "", best
+
+    @staticmethod
     def _polar_evidence(question: str, best: Reading, unsupported: Decision) -> tuple[Decision, str]:
         """A yes/no question whose span the passage does not support (the reader said "No", which
-        no passage contains): the sentence that bears on it, if one does (slmkit.rag.polar)."""
+        no passage contains): the sentence that bears on it, if one does (slmkit.rag.sentence_answers)."""
         found = evidence(question, best.passage.text, best.passage.title)
         if found:
             return Decision(False), found

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from slmkit.rag.polar import evidence, is_polar
+from fakes import make_hit
+from slmkit.rag.sentence_answers import defined_term, defining_first, definition, evidence, is_polar
 
 DAEMON = (
     "Root is (typically) the superuser. Some unprivileged daemons run as daemon. "
@@ -57,3 +58,37 @@ def test_a_run_on_sentence_is_cut():
 def test_a_heading_on_the_line_above_is_not_part_of_the_evidence():
     text = "2.1 ASN.1 syntax\nThe parser is case sensitive. Comments begin with two dashes."
     assert evidence("Is the ASN.1 parser case sensitive?", text) == "The parser is case sensitive."
+
+
+@pytest.mark.parametrize(
+    ("question", "term"),
+    [
+        ("What is a dpkg trigger?", "dpkg trigger"),
+        ("who were the Huguenots", "Huguenots"),
+        ("What's GNU bc?", "GNU bc"),
+        ("What is it?", None),  # no content word
+        ("What was the cost of a thirty second advertisement in 2015?", None),  # a question, not a term
+        ("Where is libffi?", None),
+    ],
+)
+def test_the_term_a_definition_question_asks_for(question, term):
+    assert defined_term(question) == term
+
+
+def test_a_defining_sentence_opens_with_the_term_and_a_defining_verb():
+    text = (
+        "The first time a trigger-supporting dpkg is run, it activates them. "  # words out of order
+        "The C standard library is big. "  # a verb after the term, but not right after it
+        "Pertussis (also known as whooping cough) is a contagious disease. C is a language."
+    )
+    assert (
+        definition("whooping cough", text)
+        == "Pertussis (also known as whooping cough) is a contagious disease."
+    )
+    assert definition("C", text) == "C is a language."
+    assert definition("dpkg trigger", text) is None
+
+
+def test_hits_defining_the_term_go_first_each_group_in_its_order():
+    hits = [make_hit(0, "Triggers run late."), make_hit(1, "A trigger is a hook."), make_hit(2, "Hooks.")]
+    assert [h.chunk.id for h in defining_first("trigger", hits)] == [1, 0, 2]
