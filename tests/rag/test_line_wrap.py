@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from slmkit.rag.line_wrap import unwrap_lines
 
 LICENCE = """\
@@ -86,3 +89,19 @@ and prints a progress bar while it embeds."""
     assert unwrap_lines(text) == text.replace("following\ncommand", "following command").replace(
         "text\nand", "text and"
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=90),
+            st.sampled_from(["", "   ", "- item", "1. First", "=====", "  code:", "a | b | c", "\t\tx"]),
+        ),
+        max_size=30,
+    ).map("\n".join)
+)
+def test_joining_lines_never_changes_the_words(text):
+    joined = unwrap_lines(text)
+    assert joined.split() == text.split()  # only line breaks (and the spaces around them) change
+    assert joined.count("\n") <= text.count("\n")
