@@ -109,6 +109,17 @@ def test_markdown_wrapped_lines_are_one_paragraph_and_hard_breaks_stay(tmp_path:
     )
 
 
+def test_mdx_is_markdown_without_its_import_and_export_statements(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "install.mdx",
+        "---\ntitle: Installing\n---\nimport Tabs from '@theme/Tabs';\nexport const version = '2.1';\n\n"
+        '## With pip\n\n<Tabs>\n<TabItem value="linux">Run pip on Linux.</TabItem>\n</Tabs>\n\n'
+        "```python\nimport slmkit\n```\n",
+    )
+    [document] = read_sources([path])
+    assert (document.title, document.text) == ("Installing › With pip", "Run pip on Linux.\n\nimport slmkit")
+
+
 def test_markdown_is_read_as_rendered_text_without_its_markup(tmp_path: Path) -> None:
     # As READMEs write it: badges, an HTML header, links (inline, reference-style with the definition
     # in another section, autolinks), emphasis, code spans, a tight list, a GFM table, a code block.

@@ -1,7 +1,8 @@
 """Read knowledge-base sources (files, folders, Hugging Face datasets) into :class:`Document` records.
 
-Supported: ``.txt``, ``.md``/``.markdown``, ``.html``/``.htm``/``.xhtml``, ``.docx`` and ``.epub``
-(one document per section), ``.json`` (SQuAD, or a list of records), ``.jsonl`` (one record per
+Supported: ``.txt`` (and reStructuredText, AsciiDoc, Org, and files named as text: README, LICENSE),
+``.md``/``.markdown`` (and MDX, Quarto, R Markdown), ``.html``/``.htm``/``.xhtml``, ``.docx`` and
+``.epub`` (one document per section), ``.json`` (SQuAD, or a list of records), ``.jsonl`` (one record per
 line), ``.csv``/``.tsv`` (one record per row), ``.pdf`` (one document per page, or per outline
 section on it) and
 ``hf://NAME?config=C&split=S&text_field=F&title_field=T`` addresses. Folders are read recursively in
@@ -39,12 +40,13 @@ from slmkit.rag.markdown_text import markdown_sections
 
 logger = logging.getLogger(__name__)
 
+# Plain text, and markup that reads well as plain text (reStructuredText, AsciiDoc, Org).
+_TEXT_SUFFIXES = (".txt", ".text", ".rst", ".adoc", ".asciidoc", ".org")
+# Markdown and its dialects: MDX (Docusaurus, Next.js docs), Quarto and R Markdown.
+_MARKDOWN_SUFFIXES = (".md", ".markdown", ".mdown", ".mkd", ".mdx", ".qmd", ".rmd")
 SUPPORTED_SUFFIXES = (
-    ".txt",
-    ".text",
-    ".rst",
-    ".md",
-    ".markdown",
+    *_TEXT_SUFFIXES,
+    *_MARKDOWN_SUFFIXES,
     ".html",
     ".htm",
     ".xhtml",
@@ -153,10 +155,9 @@ def read_file(path: str | Path, config: IngestConfig | None = None) -> Iterator[
     """
     config = config or IngestConfig()
     suffix = Path(path).suffix.lower()
-    # reStructuredText reads well as plain text; so do README, LICENSE, COPYING or Apache-2.0.
-    if suffix in (".txt", ".text", ".rst") or _named_as_text(path):
+    if suffix in _TEXT_SUFFIXES or _named_as_text(path):
         return read_txt(path)
-    if suffix in (".md", ".markdown"):
+    if suffix in _MARKDOWN_SUFFIXES:
         return read_markdown(path)
     if suffix in (".html", ".htm", ".xhtml"):
         return read_html(path)
@@ -205,7 +206,25 @@ def read_markdown(path: str | Path) -> Iterator[Document]:
     text without its address, no images, HTML tags or emphasis marks (:mod:`slmkit.rag.markdown_text`).
     """
     title, text = _front_matter(_read_text(path), path)
+    if Path(path).suffix.lower() == ".mdx":
+        text = _without_mdx_modules(text)
     yield from _section_documents(path, title or Path(path).stem, markdown_sections(text))
+
+
+def _without_mdx_modules(text: str) -> str:
+    """MDX without its ``import``/``export`` statements (outside code blocks), which are code, not
+    text; its JSX components read as the HTML blocks they look like (their text, not their tags)."""
+    kept, fence = [], ""
+    for line in text.split("\n"):
+        stripped = line.lstrip()
+        if fence:
+            fence = "" if stripped.startswith(fence) else fence
+        elif stripped.startswith(("```", "~~~")):
+            fence = stripped[:3]
+        elif line.startswith(("import ", "export ")):
+            continue
+        kept.append(line)
+    return "\n".join(kept)
 
 
 def read_html(path: str | Path) -> Iterator[Document]:
