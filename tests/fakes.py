@@ -267,3 +267,38 @@ def set_zip_header_field(data: bytes, member: str, offset: int, value: int) -> b
     )
     out[at + offset : at + offset + 2] = value.to_bytes(2, "little")
     return bytes(out)
+
+
+def make_pptx(path: Path, title: str | None = "Reef survey 2026") -> Path:
+    """A four-slide deck: a title slide, bullets with a line break and speaker notes, a table between
+    two text boxes drawn out of reading order and a group of two boxes, and a title-only slide."""
+    from pptx import Presentation
+    from pptx.util import Inches
+
+    deck = Presentation()
+    if title is not None:
+        deck.core_properties.title = title
+    slide = deck.slides.add_slide(deck.slide_layouts[0])
+    slide.shapes.title.text = "Reef survey"
+    slide.placeholders[1].text = "Findings of the spring dive"
+    slide = deck.slides.add_slide(deck.slide_layouts[1])
+    slide.shapes.title.text = "Coral cover"
+    body = slide.placeholders[1].text_frame
+    body.text = "Cover fell to 12 %"
+    body.add_paragraph().text = "Bleaching in\vshallow water"
+    slide.notes_slide.notes_text_frame.text = "The drop follows the 2025 heat wave."
+    slide = deck.slides.add_slide(deck.slide_layouts[5])
+    slide.shapes.title.text = "Sites"
+    table = slide.shapes.add_table(2, 2, Inches(1), Inches(2), Inches(4), Inches(1)).table
+    for (row, column), text in {(0, 0): "Site", (0, 1): "Depth", (1, 0): "North", (1, 1): "8 m"}.items():
+        table.cell(row, column).text = text
+    size = (Inches(3), Inches(0.4))
+    slide.shapes.add_textbox(Inches(1), Inches(5), *size).text_frame.text = "Below the table"
+    slide.shapes.add_textbox(Inches(1), Inches(1.5), *size).text_frame.text = "Above the table"
+    group = slide.shapes.add_group_shape()
+    group.shapes.add_textbox(Inches(5), Inches(6.5), *size).text_frame.text = "Grouped right"
+    group.shapes.add_textbox(Inches(1), Inches(6.5), *size).text_frame.text = "Grouped left"
+    slide = deck.slides.add_slide(deck.slide_layouts[5])
+    slide.shapes.title.text = "Questions?"
+    deck.save(str(path))
+    return path

@@ -202,6 +202,15 @@ def _valid_docx() -> bytes:
     return buffer.getvalue()
 
 
+def _valid_pptx() -> bytes:
+    import tempfile
+
+    from fakes import make_pptx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return make_pptx(Path(tmp) / "deck.pptx").read_bytes()
+
+
 def _valid_pdf() -> bytes:
     import io
 
@@ -234,3 +243,9 @@ def test_a_damaged_pdf_with_an_outline_is_read_or_an_input_error_naming_the_file
 @FUZZ
 def test_a_damaged_docx_is_read_or_an_input_error_naming_the_file(folder, kb, data):
     _check_reader(folder, kb, "guide.docx", data)
+
+
+@given(data=_mutated(_valid_pptx()))
+@FUZZ
+def test_a_damaged_pptx_is_read_or_an_input_error_naming_the_file(folder, kb, data):
+    _check_reader(folder, kb, "deck.pptx", data)

@@ -15,11 +15,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
-from zlib import error as zlib_error
 
 from lxml import etree
 
 from slmkit.errors import InputError
+from slmkit.rag.archive import DAMAGED_ZIP
 
 _CONTAINER = "META-INF/container.xml"
 _ENCRYPTION = "META-INF/encryption.xml"
@@ -54,7 +54,7 @@ def read_book(path: str | Path) -> EpubBook:
         raise InputError(f"{path}: no such file") from None
     # NotImplementedError: a central directory asking for a zip version zipfile does not read (a
     # damaged header says "6.4"); to the user that is the same unreadable archive.
-    except (zipfile.BadZipFile, OSError, NotImplementedError) as err:
+    except (*DAMAGED_ZIP, OSError) as err:
         raise InputError(f"{path}: not a readable EPUB (an EPUB is a zip archive: {err})") from None
     with archive:
         try:
@@ -62,7 +62,7 @@ def read_book(path: str | Path) -> EpubBook:
         # A member that fails its CRC or is cut short (a damaged download), or that zipfile cannot
         # extract: an unknown compression method or flag (NotImplementedError), a zip password
         # (RuntimeError).
-        except (zipfile.BadZipFile, EOFError, zlib_error, NotImplementedError, RuntimeError) as err:
+        except DAMAGED_ZIP as err:
             raise InputError(f"{path}: a damaged EPUB ({err}); download it again") from None
 
 

@@ -2,9 +2,9 @@
 
 Supported: ``.txt`` (and reStructuredText, AsciiDoc, Org, and files named as text: README, LICENSE),
 ``.md``/``.markdown`` (and MDX, Quarto, R Markdown), ``.html``/``.htm``/``.xhtml``, ``.docx`` and
-``.epub`` (one document per section), ``.json`` (SQuAD, or a list of records), ``.jsonl`` (one record per
-line), ``.csv``/``.tsv`` (one record per row), ``.pdf`` (one document per page, or per outline
-section on it) and
+``.epub`` (one document per section), ``.pptx`` (one per slide), ``.json`` (SQuAD, or a list of
+records), ``.jsonl`` (one record per line), ``.csv``/``.tsv`` (one record per row), ``.pdf`` (one
+document per page, or per outline section on it) and
 ``hf://NAME?config=C&split=S&text_field=F&title_field=T`` addresses. Folders are read recursively in
 sorted order. Every problem with the input is an :class:`InputError` naming the file and the line,
 record or field at fault; empty pieces are skipped with a warning.
@@ -32,11 +32,13 @@ from slmkit.data.jsonfile import parse_json
 from slmkit.data.squad import SquadArticle, is_squad, parse_squad
 from slmkit.errors import InputError
 from slmkit.rag import pdf_text
+from slmkit.rag.archive import DAMAGED_ZIP
 from slmkit.rag.documents import Document
 from slmkit.rag.epub_text import read_book
 from slmkit.rag.html_text import html_main_text
 from slmkit.rag.line_wrap import unwrap_lines
 from slmkit.rag.markdown_text import markdown_sections
+from slmkit.rag.slides_text import read_deck
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ SUPPORTED_SUFFIXES = (
     ".htm",
     ".xhtml",
     ".docx",
+    ".pptx",
     ".epub",
     ".json",
     ".jsonl",
@@ -165,6 +168,8 @@ def read_file(path: str | Path, config: IngestConfig | None = None) -> Iterator[
         return read_epub(path)
     if suffix == ".docx":
         return read_docx(path)
+    if suffix == ".pptx":
+        return read_pptx(path)
     if suffix == ".json":
         return read_json(path, config)
     if suffix == ".jsonl":
@@ -294,6 +299,28 @@ def read_docx(path: str | Path) -> Iterator[Document]:
     document = _open_docx(path)
     title = (document.core_properties.title or "").strip() or Path(path).stem
     yield from _section_documents(path, title, _block_sections(_docx_blocks(document)))
+
+
+def read_pptx(path: str | Path) -> Iterator[Document]:
+    """A PowerPoint deck, one document per slide with text, titled ``"<title> › <slide title>"``
+    (the deck's core-properties title or the file stem), ``position`` its slide number; the slide's
+    shapes in reading order, tables a row per line, speaker notes last (see
+    :mod:`slmkit.rag.slides_text`). A slide with no text beside its title (a section divider) is
+    skipped.
+
+    Raises:
+        InputError: the file is not a readable ``.pptx`` (e.g. a legacy ``.ppt`` renamed, or truncated).
+    """
+    deck = read_deck(path)
+    title = deck.title or Path(path).stem
+    found = False
+    for slide in deck.slides:
+        if slide.text.strip():
+            found = True
+            name = f"{title} › {slide.title}" if slide.title else title
+            yield Document(text=slide.text, source=str(path), title=name, position=slide.number, metadata={})
+    if not found:
+        logger.warning("%s: no text on any of its %d slide(s), skipped", path, len(deck.slides))
 
 
 def read_csv(path: str | Path, config: IngestConfig | None = None) -> Iterator[Document]:
@@ -787,9 +814,6 @@ def _row_text(record: dict[str, str], title_field: str) -> str:
 
 
 def _open_docx(path: str | Path) -> Any:
-    import zipfile
-    import zlib
-
     import docx
     from docx.opc.exceptions import OpcError
     from lxml import etree
@@ -798,21 +822,9 @@ def _open_docx(path: str | Path) -> Any:
         return docx.Document(str(path))
     except OSError as err:
         raise InputError(f"{path}: cannot read file: {err.strerror or err}") from None
-    # A .doc renamed .docx, a truncated download or a damaged package fails in the zip reader (a bad
-    # header, a member cut short or failing decompression, a zip version or method zipfile lacks,
-    # a password), the OPC layer, the XML parser or python-docx's part lookup; to the user they all
-    # mean the same thing.
-    except (
-        OpcError,
-        zipfile.BadZipFile,
-        EOFError,
-        zlib.error,
-        NotImplementedError,
-        RuntimeError,
-        etree.XMLSyntaxError,
-        KeyError,
-        ValueError,
-    ) as err:
+    # A .doc renamed .docx, a truncated download or a damaged package fails in the zip reader, the
+    # OPC layer, the XML parser or python-docx's part lookup; to the user they all mean the same thing.
+    except (*DAMAGED_ZIP, OpcError, etree.XMLSyntaxError, KeyError, ValueError) as err:
         raise InputError(
             f"{path}: not a readable Word .docx document ({err or type(err).__name__}). Legacy .doc "
             "files must be saved as .docx first; otherwise check that the file is complete."
