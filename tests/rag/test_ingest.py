@@ -648,7 +648,7 @@ def test_html_binary_or_empty(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
 )
 def test_unreadable_docx(tmp_path: Path, content: bytes) -> None:
     path = _write(tmp_path / "report.docx", content)
-    with pytest.raises(InputError, match=r"report\.docx: not a readable Word \.docx document .*as \.docx"):
+    with pytest.raises(InputError, match=r"report\.docx: not a readable Word \.docx file .*as \.docx"):
         list(read_docx(path))
 
 
@@ -684,7 +684,7 @@ def _garble_member(data: bytes, member: str) -> bytes:
 )
 def test_a_damaged_docx_is_a_clear_error(tmp_path: Path, damage) -> None:
     path = _write(tmp_path / "manual.docx", damage(_docx_bytes()))
-    with pytest.raises(InputError, match=r"manual\.docx: not a readable Word \.docx document"):
+    with pytest.raises(InputError, match=r"manual\.docx: not a readable Word \.docx file"):
         list(read_docx(path))
 
 

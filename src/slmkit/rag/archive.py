@@ -1,9 +1,13 @@
-"""What reading a damaged zip archive raises: the container of EPUB, DOCX and PPTX files."""
+"""Damaged zip archives (the container of EPUB, DOCX and PPTX files): what reading one raises, and
+what slmkit says of it."""
 
 from __future__ import annotations
 
 import zipfile
 import zlib
+from pathlib import Path
+
+from slmkit.errors import InputError
 
 # A truncated download or a damaged archive fails in the zip reader as any of these: a bad header
 # or a member failing its CRC (BadZipFile), a member cut short (EOFError), a broken deflate stream
@@ -17,4 +21,14 @@ DAMAGED_ZIP: tuple[type[Exception], ...] = (
     RuntimeError,
 )
 
-__all__ = ["DAMAGED_ZIP"]
+
+def unreadable_office_file(path: str | Path, err: Exception, kind: str, suffix: str) -> InputError:
+    """The error for an Office file (``kind`` "Word", ``suffix`` ".docx") that cannot be read: most
+    often a legacy binary file (".doc") renamed, or a download cut short."""
+    return InputError(
+        f"{path}: not a readable {kind} {suffix} file ({err or type(err).__name__}). Legacy "
+        f"{suffix[:-1]} files must be saved as {suffix} first; otherwise check that the file is complete."
+    )
+
+
+__all__ = ["DAMAGED_ZIP", "unreadable_office_file"]

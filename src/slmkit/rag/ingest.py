@@ -32,7 +32,7 @@ from slmkit.data.jsonfile import parse_json
 from slmkit.data.squad import SquadArticle, is_squad, parse_squad
 from slmkit.errors import InputError
 from slmkit.rag import pdf_text
-from slmkit.rag.archive import DAMAGED_ZIP
+from slmkit.rag.archive import DAMAGED_ZIP, unreadable_office_file
 from slmkit.rag.documents import Document
 from slmkit.rag.epub_text import read_book
 from slmkit.rag.html_text import html_main_text
@@ -825,10 +825,7 @@ def _open_docx(path: str | Path) -> Any:
     # A .doc renamed .docx, a truncated download or a damaged package fails in the zip reader, the
     # OPC layer, the XML parser or python-docx's part lookup; to the user they all mean the same thing.
     except (*DAMAGED_ZIP, OpcError, etree.XMLSyntaxError, KeyError, ValueError) as err:
-        raise InputError(
-            f"{path}: not a readable Word .docx document ({err or type(err).__name__}). Legacy .doc "
-            "files must be saved as .docx first; otherwise check that the file is complete."
-        ) from None
+        raise unreadable_office_file(path, err, "Word", ".docx") from None
 
 
 def _docx_blocks(document: Any) -> list[tuple[bool, str]]:

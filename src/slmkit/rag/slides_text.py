@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from slmkit.errors import InputError
-from slmkit.rag.archive import DAMAGED_ZIP
+from slmkit.rag.archive import DAMAGED_ZIP, unreadable_office_file
 
 
 @dataclass(frozen=True)
@@ -58,10 +58,7 @@ def read_deck(path: str | Path) -> Deck:
     # Parts are read lazily, so a damaged member can fail while the slides are walked, not only on
     # opening; to the user every such failure means the same thing.
     except (*DAMAGED_ZIP, PythonPptxError, etree.XMLSyntaxError, KeyError, ValueError) as err:
-        raise InputError(
-            f"{path}: not a readable PowerPoint .pptx file ({err or type(err).__name__}). Legacy .ppt "
-            "files must be saved as .pptx first; otherwise check that the file is complete."
-        ) from None
+        raise unreadable_office_file(path, err, "PowerPoint", ".pptx") from None
 
 
 def _slide(number: int, slide: Any) -> Slide:
