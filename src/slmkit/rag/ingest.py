@@ -547,13 +547,14 @@ def _named_as_text(path: str | Path) -> bool:
 
 
 def _looks_like_text(path: Path) -> bool:
-    """No NUL byte in the first bytes (as git and grep tell text from binary), or a UTF-16/32 mark."""
+    """What :func:`_read_text` reads rather than rejects: a UTF-16/32 (or UTF-8) byte-order mark,
+    or no NUL byte near the start."""
     try:
         with path.open("rb") as f:
             head = f.read(_SNIFF_BYTES)
     except OSError:
         return True  # read_txt says what is wrong with it
-    return any(head.startswith(bom) for bom, _ in _BOMS) or b"\0" not in head
+    return any(head.startswith(bom) for bom, _ in _BOMS) or _nul_offset(head) < 0
 
 
 def _read_bytes(path: str | Path) -> bytes:
@@ -586,11 +587,16 @@ def _read_text(path: str | Path) -> str:
 def _reject_binary(path: str | Path, data: bytes, expected: str) -> None:
     """Raise if ``data`` holds a NUL byte near its start: binary data (an image or archive renamed, or
     a stray file in a folder), which would index as gibberish. Text in UTF-16/32 is decoded before."""
-    if (nul := data.find(b"\x00", 0, _SNIFF_BYTES)) >= 0:
+    if (nul := _nul_offset(data)) >= 0:
         raise InputError(
             f"{path}: binary data (a NUL byte at offset {nul}), not {expected}. Remove it from the "
             "sources, or re-save it as UTF-8 text if it is text in another encoding."
         )
+
+
+def _nul_offset(data: bytes) -> int:
+    """Where a NUL byte marks ``data`` as binary (within its first bytes, as git and grep look), or -1."""
+    return data.find(b"\x00", 0, _SNIFF_BYTES)
 
 
 def _warn_not_utf8(path: str | Path, offset: int) -> None:
