@@ -193,6 +193,11 @@ def test_a_definition_question_reads_the_passage_that_defines_the_term_first():
     hits = [make_hit(0, TRIGGERS), make_hit(1, DEFINED)]
     answer = Answerer(reader, FixedRetriever(hits), config).ask("What is a dpkg trigger?")
     assert reader.scored == [DEFINED] and answer.text == "a facility [1]"
+    # A top_k above the pool of 10 still gets top_k passages.
+    config.retrieval.top_k = 12
+    many = [make_hit(i, f"Old dpkg {i}. Nothing defined here.") for i in range(2, 12)] + hits  # 12
+    answer = Answerer(reader, FixedRetriever(many), config).ask("What is a dpkg trigger?")
+    assert len(answer.hits) == 12 and answer.hits[0].chunk.text == DEFINED
 
 
 def test_a_definition_question_the_reader_finds_no_span_for_gets_the_defining_sentence():

@@ -224,7 +224,9 @@ class Answerer:
 
         retrieval = self.config.retrieval
         if term := defined_term(question):
-            hits = defining_first(term, self.retriever.search(question, DEFINITION_POOL, retrieval.mode))
+            # At least the pool, so a definition ranked below top_k can move up; never fewer than top_k.
+            pool = max(retrieval.top_k, DEFINITION_POOL)
+            hits = defining_first(term, self.retriever.search(question, pool, retrieval.mode))
             hits = hits[: retrieval.top_k]
         else:
             hits = self.retriever.search(question, top_k=retrieval.top_k, mode=retrieval.mode)
